@@ -1,0 +1,1 @@
+"""Custom components folder (namespace for Home Assistant)."""

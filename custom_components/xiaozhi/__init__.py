@@ -1,0 +1,82 @@
+"""The Xiaozhi integration: Home Assistant as the server for Xiaozhi voice devices."""
+
+import openai
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_API_KEY, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.typing import ConfigType
+
+from .const import (
+    CONF_BASE_URL,
+    CONF_ENTRY_KIND,
+    DOMAIN,
+    ENTRY_KIND_DEVICE,
+    ENTRY_KIND_PROVIDER,
+)
+from .models import ProviderConfigEntry, ProviderRuntime
+from .provider import async_create_client, async_list_models
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+PROVIDER_PLATFORMS: tuple[Platform, ...] = ()
+DEVICE_PLATFORMS: tuple[Platform, ...] = ()
+
+
+def entry_kind(entry: ConfigEntry) -> str:
+    """Return whether the entry is a provider or a paired device."""
+    kind: str = entry.data.get(CONF_ENTRY_KIND, ENTRY_KIND_PROVIDER)
+    return kind
+
+
+def _platforms(entry: ConfigEntry) -> tuple[Platform, ...]:
+    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+        return DEVICE_PLATFORMS
+    return PROVIDER_PLATFORMS
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Set up the parts shared by all entries."""
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    """Set up a provider or a paired device from a config entry."""
+    if entry_kind(entry) == ENTRY_KIND_PROVIDER:
+        await _async_setup_provider(hass, entry)
+    await hass.config_entries.async_forward_entry_setups(entry, _platforms(entry))
+    entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
+    return True
+
+
+async def _async_setup_provider(
+    hass: HomeAssistant, entry: ProviderConfigEntry
+) -> None:
+    client = await async_create_client(
+        hass, entry.data[CONF_BASE_URL], entry.data.get(CONF_API_KEY)
+    )
+    try:
+        models = await async_list_models(client)
+    except openai.AuthenticationError as err:
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN, translation_key="invalid_auth"
+        ) from err
+    except openai.OpenAIError as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="cannot_connect",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    entry.runtime_data = ProviderRuntime(client=client, models=models)
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    """Unload a config entry."""
+    return await hass.config_entries.async_unload_platforms(entry, _platforms(entry))
+
+
+async def _async_reload_on_update(hass: HomeAssistant, entry: ConfigEntry) -> None:
+    """Reload so entities follow subentry and option changes."""
+    await hass.config_entries.async_reload(entry.entry_id)

@@ -1,0 +1,46 @@
+"""The OpenAI-compatible provider client: construction and validation."""
+
+from typing import Any, cast
+
+import openai
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.httpx_client import get_async_client
+
+from .const import NO_API_KEY, VALIDATION_TIMEOUT
+
+
+def normalize_base_url(url: str) -> str:
+    """Return the base URL in the one form used for storage and unique IDs."""
+    return url.strip().rstrip("/")
+
+
+async def async_create_client(
+    hass: HomeAssistant, base_url: str, api_key: str | None
+) -> openai.AsyncOpenAI:
+    """Create a client on Home Assistant's shared HTTP client."""
+    client = openai.AsyncOpenAI(
+        api_key=api_key or NO_API_KEY,
+        base_url=normalize_base_url(base_url),
+        # The SDK types its http_client as its own httpx flavour; HA's is compatible.
+        http_client=cast(Any, get_async_client(hass)),
+    )
+    # platform_headers() reads /proc and friends once and caches: keep it off the loop.
+    await hass.async_add_executor_job(client.platform_headers)
+    return client
+
+
+async def async_list_models(client: openai.AsyncOpenAI) -> list[str]:
+    """Return the model IDs the service offers, proving the URL and key work.
+
+    Some compatible services do not implement `/models`; a 404 still proves the
+    server answered and accepted the key, so it counts as success with no list.
+    """
+    try:
+        # No retries: a person is waiting on the form, and setup retries by itself.
+        page = await client.with_options(max_retries=0).models.list(
+            timeout=VALIDATION_TIMEOUT
+        )
+    except openai.NotFoundError:
+        return []
+    return sorted(model.id for model in page.data)
