@@ -12,12 +12,15 @@ from homeassistant.helpers.typing import ConfigType
 from .const import (
     CONF_BASE_URL,
     CONF_ENTRY_KIND,
+    CONF_MAC,
     DOMAIN,
     ENTRY_KIND_DEVICE,
     ENTRY_KIND_PROVIDER,
 )
 from .models import ProviderConfigEntry, ProviderRuntime
+from .ota import ActivateView, OtaView
 from .provider import async_create_client, async_list_models
+from .server import DATA_SERVER, XiaozhiServer, async_get_server
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -38,7 +41,10 @@ def _platforms(entry: ConfigEntry) -> tuple[Platform, ...]:
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Set up the parts shared by all entries."""
+    """Start the device server: its HTTP views live as long as HA, entries come and go."""
+    hass.data[DATA_SERVER] = XiaozhiServer(hass)
+    hass.http.register_view(OtaView())
+    hass.http.register_view(ActivateView())
     return True
 
 
@@ -73,7 +79,11 @@ async def _async_setup_provider(
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-    """Unload a config entry."""
+    """Unload a config entry; a device's open connection is closed at once."""
+    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+        await async_get_server(hass).async_disconnect(
+            entry.data[CONF_MAC], "device entry unloaded"
+        )
     return await hass.config_entries.async_unload_platforms(entry, _platforms(entry))
 
 

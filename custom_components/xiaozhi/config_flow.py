@@ -1,8 +1,8 @@
 """Config flow for Xiaozhi: OpenAI-compatible providers and their subentries."""
 
 from collections.abc import Mapping
+import secrets
 from typing import Any, override
-from urllib.parse import urlsplit
 
 import openai
 import probatio
@@ -16,7 +16,14 @@ from homeassistant.config_entries import (
     ConfigSubentryFlow,
     SubentryFlowResult,
 )
-from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
+from homeassistant.const import (
+    CONF_API_KEY,
+    CONF_CODE,
+    CONF_LLM_HASS_API,
+    CONF_NAME,
+    CONF_PROMPT,
+    CONF_TOKEN,
+)
 from homeassistant.core import callback
 from homeassistant.helpers import llm
 from homeassistant.helpers.selector import (
@@ -37,12 +44,18 @@ from homeassistant.helpers.typing import VolDictType
 
 from .const import (
     CONF_BASE_URL,
+    CONF_BOARD,
+    CONF_CLIENT_ID,
+    CONF_DEVICE_LANGUAGE,
     CONF_ENTRY_KIND,
+    CONF_FIRMWARE_VERSION,
     CONF_INSTRUCTIONS,
     CONF_LANGUAGE,
+    CONF_MAC,
     CONF_MAX_TOKENS,
     CONF_MODEL,
     CONF_PRESET,
+    CONF_PROTOCOL_VERSION,
     CONF_SPEED,
     CONF_SUPPORTS_AUDIO,
     CONF_TEMPERATURE,
@@ -52,9 +65,11 @@ from .const import (
     CUSTOM_DEFAULT_TTS_MODEL,
     CUSTOM_DEFAULT_TTS_VOICE,
     DEFAULT_CONVERSATION_NAME,
+    DEFAULT_PROTOCOL_VERSION,
     DEFAULT_STT_NAME,
     DEFAULT_TTS_NAME,
     DOMAIN,
+    ENTRY_KIND_DEVICE,
     ENTRY_KIND_PROVIDER,
     LOGGER,
     OPENAI_VOICES,
@@ -71,16 +86,15 @@ from .const import (
     tts_defaults,
 )
 from .models import ProviderConfigEntry
-from .provider import async_create_client, async_list_models, normalize_base_url
-
-PRESET_TITLES: dict[str, str] = {
-    "openai": "OpenAI",
-    "dashscope": "DashScope (Qwen)",
-    "zhipu": "Zhipu (GLM)",
-    "deepseek": "DeepSeek",
-    "siliconflow": "SiliconFlow",
-    "ollama": "Ollama",
-}
+from .pairing import PairingError
+from .provider import (
+    PRESET_TITLES,
+    async_create_client,
+    async_list_models,
+    normalize_base_url,
+    provider_title,
+)
+from .server import async_get_server
 
 API_KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
@@ -100,13 +114,6 @@ async def async_validate_service(
     except Exception:
         LOGGER.exception("Unexpected error validating %s", base_url)
         return [], {"base": "unknown"}
-
-
-def provider_title(preset: str, base_url: str) -> str:
-    """Return a readable entry title for a service."""
-    if preset in PRESET_TITLES:
-        return PRESET_TITLES[preset]
-    return urlsplit(base_url).netloc or base_url
 
 
 def pick_model(preferred: str, models: list[str]) -> str:
@@ -154,6 +161,12 @@ def default_subentries(
     return subentries
 
 
+def device_title(device: Mapping[str, Any]) -> str:
+    """Return a device entry title: its board and the end of its MAC."""
+    suffix = device[CONF_MAC].replace(":", "")[-6:]
+    return f"{device.get(CONF_BOARD) or 'Xiaozhi'} {suffix}"
+
+
 class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
     """Add an OpenAI-compatible service."""
 
@@ -161,8 +174,9 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
     MINOR_VERSION = 1
 
     def __init__(self) -> None:
-        """Start with no preset chosen."""
+        """Start with no preset chosen and no device discovered."""
         self._preset = PRESET_CUSTOM
+        self._device: dict[str, Any] = {}
 
     @override
     async def async_step_user(
@@ -307,6 +321,67 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             ),
             errors=errors,
         )
+
+    async def async_step_integration_discovery(
+        self, discovery_info: dict[str, Any]
+    ) -> ConfigFlowResult:
+        """Offer to pair a device that checked in with an activation request."""
+        self._device = discovery_info
+        mac = discovery_info[CONF_MAC]
+        entry = await self.async_set_unique_id(mac)
+        if entry is not None and entry.data.get(CONF_CLIENT_ID) == discovery_info.get(
+            CONF_CLIENT_ID
+        ):
+            return self.async_abort(reason="already_configured")
+        self.context["title_placeholders"] = {"mac": mac}
+        return await self.async_step_pair()
+
+    async def async_step_pair(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the code the device speaks, which proves it is in the person's hands."""
+        mac = self._device[CONF_MAC]
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                async_get_server(self.hass).pairings.verify(mac, user_input[CONF_CODE])
+            except PairingError as err:
+                if err.reason != "invalid_code":
+                    return self.async_abort(reason=err.reason)
+                errors[CONF_CODE] = err.reason
+            else:
+                return self._async_pair_device()
+        return self.async_show_form(
+            step_id="pair",
+            data_schema=probatio.Schema({probatio.Required(CONF_CODE): str}),
+            errors=errors,
+            description_placeholders={
+                "mac": mac,
+                "board": self._device.get(CONF_BOARD) or "Xiaozhi",
+            },
+        )
+
+    def _async_pair_device(self) -> ConfigFlowResult:
+        device = self._device
+        data = {
+            CONF_ENTRY_KIND: ENTRY_KIND_DEVICE,
+            CONF_MAC: device[CONF_MAC],
+            CONF_CLIENT_ID: device[CONF_CLIENT_ID],
+            CONF_BOARD: device.get(CONF_BOARD, ""),
+            CONF_FIRMWARE_VERSION: device.get(CONF_FIRMWARE_VERSION, ""),
+            CONF_DEVICE_LANGUAGE: device.get(CONF_DEVICE_LANGUAGE, ""),
+            CONF_PROTOCOL_VERSION: DEFAULT_PROTOCOL_VERSION,
+            # A fresh token on every pairing: a re-paired device's old token dies.
+            CONF_TOKEN: secrets.token_urlsafe(32),
+        }
+        entry = self.hass.config_entries.async_entry_for_domain_unique_id(
+            DOMAIN, device[CONF_MAC]
+        )
+        if entry is not None:
+            return self.async_update_reload_and_abort(
+                entry, data=data, reason="repaired"
+            )
+        return self.async_create_entry(title=device_title(device), data=data)
 
     @classmethod
     @callback

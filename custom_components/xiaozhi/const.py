@@ -149,3 +149,20 @@ def stt_defaults(stt_model: str) -> dict[str, Any]:
 def tts_defaults(tts_model: str, voice: str) -> dict[str, Any]:
     """Return the data of a new TTS subentry."""
     return {CONF_MODEL: tts_model, CONF_VOICE: voice, CONF_SPEED: RECOMMENDED_SPEED}
+
+
+# Paired device entry data.
+CONF_MAC: Final = "mac"
+CONF_CLIENT_ID: Final = "client_id"
+CONF_BOARD: Final = "board"
+CONF_FIRMWARE_VERSION: Final = "firmware_version"
+CONF_DEVICE_LANGUAGE: Final = "device_language"
+CONF_PROTOCOL_VERSION: Final = "protocol_version"
+# The binary framing we hand out: v1 (raw Opus) is what every firmware and client
+# speaks and the leanest; a device may still connect with 2 or 3.
+DEFAULT_PROTOCOL_VERSION: Final = 1
+
+# HTTP paths the firmware uses (its OTA URL setting points at OTA_PATH).
+OTA_PATH: Final = "/xiaozhi/ota/"
+ACTIVATE_PATH: Final = "/xiaozhi/ota/activate"
+WEBSOCKET_PATH: Final = "/xiaozhi/v1/"

@@ -1,0 +1,55 @@
+"""Text the device shows or speaks, in the device's own language.
+
+Home Assistant's translations serve its UI; a device speaks in the language its
+firmware was built for (its Accept-Language header), whatever HA's UI language is.
+"""
+
+from typing import Final
+
+DEFAULT_LANGUAGE: Final = "en"
+
+MESSAGES: Final[dict[str, dict[str, str]]] = {
+    "activation": {
+        "en": "Open Home Assistant and enter this code to pair me",
+        "zh": "请在 Home Assistant 中输入验证码完成配对",
+        "ja": "Home Assistant でこのコードを入力してペアリングしてください",
+    },
+    "pairing_busy": {
+        "en": "Home Assistant is busy pairing other devices, please try again later",
+        "zh": "Home Assistant 正在配对其他设备，请稍后再试",
+        "ja": "Home Assistant は他のデバイスとペアリング中です。後でもう一度お試しください",
+    },
+    "error_stt": {
+        "en": "Sorry, I could not understand that.",
+        "zh": "抱歉，我没听清楚。",
+        "ja": "すみません、聞き取れませんでした。",
+    },
+    "error_agent": {
+        "en": "Sorry, I cannot answer right now.",
+        "zh": "抱歉，我现在无法回答。",
+        "ja": "すみません、今はお答えできません。",
+    },
+    "error_tts": {
+        "en": "Sorry, I cannot speak right now.",
+        "zh": "抱歉，我现在无法说话。",
+        "ja": "すみません、今は話せません。",
+    },
+    "error_title": {
+        "en": "Error",
+        "zh": "错误",
+        "ja": "エラー",
+    },
+}
+
+
+def language_family(language: str | None) -> str:
+    """Return the base language of a tag like zh-CN, zh_TW or en-US."""
+    if not language:
+        return DEFAULT_LANGUAGE
+    return language.replace("_", "-").split("-")[0].strip().lower() or DEFAULT_LANGUAGE
+
+
+def device_message(key: str, language: str | None) -> str:
+    """Return a message in the device's language, English when we lack it."""
+    texts = MESSAGES[key]
+    return texts.get(language_family(language), texts[DEFAULT_LANGUAGE])

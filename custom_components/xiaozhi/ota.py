@@ -1,0 +1,260 @@
+"""The firmware's OTA check and activation endpoints (no HA login: devices have none).
+
+The OTA check tells a paired device where and how to connect (websocket URL and its
+token), and gives an unknown device an activation code to speak. It never answers
+`mqtt`: its presence would switch the firmware to MQTT+UDP.
+"""
+
+from http import HTTPStatus
+import json
+import re
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_TOKEN
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
+from homeassistant.util import dt as dt_util
+
+from .const import (
+    ACTIVATE_PATH,
+    CONF_BOARD,
+    CONF_CLIENT_ID,
+    CONF_FIRMWARE_VERSION,
+    CONF_PROTOCOL_VERSION,
+    DEFAULT_PROTOCOL_VERSION,
+    LOGGER,
+    OTA_PATH,
+    WEBSOCKET_PATH,
+)
+from .device_messages import device_message
+from .pairing import DeviceIdentity, PairingFullError
+from .server import XiaozhiServer, async_get_server
+
+MAX_OTA_BODY_BYTES = 16 * 1024
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+
+
+class BadCheckInError(ValueError):
+    """The request does not identify a device."""
+
+
+def normalize_mac(value: str) -> str:
+    """Return a MAC as lowercase aa:bb:cc:dd:ee:ff; raise ValueError otherwise."""
+    mac = value.strip().lower()
+    if not _MAC_RE.match(mac):
+        raise ValueError(f"not a MAC address: {value!r}")
+    digits = re.sub(r"[^0-9a-f]", "", mac)
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def request_value(request: web.Request, name: str) -> str:
+    """Return a header, or the same-named query parameter some clients send instead."""
+    return (
+        request.headers.get(name)
+        or request.query.get(name.lower())
+        or request.query.get(name)
+        or ""
+    ).strip()
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Return the system-info JSON body, or {} when absent or not an object."""
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError, UnicodeDecodeError:
+        return {}
+    if isinstance(body, dict) and isinstance(body.get("Payload"), dict):
+        body = body["Payload"]
+    return body if isinstance(body, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def device_identity(request: web.Request, body: dict[str, Any]) -> DeviceIdentity:
+    """Identify the device from its headers, falling back to its system-info body."""
+    raw_mac = request_value(request, "Device-Id") or _text(body.get("mac_address"))
+    try:
+        mac = normalize_mac(raw_mac)
+    except ValueError as err:
+        raise BadCheckInError("missing or invalid Device-Id") from err
+    client_id = request_value(request, "Client-Id") or _text(body.get("uuid"))
+    if not client_id:
+        raise BadCheckInError("missing Client-Id")
+    agent_board, _, agent_version = request_value(request, "User-Agent").partition("/")
+    application = body.get("application")
+    board = body.get("board")
+    firmware = (
+        _text(application.get("version")) if isinstance(application, dict) else ""
+    )
+    board_name = ""
+    if isinstance(board, dict):
+        board_name = _text(board.get("name")) or _text(board.get("type"))
+    language = request_value(request, "Accept-Language") or _text(body.get("language"))
+    return DeviceIdentity(
+        mac=mac,
+        client_id=client_id[:64],
+        board=(board_name or agent_board)[:64],
+        firmware_version=(firmware or agent_version)[:32],
+        language=language.split(",")[0][:16],
+    )
+
+
+def public_base_url(hass: HomeAssistant, request: web.Request) -> str:
+    """Return HA's configured URL for the host the device used, else that host."""
+    host = urlsplit(f"//{request.host}").hostname
+    for configured in (hass.config.external_url, hass.config.internal_url):
+        if configured and urlsplit(configured).hostname == host:
+            return configured.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+def websocket_url(hass: HomeAssistant, request: web.Request) -> str:
+    """Return the ws:// or wss:// URL the device should connect to."""
+    base = urlsplit(public_base_url(hass, request))
+    scheme = "wss" if base.scheme == "https" else "ws"
+    return f"{scheme}://{base.netloc}{base.path.rstrip('/')}{WEBSOCKET_PATH}"
+
+
+def server_time() -> dict[str, int]:
+    """Return the clock the firmware sets itself to (UTC ms and HA's zone offset)."""
+    offset = dt_util.now().utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset else 0
+    return {"timestamp": int(time.time() * 1000), "timezone_offset": minutes}
+
+
+def is_paired(entry: ConfigEntry | None, device: DeviceIdentity) -> bool:
+    """Return whether this Device-Id + Client-Id pair is the one that was paired."""
+    return entry is not None and entry.data.get(CONF_CLIENT_ID) == device.client_id
+
+
+class OtaView(HomeAssistantView):
+    """`/xiaozhi/ota/`: the firmware's version check, which also hands out connection data."""
+
+    url = OTA_PATH
+    extra_urls = [OTA_PATH.rstrip("/")]  # noqa: RUF012 (HA declares it a list)
+    name = "api:xiaozhi:ota"
+    requires_auth = False
+
+    async def get(self, request: web.Request) -> web.Response:
+        """Answer a check-in without a body (some clients use GET)."""
+        return await self._check_in(request, {})
+
+    async def post(self, request: web.Request) -> web.Response:
+        """Answer the firmware's check-in with its system-info body."""
+        raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
+        if len(raw) > MAX_OTA_BODY_BYTES:
+            return self.json_message(
+                "body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+            )
+        return await self._check_in(request, parse_body(raw))
+
+    async def _check_in(
+        self, request: web.Request, body: dict[str, Any]
+    ) -> web.Response:
+        hass = request.app[KEY_HASS]
+        server = async_get_server(hass)
+        try:
+            device = device_identity(request, body)
+        except BadCheckInError as err:
+            LOGGER.info("Rejected OTA check from %s: %s", request.remote, err)
+            return self.json_message(str(err), HTTPStatus.BAD_REQUEST)
+        answer: dict[str, Any] = {
+            "server_time": server_time(),
+            "firmware": {"version": device.firmware_version, "url": ""},
+        }
+        entry = server.device_entry(device.mac)
+        if is_paired(entry, device):
+            assert entry is not None
+            _async_refresh_device_info(hass, entry, device)
+            answer["websocket"] = {
+                "url": websocket_url(hass, request),
+                "token": entry.data[CONF_TOKEN],
+                "version": entry.data.get(
+                    CONF_PROTOCOL_VERSION, DEFAULT_PROTOCOL_VERSION
+                ),
+            }
+            return self.json(answer)
+        activation = _activation(server, device)
+        if activation is None:
+            return self.json_message(
+                device_message("pairing_busy", device.language),
+                HTTPStatus.SERVICE_UNAVAILABLE,
+            )
+        answer["activation"] = activation
+        return self.json(answer)
+
+
+def _activation(server: XiaozhiServer, device: DeviceIdentity) -> dict[str, Any] | None:
+    try:
+        pending = server.pairings.announce(device)
+    except PairingFullError:
+        LOGGER.warning(
+            "Too many devices waiting to be paired; %s must retry", device.mac
+        )
+        return None
+    server.async_request_pairing(device)
+    LOGGER.info(
+        "Device %s (%s) asks to be paired", device.mac, device.board or "unknown board"
+    )
+    return {
+        "code": pending.code,
+        "message": device_message("activation", device.language),
+        # The firmware only polls /activate when a challenge is present.
+        "challenge": pending.challenge,
+        "timeout_ms": int(server.pairings.remaining_seconds(pending) * 1000),
+    }
+
+
+def _async_refresh_device_info(
+    hass: HomeAssistant, entry: ConfigEntry, device: DeviceIdentity
+) -> None:
+    """Keep the stored board and firmware version current (the device page shows them)."""
+    updates = {
+        key: value
+        for key, value in (
+            (CONF_BOARD, device.board),
+            (CONF_FIRMWARE_VERSION, device.firmware_version),
+        )
+        if value and entry.data.get(key) != value
+    }
+    if updates:
+        hass.config_entries.async_update_entry(entry, data={**entry.data, **updates})
+
+
+class ActivateView(HomeAssistantView):
+    """`/xiaozhi/ota/activate`: 202 while the code waits to be typed, 200 once paired."""
+
+    url = ACTIVATE_PATH
+    name = "api:xiaozhi:activate"
+    requires_auth = False
+
+    async def post(self, request: web.Request) -> web.Response:
+        """Tell the polling device whether its code has been entered."""
+        hass = request.app[KEY_HASS]
+        server = async_get_server(hass)
+        raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
+        if len(raw) > MAX_OTA_BODY_BYTES:
+            return self.json_message(
+                "body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+            )
+        try:
+            device = device_identity(request, parse_body(raw))
+        except BadCheckInError as err:
+            return self.json_message(str(err), HTTPStatus.BAD_REQUEST)
+        if is_paired(server.device_entry(device.mac), device):
+            return self.json_message("activated", HTTPStatus.OK)
+        pending = server.pairings.get(device.mac)
+        if pending is not None and pending.device.client_id == device.client_id:
+            return self.json_message("waiting for the code", HTTPStatus.ACCEPTED)
+        return self.json_message(
+            "no pairing in progress; check in again", HTTPStatus.NOT_FOUND
+        )
