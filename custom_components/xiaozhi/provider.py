@@ -1,6 +1,7 @@
 """The OpenAI-compatible provider client: construction and validation."""
 
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import openai
 
@@ -8,6 +9,22 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.httpx_client import get_async_client
 
 from .const import NO_API_KEY, VALIDATION_TIMEOUT
+
+PRESET_TITLES: dict[str, str] = {
+    "openai": "OpenAI",
+    "dashscope": "DashScope (Qwen)",
+    "zhipu": "Zhipu (GLM)",
+    "deepseek": "DeepSeek",
+    "siliconflow": "SiliconFlow",
+    "ollama": "Ollama",
+}
+
+
+def provider_title(preset: str, base_url: str) -> str:
+    """Return a readable entry title for a service."""
+    if preset in PRESET_TITLES:
+        return PRESET_TITLES[preset]
+    return urlsplit(base_url).netloc or base_url
 
 
 def normalize_base_url(url: str) -> str:

@@ -1,0 +1,43 @@
+"""Base for the entities a provider subentry creates (conversation, STT, TTS)."""
+
+import openai
+
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.entity import Entity
+
+from .const import CONF_BASE_URL, CONF_MODEL, CONF_PRESET, DOMAIN
+from .models import ProviderConfigEntry
+from .provider import provider_title
+
+
+class ProviderSubentryEntity(Entity):
+    """An entity backed by one subentry of an OpenAI-compatible service.
+
+    Each subentry is its own service device, named after the subentry, so several
+    agents or voices on one service are told apart in the UI.
+    """
+
+    _attr_has_entity_name = True
+    _attr_name = None
+    _attr_should_poll = False
+
+    def __init__(self, entry: ProviderConfigEntry, subentry: ConfigSubentry) -> None:
+        """Describe the entity and its device from the subentry."""
+        self.entry = entry
+        self.subentry = subentry
+        self._attr_unique_id = subentry.subentry_id
+        self._attr_device_info = dr.DeviceInfo(
+            identifiers={(DOMAIN, subentry.subentry_id)},
+            name=subentry.title,
+            manufacturer=provider_title(
+                entry.data[CONF_PRESET], entry.data[CONF_BASE_URL]
+            ),
+            model=subentry.data.get(CONF_MODEL),
+            entry_type=dr.DeviceEntryType.SERVICE,
+        )
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """Return the provider's client (shared by all entities of the entry)."""
+        return self.entry.runtime_data.client
