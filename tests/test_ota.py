@@ -26,6 +26,7 @@ from custom_components.xiaozhi.const import (
     ENTRY_KIND_DEVICE,
 )
 from custom_components.xiaozhi.pairing import PairingRegistry
+from custom_components.xiaozhi.ratelimit import RateLimiter
 from custom_components.xiaozhi.server import async_get_server
 
 MAC = "aa:bb:cc:dd:ee:ff"
@@ -313,3 +314,19 @@ async def test_websocket_url_follows_the_configured_external_url(
     response = await client.post("/xiaozhi/ota/", headers=headers)
     answer = await response.json()
     assert answer["websocket"]["url"] == "wss://ha.example.com:8443/xiaozhi/v1/"
+
+
+async def test_flooding_address_gets_429(
+    ha_core: HomeAssistant, client: TestClient
+) -> None:
+    async_get_server(ha_core).http_limiter = RateLimiter(rate=0.01, burst=2)
+    assert (await client.get("/xiaozhi/ota/", headers=firmware_headers())).status == 200
+    assert (
+        await client.post("/xiaozhi/ota/", headers=firmware_headers())
+    ).status == 200
+    for path in ("/xiaozhi/ota/", "/xiaozhi/ota/activate"):
+        response = await client.post(path, headers=firmware_headers())
+        assert response.status == HTTPStatus.TOO_MANY_REQUESTS
+        assert int(response.headers["Retry-After"]) >= 1
+    response = await client.get("/xiaozhi/ota/", headers=firmware_headers())
+    assert response.status == HTTPStatus.TOO_MANY_REQUESTS

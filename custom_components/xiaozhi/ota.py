@@ -136,6 +136,20 @@ def is_paired(entry: ConfigEntry | None, device: DeviceIdentity) -> bool:
     return entry is not None and entry.data.get(CONF_CLIENT_ID) == device.client_id
 
 
+def rate_limited(server: XiaozhiServer, request: web.Request) -> web.Response | None:
+    """Return a 429 answer when this address sends too many requests."""
+    address = request.remote or "unknown"
+    if server.http_limiter.allow(address):
+        return None
+    LOGGER.warning("Too many device requests from %s; answering 429", address)
+    retry = max(1, round(server.http_limiter.retry_after(address)))
+    return web.json_response(
+        {"message": "too many requests"},
+        status=HTTPStatus.TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(retry)},
+    )
+
+
 class OtaView(HomeAssistantView):
     """`/xiaozhi/ota/`: the firmware's version check, which also hands out connection data."""
 
@@ -146,10 +160,14 @@ class OtaView(HomeAssistantView):
 
     async def get(self, request: web.Request) -> web.Response:
         """Answer a check-in without a body (some clients use GET)."""
+        if limited := rate_limited(async_get_server(request.app[KEY_HASS]), request):
+            return limited
         return await self._check_in(request, {})
 
     async def post(self, request: web.Request) -> web.Response:
         """Answer the firmware's check-in with its system-info body."""
+        if limited := rate_limited(async_get_server(request.app[KEY_HASS]), request):
+            return limited
         raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
         if len(raw) > MAX_OTA_BODY_BYTES:
             return self.json_message(
@@ -241,6 +259,8 @@ class ActivateView(HomeAssistantView):
         """Tell the polling device whether its code has been entered."""
         hass = request.app[KEY_HASS]
         server = async_get_server(hass)
+        if limited := rate_limited(server, request):
+            return limited
         raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
         if len(raw) > MAX_OTA_BODY_BYTES:
             return self.json_message(

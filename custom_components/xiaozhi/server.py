@@ -19,6 +19,12 @@ from .const import (
     LOGGER,
 )
 from .pairing import DeviceIdentity, PairingRegistry
+from .ratelimit import RateLimiter
+
+# Check-ins and activation polls per client address: a device polls /activate every
+# 3 s while its code is shown; this leaves room for several devices behind one NAT.
+HTTP_REQUESTS_PER_SECOND = 1.0
+HTTP_BURST = 30
 
 
 class DeviceConnection(Protocol):
@@ -35,6 +41,7 @@ class XiaozhiServer:
         """Start with no pairings and no connections."""
         self.hass = hass
         self.pairings = PairingRegistry()
+        self.http_limiter = RateLimiter(HTTP_REQUESTS_PER_SECOND, HTTP_BURST)
         self.connections: dict[str, DeviceConnection] = {}
 
     @callback
