@@ -1,0 +1,375 @@
+"""Text-to-speech on the OpenAI-compatible service, one entity per TTS subentry.
+
+A reply is spoken while it is still being written: the text stream goes through
+the sentence splitter, each sentence is synthesized as soon as it is complete,
+the next one's request is already running while the current one's audio streams
+out (`tts_pipeline.synthesize_in_order`), and audio bytes are passed on as they
+arrive.
+
+Output format. WAV and raw PCM are produced here, at whatever rate, channel
+count and sample width the caller prefers: the service is asked for ``pcm``
+(24 kHz mono s16le, which OpenAI-compatible services share), resampled with
+`codec.PcmResampler` and framed. mp3, opus (``ogg``/``oga``) and aac are passed
+through from the service as they come. Any other format gets WAV and is left to
+HA's ffmpeg conversion.
+
+Note that HA (2026.10) still pipes the stream through ffmpeg whenever a caller
+sets ``preferred_sample_rate``/``channels``/``bytes``, even though this entity
+honours them; callers who want no ffmpeg on the hot path ask for the format
+alone (the default, WAV at 24 kHz) or call `async_stream_tts_audio` directly.
+"""
+
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+import contextlib
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal, override
+
+import audioop
+import openai
+
+from homeassistant.components.tts import (
+    ATTR_PREFERRED_FORMAT,
+    ATTR_PREFERRED_SAMPLE_BYTES,
+    ATTR_PREFERRED_SAMPLE_CHANNELS,
+    ATTR_PREFERRED_SAMPLE_RATE,
+    ATTR_VOICE,
+    TextToSpeechEntity,
+    TTSAudioResponse,
+    TtsAudioType,
+    Voice,
+)
+from homeassistant.components.tts.entity import TTSAudioRequest
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .codec import PcmResampler, pcm_to_wav, wav_header
+from .const import (
+    CONF_INSTRUCTIONS,
+    CONF_MODEL,
+    CONF_SPEED,
+    CONF_VOICE,
+    DOMAIN,
+    OPENAI_VOICES,
+    RECOMMENDED_SPEED,
+    SUBENTRY_TTS,
+)
+from .entity import ProviderSubentryEntity
+from .models import ProviderConfigEntry
+from .splitter import split_stream
+from .stt import PROVIDER_ERRORS, SPEECH_LANGUAGES
+from .tts_pipeline import DEFAULT_LOOKAHEAD, synthesize_in_order
+
+PARALLEL_UPDATES = 0
+
+type ProviderFormat = Literal["pcm", "mp3", "opus", "aac"]
+
+# What OpenAI-compatible services send for response_format="pcm".
+PROVIDER_SAMPLE_RATE: Final = 24000
+DEFAULT_FORMAT: Final = "wav"
+RAW_FORMATS: Final = frozenset({"pcm", "raw", "s16le"})
+PASSTHROUGH_FORMATS: Final[Mapping[str, ProviderFormat]] = {
+    "mp3": "mp3",
+    "opus": "opus",
+    "ogg": "opus",
+    "oga": "opus",
+    "aac": "aac",
+}
+SAMPLE_WIDTHS: Final = (1, 2, 3, 4)
+MAX_SAMPLE_RATE: Final = 192000
+# Seconds the service may stay silent (connecting, or between audio chunks).
+SPEECH_TIMEOUT: Final = 30.0
+
+ERROR_TTS_FAILED: Final = "tts_failed"
+ERROR_UNSUPPORTED_AUDIO: Final = "unsupported_audio_format"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOutput:
+    """What the caller gets and what the service is asked for.
+
+    Attributes:
+        extension: Format name handed back to HA (the one the caller asked for).
+        provider_format: ``response_format`` asked of the service.
+        rate: Sample rate of PCM output, in Hz.
+        channels: Channels of PCM output (the mono voice is duplicated).
+        width: Bytes per sample of PCM output (8-bit is unsigned, as in WAV).
+        wav: PCM output is framed as a streamed WAV file.
+    """
+
+    extension: str
+    provider_format: ProviderFormat
+    rate: int = PROVIDER_SAMPLE_RATE
+    channels: int = 1
+    width: int = 2
+    wav: bool = False
+
+
+def audio_output(options: Mapping[str, Any]) -> AudioOutput:
+    """Return the output that honours HA's ``preferred_*`` options.
+
+    Raises:
+        HomeAssistantError: A sample rate, channel count or width that cannot
+            be produced.
+    """
+    extension = str(options.get(ATTR_PREFERRED_FORMAT) or DEFAULT_FORMAT).lower()
+    if extension in PASSTHROUGH_FORMATS:
+        return AudioOutput(extension, PASSTHROUGH_FORMATS[extension])
+    if extension not in RAW_FORMATS:
+        extension = "wav"  # HA converts it to anything else the caller wanted
+    try:
+        rate = int(options.get(ATTR_PREFERRED_SAMPLE_RATE) or PROVIDER_SAMPLE_RATE)
+        channels = int(options.get(ATTR_PREFERRED_SAMPLE_CHANNELS) or 1)
+        width = int(options.get(ATTR_PREFERRED_SAMPLE_BYTES) or 2)
+    except (TypeError, ValueError) as err:
+        raise _unsupported(options) from err
+    if not 0 < rate <= MAX_SAMPLE_RATE or channels not in (1, 2):
+        raise _unsupported(options)
+    if width not in SAMPLE_WIDTHS:
+        raise _unsupported(options)
+    return AudioOutput(extension, "pcm", rate, channels, width, extension == "wav")
+
+
+def _unsupported(options: Mapping[str, Any]) -> HomeAssistantError:
+    described = ", ".join(
+        f"{key}={options.get(key)}"
+        for key in (
+            ATTR_PREFERRED_FORMAT,
+            ATTR_PREFERRED_SAMPLE_RATE,
+            ATTR_PREFERRED_SAMPLE_CHANNELS,
+            ATTR_PREFERRED_SAMPLE_BYTES,
+        )
+        if options.get(key) is not None
+    )
+    return HomeAssistantError(
+        translation_domain=DOMAIN,
+        translation_key=ERROR_UNSUPPORTED_AUDIO,
+        translation_placeholders={"format": described},
+    )
+
+
+class PcmConverter:
+    """Converts the service's 24 kHz mono s16le stream to an `AudioOutput`."""
+
+    def __init__(self, output: AudioOutput) -> None:
+        """Create a converter for one continuous stream."""
+        self._output = output
+        self._resampler = PcmResampler(PROVIDER_SAMPLE_RATE, output.rate)
+
+    def convert(self, pcm: bytes) -> bytes:
+        """Convert the next chunk (any length); returns what is ready."""
+        return self._layout(self._resampler.resample(pcm))
+
+    def flush(self) -> bytes:
+        """Return the resampler's tail at the end of the stream."""
+        return self._layout(self._resampler.flush())
+
+    def _layout(self, pcm: bytes) -> bytes:
+        width = self._output.width
+        if not pcm or (width == 2 and self._output.channels == 1):
+            return pcm
+        if width != 2:
+            pcm = audioop.lin2lin(pcm, 2, width)
+        if width == 1:
+            pcm = audioop.bias(pcm, 1, 128)  # 8-bit PCM is unsigned
+        if self._output.channels == 2:
+            pcm = audioop.tostereo(pcm, width, 1, 1)
+        return pcm
+
+
+async def format_audio(
+    audio: AsyncGenerator[bytes], output: AudioOutput
+) -> AsyncGenerator[bytes]:
+    """Turn the service's audio stream into the output format.
+
+    A WAV header (size unknown, as streamed WAV has it) rides on the first
+    audio chunk; a stream without audio is an empty WAV file.
+    """
+    async with contextlib.aclosing(audio):
+        if output.provider_format != "pcm":
+            async for chunk in audio:
+                yield chunk
+            return
+        converter = PcmConverter(output)
+        header = (
+            wav_header(output.rate, output.channels, output.width)
+            if output.wav
+            else b""
+        )
+        async for chunk in audio:
+            if pcm := converter.convert(chunk):
+                yield header + pcm
+                header = b""
+        if tail := header + converter.flush():
+            yield tail
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    """How the service is asked to speak."""
+
+    model: str
+    voice: str
+    speed: float = RECOMMENDED_SPEED
+    instructions: str | None = None
+
+
+async def stream_speech(
+    client: openai.AsyncOpenAI,
+    settings: VoiceSettings,
+    text: str,
+    response_format: ProviderFormat,
+) -> AsyncGenerator[bytes]:
+    """Yield the audio of ``text`` as the service streams it.
+
+    Closing the generator closes the HTTP response.
+    """
+    async with client.audio.speech.with_streaming_response.create(
+        model=settings.model,
+        voice=settings.voice,
+        input=text,
+        response_format=response_format,
+        speed=settings.speed,
+        instructions=settings.instructions or openai.omit,
+        timeout=SPEECH_TIMEOUT,
+    ) as response:
+        async for chunk in response.iter_bytes():
+            yield chunk
+
+
+def speak(
+    client: openai.AsyncOpenAI,
+    settings: VoiceSettings,
+    deltas: AsyncIterable[str | None],
+    output: AudioOutput,
+    *,
+    lookahead: int = DEFAULT_LOOKAHEAD,
+) -> AsyncGenerator[bytes]:
+    """Return the audio of a streamed text, sentence by sentence, formatted.
+
+    Args:
+        client: The service's client.
+        settings: Model, voice, speed and instructions.
+        deltas: The text as it is written (LLM deltas, or one whole message).
+        output: The format to produce.
+        lookahead: Sentences synthesized ahead of the one streaming out.
+    """
+    sentences = (segment.text async for segment in split_stream(deltas))
+
+    def synthesize(text: str) -> AsyncGenerator[bytes]:
+        return stream_speech(client, settings, text, output.provider_format)
+
+    audio = synthesize_in_order(sentences, synthesize, lookahead=lookahead)
+    return format_audio(audio, output)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: ProviderConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Create one TTS entity per TTS subentry."""
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == SUBENTRY_TTS:
+            async_add_entities(
+                [XiaozhiTextToSpeechEntity(entry, subentry)],
+                config_subentry_id=subentry.subentry_id,
+            )
+
+
+class XiaozhiTextToSpeechEntity(ProviderSubentryEntity, TextToSpeechEntity):
+    """Speaks with the service's ``audio/speech`` endpoint, streaming both ways."""
+
+    # The service detects the language itself; this only satisfies HA.
+    _attr_default_language = "en"
+    # HA's tts manager refuses engines without a name of their own.
+    _attr_has_entity_name = False
+
+    def __init__(self, entry: ProviderConfigEntry, subentry: ConfigSubentry) -> None:
+        """Describe the entity from its subentry."""
+        super().__init__(entry, subentry)
+        self._attr_supported_languages = list(SPEECH_LANGUAGES)
+        self._attr_supported_options = [
+            ATTR_VOICE,
+            ATTR_PREFERRED_FORMAT,
+            ATTR_PREFERRED_SAMPLE_RATE,
+            ATTR_PREFERRED_SAMPLE_CHANNELS,
+            ATTR_PREFERRED_SAMPLE_BYTES,
+        ]
+        self._attr_default_options = {
+            ATTR_VOICE: subentry.data[CONF_VOICE],
+            ATTR_PREFERRED_FORMAT: DEFAULT_FORMAT,
+        }
+
+    @property
+    @override
+    def name(self) -> str:
+        """Return the subentry's title."""
+        return self.subentry.title
+
+    @callback
+    @override
+    def async_get_supported_voices(self, language: str) -> list[Voice]:
+        """Return the configured voice, and OpenAI's others if it is one of them."""
+        configured: str = self.subentry.data[CONF_VOICE]
+        voices = [configured]
+        if configured in OPENAI_VOICES:
+            voices += [voice for voice in OPENAI_VOICES if voice != configured]
+        return [Voice(voice, voice) for voice in voices]
+
+    @override
+    async def async_stream_tts_audio(
+        self, request: TTSAudioRequest
+    ) -> TTSAudioResponse:
+        """Speak a text stream, starting with its first sentence."""
+        output = audio_output(request.options)
+        audio = self._speak(request.message_gen, request.options, output)
+        return TTSAudioResponse(output.extension, audio)
+
+    @override
+    async def async_get_tts_audio(
+        self, message: str, language: str, options: dict[str, Any]
+    ) -> TtsAudioType:
+        """Speak a whole message and return the complete audio file."""
+        output = audio_output(options)
+
+        async def whole_message() -> AsyncGenerator[str]:
+            yield message
+
+        unframed = replace(output, wav=False)
+        chunks = self._speak(whole_message(), options, unframed)
+        data = b"".join([chunk async for chunk in chunks])
+        if output.wav:
+            data = pcm_to_wav(data, output.rate, output.channels, output.width)
+        return output.extension, data
+
+    async def _speak(
+        self,
+        deltas: AsyncIterable[str],
+        options: Mapping[str, Any],
+        output: AudioOutput,
+    ) -> AsyncGenerator[bytes]:
+        """Yield the audio; a service failure becomes a translated error."""
+        settings = self._voice_settings(options)
+        try:
+            async with contextlib.aclosing(
+                speak(self.client, settings, deltas, output)
+            ) as audio:
+                async for chunk in audio:
+                    yield chunk
+        except PROVIDER_ERRORS as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key=ERROR_TTS_FAILED,
+                translation_placeholders={"error": str(err) or type(err).__name__},
+            ) from err
+
+    def _voice_settings(self, options: Mapping[str, Any]) -> VoiceSettings:
+        data = self.subentry.data
+        return VoiceSettings(
+            model=data[CONF_MODEL],
+            voice=str(options.get(ATTR_VOICE) or data[CONF_VOICE]),
+            speed=float(data.get(CONF_SPEED, RECOMMENDED_SPEED)),
+            instructions=data.get(CONF_INSTRUCTIONS) or None,
+        )

@@ -1,0 +1,822 @@
+"""Tests of the look-ahead synthesis pipeline and the TTS entity."""
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+import io
+import json
+from pathlib import Path
+import struct
+from typing import Any
+import wave
+
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from homeassistant.components import tts
+from homeassistant.components.tts.const import DATA_TTS_MANAGER
+from homeassistant.components.tts.entity import TTSAudioRequest
+from homeassistant.components.tts.helper import get_engine_instance
+from homeassistant.config_entries import ConfigSubentryData
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+
+import custom_components.xiaozhi
+from custom_components.xiaozhi.codec import parse_wav
+from custom_components.xiaozhi.config_flow import default_subentries
+from custom_components.xiaozhi.const import (
+    CONF_INSTRUCTIONS,
+    CONF_MODEL,
+    CONF_SPEED,
+    CONF_VOICE,
+    OPENAI_VOICES,
+    PRESET_CUSTOM,
+    SUBENTRY_TTS,
+)
+from custom_components.xiaozhi.tts import (
+    PROVIDER_SAMPLE_RATE,
+    AudioOutput,
+    PcmConverter,
+    XiaozhiTextToSpeechEntity,
+    audio_output,
+    format_audio,
+)
+from custom_components.xiaozhi.tts_pipeline import synthesize_in_order
+
+from .fake_provider import SPEECH_PATH, FakeProvider
+
+TTS_ENTITY = "tts.xiaozhi_tts"
+TIMEOUT = 10.0
+
+SENTENCES = [
+    "The kitchen light is on.",
+    "The living room is at twenty one degrees.",
+    "Tomorrow will be sunny.",
+    "Take an umbrella anyway.",
+    "Anything else?",
+]
+
+
+# --------------------------------------------------------------------------
+# synthesize_in_order with scripted synthesizers
+# --------------------------------------------------------------------------
+
+
+class ScriptedSynth:
+    """A synthesizer whose every step the test can observe and gate."""
+
+    def __init__(self, chunks_per_sentence: int = 2) -> None:
+        """Create it; each sentence yields ``chunks_per_sentence`` chunks."""
+        self.chunks_per_sentence = chunks_per_sentence
+        self.log: list[str] = []
+        self.started: dict[str, asyncio.Event] = {}
+        self.gates: dict[str, asyncio.Event] = {}
+        self.closed: set[str] = set()
+        self.ended: dict[str, asyncio.Event] = {}
+        self.failures: dict[str, Exception] = {}
+
+    def event(self, name: str) -> asyncio.Event:
+        """Return the started event of a sentence (created on demand)."""
+        return self.started.setdefault(name, asyncio.Event())
+
+    def end_event(self, name: str) -> asyncio.Event:
+        """Return the event set when a sentence yielded all its audio."""
+        return self.ended.setdefault(name, asyncio.Event())
+
+    def gate(self, name: str) -> asyncio.Event:
+        """Return the event a sentence waits for before its first chunk."""
+        return self.gates.setdefault(name, asyncio.Event())
+
+    async def __call__(self, text: str) -> AsyncGenerator[bytes]:
+        """Synthesize ``text``: wait for its gate, then yield its chunks."""
+        self.log.append(f"start {text}")
+        self.event(text).set()
+        try:
+            if text in self.gates:
+                await self.gates[text].wait()
+            for index in range(self.chunks_per_sentence):
+                yield f"{text}#{index}".encode()
+                if text in self.failures and index == 0:
+                    raise self.failures[text]
+            self.log.append(f"end {text}")
+            self.end_event(text).set()
+        finally:
+            self.closed.add(text)
+
+
+async def texts(*items: str) -> AsyncIterator[str]:
+    """Stream the given sentences."""
+    for item in items:
+        yield item
+
+
+async def collect(audio: AsyncIterator[bytes]) -> list[bytes]:
+    """Return all chunks, within the test timeout."""
+    async with asyncio.timeout(TIMEOUT):
+        return [chunk async for chunk in audio]
+
+
+async def collect_into(audio: AsyncIterator[bytes], received: list[bytes]) -> None:
+    """Append every chunk to ``received`` (kept when the stream fails)."""
+    async with asyncio.timeout(TIMEOUT):
+        async for chunk in audio:
+            received.append(chunk)  # noqa: PERF401 - must survive the failure
+
+
+async def test_audio_is_in_sentence_order_while_later_ones_finish_first() -> None:
+    """A look-ahead sentence that finishes first still comes out second."""
+    synth = ScriptedSynth()
+    # "a" only produces audio once "b" has been started and has finished.
+    synth.gate("a")
+
+    async def finish_b_then_release_a() -> None:
+        await synth.end_event("b").wait()
+        synth.gate("a").set()
+
+    helper = asyncio.create_task(finish_b_then_release_a())
+    chunks = await collect(synthesize_in_order(texts("a", "b", "c"), synth))
+    await helper
+
+    assert chunks == [b"a#0", b"a#1", b"b#0", b"b#1", b"c#0", b"c#1"]
+    assert synth.log.index("end b") < synth.log.index("end a")
+
+
+async def test_lookahead_is_bounded() -> None:
+    """With look-ahead 1, a third sentence starts only when the first is out."""
+    synth = ScriptedSynth()
+    synth.gate("a")
+    audio = synthesize_in_order(texts("a", "b", "c", "d"), synth, lookahead=1)
+    consumer = asyncio.create_task(collect(audio))
+
+    async with asyncio.timeout(TIMEOUT):
+        await synth.event("b").wait()  # started while "a" is still gated
+    synth.gate("a").set()
+    chunks = await consumer
+
+    assert len(chunks) == 8
+    assert synth.log.index("start b") < synth.log.index("end a")
+    # Each start waits for the sentence two places earlier to be fully out.
+    assert synth.log.index("start c") > synth.log.index("end a")
+    assert synth.log.index("start d") > synth.log.index("end b")
+
+
+async def test_lookahead_two_keeps_two_in_flight() -> None:
+    """A larger look-ahead starts more sentences early."""
+    synth = ScriptedSynth()
+    synth.gate("a")
+    consumer = asyncio.create_task(
+        collect(synthesize_in_order(texts("a", "b", "c", "d"), synth, lookahead=2))
+    )
+
+    async with asyncio.timeout(TIMEOUT):
+        await synth.event("c").wait()
+    synth.gate("a").set()
+    await consumer
+
+    assert synth.log.index("start c") < synth.log.index("end a")
+    assert synth.log.index("start d") > synth.log.index("end a")
+
+
+async def test_no_lookahead_is_sequential() -> None:
+    """Look-ahead 0 synthesizes one sentence after the other."""
+    synth = ScriptedSynth()
+
+    chunks = await collect(synthesize_in_order(texts("a", "b"), synth, lookahead=0))
+
+    assert len(chunks) == 4
+    assert synth.log == ["start a", "end a", "start b", "end b"]
+
+
+async def test_chunks_stream_before_the_sentence_is_done() -> None:
+    """The first chunk is handed out while its sentence is still synthesizing."""
+    first_chunk_seen = asyncio.Event()
+
+    async def synth(text: str) -> AsyncGenerator[bytes]:
+        yield b"first"
+        await first_chunk_seen.wait()
+        yield b"second"
+
+    audio = synthesize_in_order(texts("a"), synth)
+    async with asyncio.timeout(TIMEOUT):
+        assert await anext(audio) == b"first"
+        first_chunk_seen.set()
+        assert [chunk async for chunk in audio] == [b"second"]
+
+
+async def test_empty_chunks_are_skipped() -> None:
+    """Empty chunks from a synthesizer are not passed on."""
+
+    async def synth(text: str) -> AsyncGenerator[bytes]:
+        yield b""
+        yield text.encode()
+
+    assert await collect(synthesize_in_order(texts("a", "b"), synth)) == [b"a", b"b"]
+
+
+async def test_synthesis_error_after_partial_audio() -> None:
+    """Audio before a failure is delivered, then the error; the rest is cancelled."""
+    synth = ScriptedSynth()
+    synth.failures["b"] = RuntimeError("provider broke")
+    synth.gate("b")
+    synth.gate("c")  # would wait forever: must be cancelled
+    received: list[bytes] = []
+
+    async def fail_b_once_c_started() -> None:
+        await synth.event("c").wait()
+        synth.gate("b").set()
+
+    helper = asyncio.create_task(fail_b_once_c_started())
+    with pytest.raises(RuntimeError, match="provider broke"):
+        await collect_into(synthesize_in_order(texts("a", "b", "c"), synth), received)
+    await helper
+
+    assert received == [b"a#0", b"a#1", b"b#0"]
+    assert synth.closed == {"a", "b", "c"}
+
+
+async def test_text_stream_error_after_audio() -> None:
+    """A failing text stream ends the audio after what was already spoken."""
+    synth = ScriptedSynth()
+
+    async def failing_text() -> AsyncIterator[str]:
+        yield "a"
+        raise ValueError("LLM stream broke")
+
+    received: list[bytes] = []
+    with pytest.raises(ValueError, match="LLM stream broke"):
+        await collect_into(synthesize_in_order(failing_text(), synth), received)
+
+    assert received == [b"a#0", b"a#1"]
+
+
+@pytest.mark.parametrize("how", ["aclose", "cancel"])
+async def test_stopping_cancels_syntheses_in_flight(how: str) -> None:
+    """Closing or cancelling the consumer closes every running synthesis."""
+    synth = ScriptedSynth()
+    synth.gate("b")
+    text_closed = asyncio.Event()
+
+    async def endless_text() -> AsyncIterator[str]:
+        try:
+            yield "a"
+            yield "b"
+            yield "c"
+            await asyncio.Event().wait()
+            yield "never"
+        finally:
+            text_closed.set()
+
+    audio = synthesize_in_order(endless_text(), synth)
+    async with asyncio.timeout(TIMEOUT):
+        assert await anext(audio) == b"a#0"
+        assert await anext(audio) == b"a#1"
+        await synth.event("b").wait()
+        if how == "aclose":
+            await audio.aclose()
+        else:
+            task = asyncio.create_task(anext(audio))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await audio.aclose()
+        await text_closed.wait()
+
+    started = {line.removeprefix("start ") for line in synth.log if "start" in line}
+    assert {"a", "b"} <= started
+    assert "never" not in started
+    assert synth.closed == started
+    assert "end b" not in synth.log
+
+
+class SentenceList:
+    """An async iterable of sentences that is not a generator."""
+
+    def __init__(self, *items: str) -> None:
+        """Iterate over ``items``."""
+        self._items = iter(items)
+
+    def __aiter__(self) -> SentenceList:
+        """Return itself."""
+        return self
+
+    async def __anext__(self) -> str:
+        """Return the next sentence."""
+        try:
+            return next(self._items)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+async def test_any_async_iterable_of_sentences() -> None:
+    """Sentences may come from any async iterable."""
+    chunks = await collect(synthesize_in_order(SentenceList("a", "b"), ScriptedSynth()))
+
+    assert chunks == [b"a#0", b"a#1", b"b#0", b"b#1"]
+
+
+async def test_negative_lookahead_is_rejected() -> None:
+    """A negative look-ahead makes no sense."""
+    with pytest.raises(ValueError, match="lookahead"):
+        await anext(synthesize_in_order(texts("a"), ScriptedSynth(), lookahead=-1))
+
+
+# --------------------------------------------------------------------------
+# Output format
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, AudioOutput("wav", "pcm", wav=True)),
+        (
+            {
+                "preferred_format": "wav",
+                "preferred_sample_rate": 16000,
+                "preferred_sample_channels": 1,
+                "preferred_sample_bytes": 2,
+            },
+            AudioOutput("wav", "pcm", 16000, 1, 2, wav=True),
+        ),
+        (
+            {"preferred_format": "pcm", "preferred_sample_rate": "8000"},
+            AudioOutput("pcm", "pcm", 8000),
+        ),
+        ({"preferred_format": "RAW"}, AudioOutput("raw", "pcm")),
+        ({"preferred_format": "mp3"}, AudioOutput("mp3", "mp3")),
+        (
+            {"preferred_format": "ogg", "preferred_sample_rate": 48000},
+            AudioOutput("ogg", "opus"),
+        ),
+        ({"preferred_format": "aac"}, AudioOutput("aac", "aac")),
+        ({"preferred_format": "flac"}, AudioOutput("wav", "pcm", wav=True)),
+    ],
+)
+def test_audio_output(options: dict[str, Any], expected: AudioOutput) -> None:
+    """Preferred options map to what is produced and what is asked for."""
+    assert audio_output(options) == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"preferred_sample_rate": "fast"},
+        {"preferred_sample_rate": -1},
+        {"preferred_sample_rate": 1_000_000},
+        {"preferred_sample_channels": 6},
+        {"preferred_format": "pcm", "preferred_sample_bytes": 8},
+    ],
+)
+def test_audio_output_rejects_impossible_layouts(options: dict[str, Any]) -> None:
+    """Layouts that cannot be produced are a translated error."""
+    with pytest.raises(HomeAssistantError) as err:
+        audio_output(options)
+
+    assert err.value.translation_key == "unsupported_audio_format"
+    assert err.value.translation_placeholders is not None
+    assert next(iter(options.values())) is not None
+    assert (
+        str(next(iter(options.values())))
+        in (err.value.translation_placeholders["format"])
+    )
+
+
+def samples(pcm: bytes) -> list[int]:
+    """Return signed 16-bit samples."""
+    return list(struct.unpack(f"<{len(pcm) // 2}h", pcm))
+
+
+def test_pcm_converter_layouts() -> None:
+    """Width and channel conversion of the service's mono s16 audio."""
+    pcm = struct.pack("<4h", 0, 256, -256, 32767)
+
+    stereo = PcmConverter(AudioOutput("wav", "pcm", channels=2))
+    assert samples(stereo.convert(pcm) + stereo.flush()) == [
+        0,
+        0,
+        256,
+        256,
+        -256,
+        -256,
+        32767,
+        32767,
+    ]
+    unsigned = PcmConverter(AudioOutput("wav", "pcm", width=1))
+    assert list(unsigned.convert(pcm) + unsigned.flush()) == [128, 129, 127, 255]
+    wide = PcmConverter(AudioOutput("pcm", "pcm", width=4))
+    converted = wide.convert(pcm) + wide.flush()
+    assert struct.unpack("<4i", converted) == (0, 256 << 16, -256 << 16, 32767 << 16)
+
+
+async def test_format_audio_passes_compressed_audio_through() -> None:
+    """mp3 (and opus, aac) chunks are handed on untouched."""
+
+    async def mp3() -> AsyncGenerator[bytes]:
+        yield b"ID3"
+        yield b"frame"
+
+    output = AudioOutput("mp3", "mp3")
+    assert [chunk async for chunk in format_audio(mp3(), output)] == [b"ID3", b"frame"]
+
+
+async def test_format_audio_completes_split_samples() -> None:
+    """A chunk that ends inside a sample waits for the rest of it."""
+
+    async def split_sample() -> AsyncGenerator[bytes]:
+        yield b"\x01"
+        yield b"\x02\x03"
+        yield b"\x04"
+
+    output = AudioOutput("pcm", "pcm")
+    chunks = [chunk async for chunk in format_audio(split_sample(), output)]
+    assert chunks == [b"\x01\x02", b"\x03\x04"]
+
+
+async def test_format_audio_without_audio_is_an_empty_wav() -> None:
+    """A reply with nothing to say is still a valid WAV file."""
+
+    async def nothing() -> AsyncGenerator[bytes]:
+        no_chunks: tuple[bytes, ...] = ()
+        for chunk in no_chunks:
+            yield chunk
+
+    data = b"".join(
+        [
+            chunk
+            async for chunk in format_audio(
+                nothing(), AudioOutput("wav", "pcm", wav=True)
+            )
+        ]
+    )
+    wav = parse_wav(data)
+    assert (wav.rate, wav.pcm) == (PROVIDER_SAMPLE_RATE, b"")
+    raw = [c async for c in format_audio(nothing(), AudioOutput("pcm", "pcm"))]
+    assert raw == []
+
+
+# --------------------------------------------------------------------------
+# The entity against the fake service
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loaded_tts(provider_entry: MockConfigEntry, ha_core: HomeAssistant) -> None:
+    """Load the provider entry, with HA's TTS file cache off.
+
+    The file cache lives in the test package's shared config folder, so results
+    would leak between tests and runs.
+    """
+    ha_core.data[DATA_TTS_MANAGER].use_file_cache = False
+
+
+def tts_entity(hass: HomeAssistant) -> XiaozhiTextToSpeechEntity:
+    """Return our loaded TTS entity."""
+    entity = get_engine_instance(hass, TTS_ENTITY)
+    assert isinstance(entity, XiaozhiTextToSpeechEntity)
+    return entity
+
+
+def speech_samples(provider: FakeProvider, text: str, rate: int) -> int:
+    """Return how many samples at ``rate`` the fake speaks for ``text``."""
+    return provider.speech.pcm_bytes(text) // 2 * rate // PROVIDER_SAMPLE_RATE
+
+
+async def deltas_of(text: str, size: int = 7) -> AsyncGenerator[str]:
+    """Stream ``text`` in LLM-like pieces."""
+    for start in range(0, len(text), size):
+        yield text[start : start + size]
+
+
+def request(message_gen: AsyncGenerator[str], **options: Any) -> TTSAudioRequest:
+    """Return a streaming TTS request in English."""
+    return TTSAudioRequest(language="en", options=options, message_gen=message_gen)
+
+
+async def read_all(audio: AsyncIterator[bytes]) -> bytes:
+    """Join a whole audio stream."""
+    async with asyncio.timeout(TIMEOUT):
+        return b"".join([chunk async for chunk in audio])
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_entity_describes_itself(ha_core: HomeAssistant) -> None:
+    """Options, voices, languages and streaming support are advertised."""
+    entity = tts_entity(ha_core)
+
+    assert entity.async_supports_streaming_input()
+    assert entity.default_options == {"voice": "alloy", "preferred_format": "wav"}
+    assert set(entity.supported_options or []) == {
+        "voice",
+        "preferred_format",
+        "preferred_sample_rate",
+        "preferred_sample_channels",
+        "preferred_sample_bytes",
+    }
+    voices = entity.async_get_supported_voices("en")
+    assert voices[0].voice_id == "alloy"
+    assert {voice.voice_id for voice in voices} == set(OPENAI_VOICES)
+    assert {"en", "zh", "zh-Hans", "de"} <= set(entity.supported_languages)
+    assert entity.default_language in entity.supported_languages
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_single_message_through_home_assistant(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """tts streams a message as a 24 kHz WAV, without conversion."""
+    stream = tts.async_create_stream(ha_core, TTS_ENTITY, "en")
+    stream.async_set_message("Hello from the kitchen.")
+
+    data = await read_all(stream.async_stream_result())
+
+    assert stream.extension == "wav"
+    wav = parse_wav(data)
+    assert (wav.rate, wav.channels, wav.width) == (PROVIDER_SAMPLE_RATE, 1, 2)
+    expected = fake_provider.speech.pcm_bytes("Hello from the kitchen.")
+    assert len(wav.pcm) == expected
+    [speech] = fake_provider.speech_requests
+    assert (speech.model, speech.voice, speech.response_format) == (
+        "tts-1",
+        "alloy",
+        "pcm",
+    )
+    assert speech.speed == 1.0
+    assert speech.instructions is None
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_streamed_text_is_spoken_before_it_is_complete(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """The first audio comes out before the last text chunk goes in."""
+    first_audio = asyncio.Event()
+    sent: list[str] = []
+    reply = " ".join(SENTENCES)
+
+    async def llm_reply() -> AsyncGenerator[str]:
+        pieces = [piece async for piece in deltas_of(reply)]
+        for index, piece in enumerate(pieces):
+            if index == len(pieces) - 1:
+                await first_audio.wait()  # deadlocks unless audio came first
+            sent.append(piece)
+            yield piece
+
+    stream = tts.async_create_stream(ha_core, TTS_ENTITY, "en")
+    stream.async_set_message_stream(llm_reply())
+    chunks: list[bytes] = []
+    async with asyncio.timeout(TIMEOUT):
+        async for chunk in stream.async_stream_result():
+            if not chunks:
+                assert len(parse_wav(chunk).pcm) > 0
+                text_sent_at_first_audio = "".join(sent)
+                first_audio.set()
+            chunks.append(chunk)
+
+    assert len(text_sent_at_first_audio) < len(reply)
+    assert [r.input for r in fake_provider.speech_requests] == SENTENCES
+    wav = parse_wav(b"".join(chunks))
+    assert len(wav.pcm) == sum(
+        fake_provider.speech.pcm_bytes(sentence) for sentence in SENTENCES
+    )
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_preferred_layout_is_produced(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """A preferred rate, channel count and width come out exactly."""
+    entity = tts_entity(ha_core)
+    text = "The door is locked."
+
+    response = await entity.internal_async_stream_tts_audio(
+        request(
+            deltas_of(text),
+            preferred_format="wav",
+            preferred_sample_rate=16000,
+            preferred_sample_channels=2,
+            preferred_sample_bytes=2,
+        )
+    )
+    data = await read_all(response.data_gen)
+
+    assert response.extension == "wav"
+    with wave.open(io.BytesIO(data)) as reader:
+        assert reader.getframerate() == 16000
+        assert reader.getnchannels() == 2
+        assert reader.getsampwidth() == 2
+    wav = parse_wav(data)
+    frames = len(wav.pcm) // 4
+    assert abs(frames - speech_samples(fake_provider, text, 16000)) <= 2
+    left, right = samples(wav.pcm)[0::2], samples(wav.pcm)[1::2]
+    assert left == right
+    assert max(left) > 8000  # the tone survived resampling
+    assert fake_provider.speech_requests[0].response_format == "pcm"
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_raw_pcm_output(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """Raw PCM has no header and the requested rate."""
+    entity = tts_entity(ha_core)
+    text = "Good night."
+
+    response = await entity.internal_async_stream_tts_audio(
+        request(deltas_of(text), preferred_format="pcm", preferred_sample_rate=8000)
+    )
+    data = await read_all(response.data_gen)
+
+    assert response.extension == "pcm"
+    assert not data.startswith(b"RIFF")
+    assert abs(len(data) // 2 - speech_samples(fake_provider, text, 8000)) <= 2
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_whole_message_is_a_complete_wav(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """async_get_tts_audio returns a WAV file with its exact size."""
+    entity = tts_entity(ha_core)
+    message = "First sentence. Second sentence."
+
+    extension, data = await entity.async_get_tts_audio(
+        message, "en", {"preferred_format": "wav", "preferred_sample_rate": 16000}
+    )
+
+    assert extension == "wav"
+    assert data is not None
+    with wave.open(io.BytesIO(data)) as reader:
+        assert reader.getframerate() == 16000
+        frames = reader.getnframes()
+        assert len(reader.readframes(frames)) == frames * 2
+    expected = sum(
+        speech_samples(fake_provider, text, 16000)
+        for text in ("First sentence.", "Second sentence.")
+    )
+    assert abs(frames - expected) <= 2
+    assert len(fake_provider.speech_requests) == 2
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_whole_message_raw(ha_core: HomeAssistant) -> None:
+    """async_get_tts_audio in a raw format is the bare samples."""
+    extension, data = await tts_entity(ha_core).async_get_tts_audio(
+        "Hi there.", "en", {"preferred_format": "raw"}
+    )
+
+    assert extension == "raw"
+    assert data
+    assert not data.startswith(b"RIFF")
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_passthrough_formats_are_asked_of_the_service(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """mp3 is requested as mp3; the fake refuses it, which is a translated error."""
+    response = await tts_entity(ha_core).internal_async_stream_tts_audio(
+        request(deltas_of("Play some music."), preferred_format="mp3")
+    )
+
+    with pytest.raises(HomeAssistantError) as err:
+        await read_all(response.data_gen)
+
+    assert response.extension == "mp3"
+    assert fake_provider.requests[-1].json["response_format"] == "mp3"
+    assert err.value.translation_key == "tts_failed"
+    assert err.value.translation_placeholders is not None
+    assert "not supported" in err.value.translation_placeholders["error"]
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_failure_after_first_sentence_keeps_its_audio(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """A later sentence failing ends the stream after the earlier audio."""
+    armed = asyncio.Event()
+
+    async def reply() -> AsyncGenerator[str]:
+        yield "This part works!"
+        await armed.wait()
+        yield "This part fails."
+
+    response = await tts_entity(ha_core).internal_async_stream_tts_audio(
+        request(reply(), preferred_format="pcm")
+    )
+    received: list[bytes] = []
+
+    async def arm_on_first_audio() -> AsyncGenerator[bytes]:
+        async for chunk in response.data_gen:
+            if not received:
+                fake_provider.fail_next(SPEECH_PATH, 400, "Voice unavailable")
+                armed.set()
+            yield chunk
+
+    with pytest.raises(HomeAssistantError) as err:
+        await collect_into(arm_on_first_audio(), received)
+
+    assert err.value.translation_key == "tts_failed"
+    assert "Voice unavailable" in str(err.value.translation_placeholders)
+    assert len(b"".join(received)) == fake_provider.speech.pcm_bytes("This part works.")
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_connection_lost_mid_sentence(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """A response cut mid-audio delivers what arrived, then the error."""
+    fake_provider.speech.chunk_size = 960
+    fake_provider.speech.hold_after_chunks = 2
+    response = await tts_entity(ha_core).internal_async_stream_tts_audio(
+        request(deltas_of("A long sentence that will be cut."), preferred_format="pcm")
+    )
+    received: list[bytes] = []
+
+    async def stop_when_held() -> None:
+        await fake_provider.wait_held()
+        await fake_provider.stop()
+
+    stopper = asyncio.create_task(stop_when_held())
+    with pytest.raises(HomeAssistantError) as err:
+        await collect_into(response.data_gen, received)
+    await stopper
+
+    assert err.value.translation_key == "tts_failed"
+    assert len(b"".join(received)) == 2 * 960
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_closing_the_stream_closes_provider_requests(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """Stopping playback closes the current and the look-ahead request."""
+    fake_provider.speech.hold_after_chunks = 1
+    response = await tts_entity(ha_core).internal_async_stream_tts_audio(
+        request(deltas_of(" ".join(SENTENCES)), preferred_format="pcm")
+    )
+
+    async with asyncio.timeout(TIMEOUT):
+        assert await anext(response.data_gen)
+        await fake_provider.wait_held()
+        await fake_provider.wait_held()  # the look-ahead sentence is in flight
+        await response.data_gen.aclose()
+        closed = [await fake_provider.wait_stream_closed() for _ in range(2)]
+
+    inputs = {stream.request.json["input"] for stream in closed}
+    assert inputs == set(SENTENCES[:2])
+    assert all(stream.client_closed for stream in closed)
+    assert len(fake_provider.speech_requests) == 2
+
+
+class TestConfiguredVoice:
+    """A subentry with a custom voice, speed and instructions."""
+
+    @pytest.fixture
+    def provider_subentries(
+        self, fake_provider: FakeProvider
+    ) -> list[ConfigSubentryData]:
+        """Configure a non-OpenAI voice with speed and instructions."""
+        subentries = default_subentries(PRESET_CUSTOM, True, fake_provider.models)
+        for subentry in subentries:
+            if subentry["subentry_type"] == SUBENTRY_TTS:
+                subentry["data"] = {
+                    CONF_MODEL: "gpt-4o-mini-tts",
+                    CONF_VOICE: "FunAudioLLM/CosyVoice2-0.5B:alex",
+                    CONF_SPEED: 1.5,
+                    CONF_INSTRUCTIONS: "Speak cheerfully.",
+                }
+        return subentries
+
+    @pytest.mark.usefixtures("loaded_tts")
+    async def test_settings_are_sent(
+        self, ha_core: HomeAssistant, fake_provider: FakeProvider
+    ) -> None:
+        """Model, voice, speed and instructions reach the service."""
+        entity = tts_entity(ha_core)
+
+        assert [v.voice_id for v in entity.async_get_supported_voices("en")] == [
+            "FunAudioLLM/CosyVoice2-0.5B:alex"
+        ]
+        await entity.async_get_tts_audio("Hello.", "en", {})
+        await entity.async_get_tts_audio("Hello.", "en", {"voice": "nova"})
+
+        first, second = fake_provider.speech_requests
+        assert first.model == "gpt-4o-mini-tts"
+        assert first.voice == "FunAudioLLM/CosyVoice2-0.5B:alex"
+        assert first.speed == 1.5
+        assert first.instructions == "Speak cheerfully."
+        assert second.voice == "nova"
+
+
+@pytest.mark.parametrize(
+    "path", ["strings.json", "translations/en.json", "translations/zh-Hans.json"]
+)
+def test_error_messages_are_translated(path: str) -> None:
+    """Both TTS errors have a message with their placeholder in every language."""
+    component = Path(custom_components.xiaozhi.__file__).parent
+    exceptions = json.loads((component / path).read_text(encoding="utf-8"))[
+        "exceptions"
+    ]
+
+    assert "{error}" in exceptions["tts_failed"]["message"]
+    assert "{format}" in exceptions["unsupported_audio_format"]["message"]
