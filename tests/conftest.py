@@ -1,11 +1,13 @@
 """Fixtures shared by the whole suite."""
 
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from homeassistant.components import tts
 from homeassistant.config_entries import ConfigSubentryData
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
@@ -30,6 +32,12 @@ from .fake_provider import FakeProvider, fake_provider  # noqa: F401
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let HA load this repo's integration in every test."""
+
+
+@pytest.fixture(autouse=True)
+def isolated_tts_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep HA's TTS file cache per test (its default lies in the shared test config)."""
+    monkeypatch.setattr(tts, "DEFAULT_CACHE_DIR", str(tmp_path / "tts"))
 
 
 @pytest.fixture
