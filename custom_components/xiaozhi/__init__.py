@@ -24,7 +24,11 @@ from .server import DATA_SERVER, XiaozhiServer, async_get_server
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
-PROVIDER_PLATFORMS: tuple[Platform, ...] = ()
+PROVIDER_PLATFORMS: tuple[Platform, ...] = (
+    Platform.CONVERSATION,
+    Platform.STT,
+    Platform.TTS,
+)
 DEVICE_PLATFORMS: tuple[Platform, ...] = ()
 
 
