@@ -8,10 +8,15 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 import pytest
 
-from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY, ConfigEntry
+from homeassistant.config_entries import (
+    SOURCE_INTEGRATION_DISCOVERY,
+    ConfigEntry,
+    ConfigEntryState,
+)
 from homeassistant.const import CONF_CODE, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import device_registry as dr
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.const import (
@@ -256,7 +261,18 @@ async def test_firmware_update_info_is_kept_current(
     response = await client.get("/xiaozhi/ota", headers=headers)
     assert response.status == HTTPStatus.OK
     assert "websocket" in await response.json()
-    assert device_entry(ha_core).data[CONF_FIRMWARE_VERSION] == "2.0.0"
+    entry = device_entry(ha_core)
+    assert entry.data[CONF_FIRMWARE_VERSION] == "2.0.0"
+    await ha_core.async_block_till_done()
+    device = dr.async_get(ha_core).async_get_device_by_identifier(
+        (DOMAIN, MAC), entry.entry_id
+    )
+    assert device is not None
+    assert device.sw_version == "2.0.0"
+    assert device.model == "bread-compact-wifi"
+    assert (dr.CONNECTION_NETWORK_MAC, MAC) in device.connections
+    # A data refresh is not a reload: a connected device keeps its session.
+    assert entry.state is ConfigEntryState.LOADED
 
 
 @pytest.mark.parametrize(

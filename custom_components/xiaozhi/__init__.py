@@ -4,9 +4,9 @@ import openai
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
 from .const import (
@@ -17,10 +17,17 @@ from .const import (
     ENTRY_KIND_DEVICE,
     ENTRY_KIND_PROVIDER,
 )
-from .models import ProviderConfigEntry, ProviderRuntime
+from .device_entity import device_registry_info
+from .models import (
+    DeviceConfigEntry,
+    DeviceRuntime,
+    ProviderConfigEntry,
+    ProviderRuntime,
+)
 from .ota import ActivateView, OtaView
 from .provider import async_create_client, async_list_models
 from .server import DATA_SERVER, XiaozhiServer, async_get_server
+from .websocket import async_setup_websocket
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -49,16 +56,38 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     hass.data[DATA_SERVER] = XiaozhiServer(hass)
     hass.http.register_view(OtaView())
     hass.http.register_view(ActivateView())
+    async_setup_websocket(hass)
     return True
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
     """Set up a provider or a paired device from a config entry."""
-    if entry_kind(entry) == ENTRY_KIND_PROVIDER:
+    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+        _async_setup_device(hass, entry)
+    else:
         await _async_setup_provider(hass, entry)
+        # Subentry changes add or change entities. (Device entries are not reloaded
+        # on data changes: a check-in refreshing the firmware version must not drop
+        # the live session.)
+        entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, _platforms(entry))
-    entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     return True
+
+
+@callback
+def _async_setup_device(hass: HomeAssistant, entry: DeviceConfigEntry) -> None:
+    entry.runtime_data = DeviceRuntime(entry.data[CONF_MAC])
+    dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, **device_registry_info(entry.data)
+    )
+    entry.async_on_unload(entry.add_update_listener(_async_refresh_device))
+
+
+async def _async_refresh_device(hass: HomeAssistant, entry: DeviceConfigEntry) -> None:
+    """Show a new firmware version or board on the device page at once."""
+    dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, **device_registry_info(entry.data)
+    )
 
 
 async def _async_setup_provider(

@@ -1,0 +1,55 @@
+"""Base for the entities of a paired Xiaozhi device."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from homeassistant.core import callback
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.entity import Entity
+
+from .const import CONF_BOARD, CONF_FIRMWARE_VERSION, CONF_MAC, DOMAIN
+from .models import DeviceConfigEntry, DeviceRuntime
+
+MANUFACTURER = "Xiaozhi (xiaozhi-esp32)"
+
+
+def device_registry_info(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Describe the device for the device registry from its entry data."""
+    mac: str = data[CONF_MAC]
+    board: str = data.get(CONF_BOARD) or "Xiaozhi"
+    return {
+        "identifiers": {(DOMAIN, mac)},
+        "connections": {(dr.CONNECTION_NETWORK_MAC, mac)},
+        "name": f"{board} {mac.replace(':', '')[-6:]}",
+        "manufacturer": MANUFACTURER,
+        "model": board,
+        "sw_version": data.get(CONF_FIRMWARE_VERSION) or None,
+    }
+
+
+class XiaozhiDeviceEntity(Entity):
+    """An entity of a paired device, refreshed whenever its session changes."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+
+    def __init__(self, entry: DeviceConfigEntry, key: str) -> None:
+        """Name the entity after its key on the device's device page."""
+        self.entry = entry
+        self.runtime: DeviceRuntime = entry.runtime_data
+        self._attr_unique_id = f"{entry.data[CONF_MAC]}-{key}"
+        self._attr_device_info = dr.DeviceInfo(
+            identifiers={(DOMAIN, entry.data[CONF_MAC])}
+        )
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the device's session."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            self.runtime.async_add_listener(self._async_device_changed)
+        )
+
+    @callback
+    def _async_device_changed(self) -> None:
+        """Write the new state; subclasses may refresh attributes first."""
+        self.async_write_ha_state()
