@@ -26,6 +26,7 @@ from custom_components.xiaozhi.const import (
     PRESET_CUSTOM,
 )
 
+from .device_fixtures import client, device_entry, devices, runtime  # noqa: F401
 from .fake_provider import FakeProvider, fake_provider  # noqa: F401
 
 

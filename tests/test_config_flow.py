@@ -30,7 +30,6 @@ from custom_components.xiaozhi.const import (
     SUBENTRY_STT,
     SUBENTRY_TTS,
 )
-from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
 
 from .conftest import provider_entry_data
 from .fake_provider import FakeProvider
@@ -403,12 +402,3 @@ async def test_audio_subentries_only_where_service_has_audio(
     assert set(XiaozhiConfigFlow.async_get_supported_subentry_types(entry)) == {
         SUBENTRY_CONVERSATION
     }
-
-
-async def test_diagnostics_redact_the_key(
-    ha_core: HomeAssistant, provider_entry: MockConfigEntry
-) -> None:
-    diagnostics = await async_get_config_entry_diagnostics(ha_core, provider_entry)
-    assert diagnostics["data"][CONF_API_KEY] == "**REDACTED**"
-    assert provider_entry.data[CONF_API_KEY] not in str(diagnostics)
-    assert len(diagnostics["subentries"]) == 3

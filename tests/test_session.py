@@ -43,7 +43,7 @@ from custom_components.xiaozhi.session import (
     TransportError,
 )
 
-from .test_websocket import Recorder, RecordingHandler, dominant_hz, tone
+from .device_fixtures import Recorder, RecordingHandler, dominant_hz, tone
 
 MAC = "aa:bb:cc:dd:ee:ff"
 

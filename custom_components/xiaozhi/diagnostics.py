@@ -1,5 +1,6 @@
 """Diagnostics for Xiaozhi config entries, with secrets redacted."""
 
+from dataclasses import asdict
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -7,14 +8,19 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
-TO_REDACT = {CONF_API_KEY, CONF_TOKEN}
+from .const import CONF_CLIENT_ID, CONF_ENTRY_KIND, ENTRY_KIND_DEVICE
+from .models import DeviceRuntime
+
+# The device token is its password; the Client-Id is half of what the token is handed
+# out for, so neither leaves Home Assistant in a diagnostics file.
+TO_REDACT = {CONF_API_KEY, CONF_TOKEN, CONF_CLIENT_ID}
 
 
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: ConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry's settings without secrets."""
-    return {
+    """Return the entry's settings without secrets, and a device's live session."""
+    diagnostics: dict[str, Any] = {
         "title": entry.title,
         "data": async_redact_data(entry.data, TO_REDACT),
         "options": async_redact_data(entry.options, TO_REDACT),
@@ -27,3 +33,37 @@ async def async_get_config_entry_diagnostics(
             for subentry in entry.subentries.values()
         },
     }
+    runtime = getattr(entry, "runtime_data", None)
+    if entry.data.get(CONF_ENTRY_KIND) == ENTRY_KIND_DEVICE and isinstance(
+        runtime, DeviceRuntime
+    ):
+        diagnostics["device"] = device_diagnostics(runtime)
+    return diagnostics
+
+
+def device_diagnostics(runtime: DeviceRuntime) -> dict[str, Any]:
+    """Describe a device's connection state (nothing secret is kept in a session)."""
+    session = runtime.session
+    info: dict[str, Any] = {
+        "connected": runtime.connected,
+        "tools": [tool.name for tool in runtime.tools],
+    }
+    if session is None:
+        return info
+    hello = session.hello
+    info["session"] = {
+        "protocol_version": session.protocol_version,
+        "hello": None
+        if hello is None
+        else {
+            "version": hello.version,
+            "features": dict(hello.features),
+            "audio_params": asdict(hello.audio_params),
+        },
+        "listening": session.listening,
+        "listen_mode": session.listen_mode,
+        "speaking": session.speaking,
+        "bad_input": dict(session.bad_input),
+        "downlink": asdict(session.downlink.stats),
+    }
+    return info
