@@ -36,7 +36,11 @@ PROVIDER_PLATFORMS: tuple[Platform, ...] = (
     Platform.STT,
     Platform.TTS,
 )
-DEVICE_PLATFORMS: tuple[Platform, ...] = ()
+DEVICE_PLATFORMS: tuple[Platform, ...] = (
+    Platform.BINARY_SENSOR,
+    Platform.NUMBER,
+    Platform.SELECT,
+)
 
 
 def entry_kind(entry: ConfigEntry) -> str:

@@ -1,0 +1,47 @@
+"""Whether a paired device is connected to Home Assistant right now.
+
+A Xiaozhi device opens its WebSocket when a voice session starts and keeps it
+until either side closes it after a while of silence, so this sensor is off most
+of the time between conversations; that is normal, not a fault.
+"""
+
+from homeassistant.components.binary_sensor import BinarySensorEntity
+from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .device_entity import XiaozhiDeviceEntity
+from .models import DeviceConfigEntry
+
+# Nothing is polled or sent: the state comes from the device's session.
+PARALLEL_UPDATES = 0
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: DeviceConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the device's connectivity sensor."""
+    async_add_entities([XiaozhiConnectivitySensor(entry)])
+
+
+class XiaozhiConnectivitySensor(XiaozhiDeviceEntity, BinarySensorEntity):
+    """On while the device has an open session that exchanged its hello.
+
+    Always available: being disconnected is exactly what it reports. Named after
+    its device class ("Connectivity"), which Home Assistant translates itself.
+    """
+
+    _attr_device_class = BinarySensorDeviceClass.CONNECTIVITY
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+
+    def __init__(self, entry: DeviceConfigEntry) -> None:
+        """Describe the sensor of the device of ``entry``."""
+        super().__init__(entry, "connectivity")
+
+    @property
+    def is_on(self) -> bool:
+        """Return whether the device is connected."""
+        return self.runtime.connected
