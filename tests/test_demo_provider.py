@@ -1,0 +1,876 @@
+"""Tests of the demo provider (driven by the real openai SDK) and the demo's HA setup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+import io
+import json
+import math
+import os
+from pathlib import Path
+import shutil
+import struct
+import subprocess
+import sys
+from typing import Any
+import wave
+
+import aiohttp
+from aiohttp import web
+import openai
+from openai.types.chat import (
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
+import pytest
+
+from demo.provider import (
+    CHAT_MODEL,
+    DEMO_LIGHT,
+    DEMO_NOTICE,
+    JOKES,
+    MODELS,
+    SAMPLE_RATE,
+    DemoProvider,
+    EspeakSynthesizer,
+    HomeEntity,
+    MelodySynthesizer,
+    Reply,
+    SynthesisError,
+    Timing,
+    ToolCallPlan,
+    Topic,
+    choose_target,
+    classify,
+    default_synthesizer,
+    encode_with_ffmpeg,
+    exposed_entities,
+    find_tool,
+    melody_pcm,
+    parse_tool_result,
+    plan_reply,
+    reply_deltas,
+    serve,
+    to_mono_24k,
+    tokenize,
+    wav_pcm,
+)
+from demo.setup_ha import (
+    DEMO_COUNTRY,
+    DEMO_ENTRY_TITLE,
+    DEMO_LIGHT_YAML,
+    DEMO_PIPELINE_NAME,
+    DemoEngines,
+    DemoSetupError,
+    add_demo_light,
+    demo_entry_id,
+    engines_of,
+    finish,
+    main as setup_main,
+    pipeline_fields,
+)
+
+ROOT = Path(__file__).parent.parent
+SYSTEM_PROMPT = (
+    "You are a voice assistant.\nStatic Context: An overview of the areas and the "
+    "devices in this smart home:\n- names: Demo light, Lamp\n  domain: light\n"
+    "  areas: Living Room\n- names: Kitchen fan\n  domain: fan\n"
+)
+TOOLS: list[ChatCompletionToolParam] = [
+    {
+        "type": "function",
+        "function": {"name": f"intent__{name}", "parameters": {"type": "object"}},
+    }
+    for name in ("HassTurnOn", "HassTurnOff", "GetLiveContext")
+]
+NOW = datetime(2026, 5, 4, 9, 7).astimezone()
+
+
+class RecordingSynthesizer:
+    """Speaks a fixed tone, recording what it was asked (a stand-in for espeak)."""
+
+    label = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float]] = []
+
+    async def synthesize(self, text: str, voice: str, speed: float) -> bytes:
+        self.calls.append((text, voice, speed))
+        return struct.pack("<4h", 1000, -1000, 1000, -1000) * 6000  # 1 s
+
+
+@pytest.fixture
+async def demo(socket_enabled: None) -> AsyncIterator[tuple[DemoProvider, str]]:
+    """Serve a demo provider without delays on a free port."""
+    provider = DemoProvider(timing=Timing.instant(), synthesizer=RecordingSynthesizer())
+    async with serve(provider, port=0) as base_url:
+        yield provider, base_url
+
+
+@pytest.fixture
+async def client(
+    demo: tuple[DemoProvider, str],
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=demo[1], api_key="anything", max_retries=0
+    ) as sdk:
+        yield sdk
+
+
+def make_wav(seconds: float = 0.2, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(b"\x10\x00" * round(rate * seconds))
+    return buffer.getvalue()
+
+
+async def stream_reply(
+    client: openai.AsyncOpenAI, messages: list[ChatCompletionMessageParam], **kw: Any
+) -> tuple[list[str], list[Any], str | None, Any]:
+    """Return the content pieces, tool call deltas, finish reason and usage."""
+    stream = await client.chat.completions.create(
+        model=CHAT_MODEL, messages=messages, stream=True, **kw
+    )
+    pieces: list[str] = []
+    calls: list[Any] = []
+    finish: str | None = None
+    usage = None
+    async for chunk in stream:
+        usage = chunk.usage or usage
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        if choice.delta.content:
+            pieces.append(choice.delta.content)
+        calls += choice.delta.tool_calls or []
+        finish = choice.finish_reason or finish
+    return pieces, calls, finish, usage
+
+
+# -- chat through the SDK ----------------------------------------------------
+
+
+async def test_streams_a_labelled_greeting_token_by_token(
+    client: openai.AsyncOpenAI,
+) -> None:
+    pieces, calls, finish, usage = await stream_reply(
+        client,
+        [{"role": "user", "content": "Hello there"}],
+        stream_options={"include_usage": True},
+    )
+    text = "".join(pieces)
+    assert text.startswith(DEMO_NOTICE["en"])
+    assert "demo light" in text
+    assert len(pieces) == len(tokenize(text)) > 10
+    assert calls == []
+    assert finish == "stop"
+    assert usage is not None
+    assert usage.completion_tokens == len(pieces)
+
+
+async def test_turn_on_calls_the_assist_tool_then_confirms(
+    client: openai.AsyncOpenAI,
+) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "Please turn on the light"},
+    ]
+    pieces, calls, finish, _ = await stream_reply(client, messages, tools=TOOLS)
+    assert pieces == []
+    assert finish == "tool_calls"
+    head = calls[0]
+    assert head.function.name == "intent__HassTurnOn"
+    arguments = json.loads("".join(c.function.arguments or "" for c in calls))
+    assert arguments == {"name": "Demo light", "domain": ["light"]}
+    assert len(calls) > 2  # the arguments are streamed in fragments
+
+    result = {
+        "data": {
+            "speech": {},
+            "response_type": "action_done",
+            "data": {
+                "success": [
+                    {"name": "Demo light", "type": "entity", "id": "light.demo"}
+                ],
+                "failed": [],
+            },
+        },
+        "error": False,
+    }
+    messages += [
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": head.id,
+                    "type": "function",
+                    "function": {
+                        "name": head.function.name,
+                        "arguments": json.dumps(arguments),
+                    },
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": head.id, "content": json.dumps(result)},
+    ]
+    pieces, calls, finish, _ = await stream_reply(client, messages, tools=TOOLS)
+    assert "".join(pieces) == DEMO_NOTICE["en"] + "OK, the Demo light is on."
+    assert calls == []
+    assert finish == "stop"
+
+
+async def test_chinese_turn_off_and_a_failed_tool(client: openai.AsyncOpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "把灯关了"},
+    ]
+    response = await client.chat.completions.create(
+        model=CHAT_MODEL, messages=messages, tools=TOOLS
+    )
+    call = response.choices[0].message.tool_calls
+    assert call is not None
+    assert isinstance(call[0], ChatCompletionMessageFunctionToolCall)
+    assert call[0].function.name == "intent__HassTurnOff"
+    assert response.choices[0].finish_reason == "tool_calls"
+    failure = {"data": {"error": "HomeAssistantError", "error_text": "no light"}}
+    messages += [
+        response.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
+        {
+            "role": "tool",
+            "tool_call_id": call[0].id,
+            "content": json.dumps(failure | {"error": True}),
+        },
+    ]
+    response = await client.chat.completions.create(
+        model=CHAT_MODEL, messages=messages, tools=TOOLS
+    )
+    assert response.choices[0].message.content == (
+        DEMO_NOTICE["zh"] + "Home Assistant 没能做到：no light"
+    )
+
+
+async def test_without_tools_it_says_it_cannot_reach_the_home(
+    client: openai.AsyncOpenAI,
+) -> None:
+    pieces, calls, _, _ = await stream_reply(
+        client, [{"role": "user", "content": "turn the kitchen light off"}]
+    )
+    assert calls == []
+    assert "no access to your home" in "".join(pieces)
+
+
+async def test_jokes_vary_and_the_notice_comes_once(
+    client: openai.AsyncOpenAI,
+) -> None:
+    history: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "tell me a joke"},
+    ]
+    replies = set()
+    for _ in JOKES["en"]:
+        response = await client.chat.completions.create(
+            model=CHAT_MODEL, messages=history
+        )
+        replies.add(response.choices[0].message.content)
+    assert replies == set(JOKES["en"])
+
+
+async def test_models_and_bad_requests(
+    client: openai.AsyncOpenAI, demo: tuple[DemoProvider, str]
+) -> None:
+    assert [model.id async for model in client.models.list()] == list(MODELS)
+    assert (await client.models.retrieve("any-model")).id == "any-model"
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model=CHAT_MODEL, messages=[])
+    async with aiohttp.ClientSession() as session:
+        root = demo[1].removesuffix("/v1")
+        async with session.get(root + "/") as response:
+            assert "DEMO" in await response.text()
+        async with session.post(demo[1] + "/chat/completions", data=b"{") as bad:
+            assert bad.status == 400
+        async with session.post(demo[1] + "/chat/completions", json=[1]) as bad:
+            assert bad.status == 400
+        for path, body in (
+            ("/audio/speech", b"{"),
+            ("/audio/transcriptions", b"{}"),
+            ("/../demo/transcripts", b"{"),
+        ):
+            async with session.post(demo[1] + path, data=body) as bad:
+                assert bad.status == 400
+        form = aiohttp.FormData({"model": "whisper-1"}, default_to_multipart=True)
+        async with session.post(demo[1] + "/audio/transcriptions", data=form) as bad:
+            assert "'file' is required" in await bad.text()
+
+
+# -- speech and transcripts through the SDK ------------------------------------
+
+
+async def test_speech_streams_pcm_and_wav(
+    client: openai.AsyncOpenAI, demo: tuple[DemoProvider, str]
+) -> None:
+    speech = client.audio.speech.with_streaming_response
+    async with speech.create(
+        model="tts-1", voice="nova", input="Hello!", response_format="pcm", speed=1.5
+    ) as response:
+        assert response.headers["content-type"] == "audio/pcm"
+        chunks = [chunk async for chunk in response.iter_bytes(4800)]
+    assert len(chunks) == 10  # 1 s of 24 kHz audio, streamed in 0.1 s pieces
+    assert b"".join(chunks) == struct.pack("<4h", 1000, -1000, 1000, -1000) * 6000
+    synthesizer = demo[0].synthesizer
+    assert isinstance(synthesizer, RecordingSynthesizer)
+    assert synthesizer.calls == [("Hello!", "nova", 1.5)]
+
+    async with speech.create(
+        model="tts-1", voice="alloy", input="Hi", response_format="wav"
+    ) as response:
+        wav = await response.read()
+    rate, channels, pcm = wav_pcm(wav)
+    assert (rate, channels, len(pcm)) == (SAMPLE_RATE, 1, 48000)
+
+
+async def test_a_client_may_stop_listening(socket_enabled: None) -> None:
+    provider = DemoProvider(
+        timing=Timing(0, math.inf, 0, speech_speedup=1),
+        synthesizer=RecordingSynthesizer(),
+    )
+    async with (
+        serve(provider, port=0) as base_url,
+        openai.AsyncOpenAI(base_url=base_url, api_key="x") as client,
+    ):
+        async with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input="Hi", response_format="pcm"
+        ) as response:
+            async for _ in response.iter_bytes():
+                break  # barge-in: the device stops the reply
+        async with asyncio.timeout(10):
+            while provider.streams_closed_early == 0:
+                await asyncio.sleep(0.01)
+        models = await client.models.list()
+        assert models.data
+
+
+async def test_speech_rejects_what_openai_rejects(client: openai.AsyncOpenAI) -> None:
+    cases: list[dict[str, Any]] = [
+        {"input": "", "voice": "alloy"},
+        {"input": "hi", "voice": ""},
+        {"input": "hi", "voice": "alloy", "speed": 9},
+        {"input": "hi", "voice": "alloy", "response_format": "ulaw"},
+    ]
+    for case in cases:
+        with pytest.raises(openai.BadRequestError):
+            await client.audio.speech.create(
+                model="tts-1", **{"response_format": "pcm"} | case
+            )
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+async def test_speech_as_mp3_through_ffmpeg(socket_enabled: None) -> None:
+    provider = DemoProvider(timing=Timing.instant(), synthesizer=MelodySynthesizer())
+    async with (
+        serve(provider, port=0) as base_url,
+        openai.AsyncOpenAI(base_url=base_url, api_key="x") as client,
+    ):
+        audio = await client.audio.speech.create(
+            model="tts-1",
+            voice={"id": "custom"},
+            input="Hi there.",
+            response_format="mp3",
+        )
+    data = audio.content
+    assert data[:3] == b"ID3" or data[0] == 0xFF
+
+
+async def test_transcripts_are_queued_then_canned(
+    client: openai.AsyncOpenAI, demo: tuple[DemoProvider, str]
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        queue = demo[1].removesuffix("/v1") + "/demo/transcripts"
+        async with session.post(queue, json={"text": " 打开灯 "}) as response:
+            assert await response.json() == {"queued": 1}
+        async with session.post(queue, json={"text": ""}) as response:
+            assert response.status == 400
+    transcribe = client.audio.transcriptions.create
+    wav = ("speech.wav", make_wav(), "audio/wav")
+    assert (await transcribe(model="whisper-1", file=wav)).text == "打开灯"
+    first = await transcribe(model="whisper-1", file=wav, language="zh")
+    assert first.text == "打开演示灯"
+    text = await transcribe(
+        model="whisper-1", file=wav, language="en", response_format="text"
+    )
+    assert text == "What's the weather like today?"
+    with pytest.raises(openai.BadRequestError):
+        await transcribe(model="whisper-1", file=("a.mp3", b"ID3....", "audio/mpeg"))
+    with pytest.raises(openai.BadRequestError):
+        await transcribe(model="whisper-1", file=wav, response_format="srt")
+
+
+async def test_streamed_transcript(client: openai.AsyncOpenAI) -> None:
+    events = await client.audio.transcriptions.create(
+        model="gpt-4o-mini-transcribe",
+        file=("speech.wav", make_wav(), "audio/wav"),
+        stream=True,
+    )
+    seen = [event async for event in events]
+    assert seen[-1].type == "transcript.text.done"
+    assert seen[-1].text == "Turn on the demo light."
+    assert "".join(e.delta for e in seen[:-1] if e.type == "transcript.text.delta") == (
+        seen[-1].text
+    )
+
+
+# -- the rules, without HTTP ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "topic"),
+    [
+        ("Turn on the light", Topic.TURN_ON),
+        ("switch the lamp on please", Topic.TURN_ON),
+        ("lights on", Topic.TURN_ON),
+        ("打开灯", Topic.TURN_ON),
+        ("把客厅的灯开一下", Topic.TURN_ON),
+        ("turn the light off", Topic.TURN_OFF),
+        ("关灯", Topic.TURN_OFF),
+        ("what's the weather?", Topic.WEATHER),
+        ("今天天气怎么样", Topic.WEATHER),
+        ("what time is it", Topic.TIME),
+        ("现在几点", Topic.TIME),
+        ("tell me a joke", Topic.JOKE),
+        ("讲个笑话", Topic.JOKE),
+        ("thanks!", Topic.THANKS),
+        ("谢谢", Topic.THANKS),
+        ("Hello", Topic.GREETING),
+        ("你好", Topic.GREETING),
+        ("Who wrote Hamlet?", Topic.OTHER),
+    ],
+)
+def test_classify(text: str, topic: Topic) -> None:
+    assert classify(text) is topic
+
+
+def test_canned_answers_in_both_languages() -> None:
+    def reply(text: str, **kw: Any) -> str:
+        return plan_reply([{"role": "user", "content": text}], [], now=NOW, **kw).text
+
+    assert reply("what time is it").endswith("It's 09:07.")
+    assert reply("现在几点").endswith("现在是09:07。")
+    assert reply("讲个笑话", variant=1).endswith(JOKES["zh"][1])
+    assert "made that up" in reply("weather")
+    assert reply("What is love?").startswith(DEMO_NOTICE["en"] + "I'm only a demo")
+    parts = [{"type": "text", "text": "谢谢"}, {"type": "image_url"}]
+    assert plan_reply([{"role": "user", "content": parts}], [], now=NOW).text == (
+        DEMO_NOTICE["zh"] + "不客气！"
+    )
+
+
+async def test_fallbacks() -> None:
+    system_only = [{"role": "system", "content": "x"}]
+    assert "only a demo" in plan_reply(system_only, [], now=NOW).text
+    espeak = shutil.which("espeak-ng")
+    expected = EspeakSynthesizer if espeak else MelodySynthesizer
+    assert isinstance(default_synthesizer(), expected)
+    with pytest.raises(SynthesisError):
+        await encode_with_ffmpeg(b"", "mp3", "/bin/false")
+
+
+def test_tool_results_that_say_little() -> None:
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "HassTurnOff", "arguments": "not json"},
+    }
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "lights off"},
+        {"role": "assistant", "content": "Sure.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+    ]
+    assert plan_reply(messages, [], now=NOW).text == "OK, the Demo light is off."
+    messages[-1]["tool_call_id"] = "unknown"
+    assert plan_reply(messages, [], now=NOW).text == "Done."
+    call["function"] = {"name": "intent__HassCancelAllTimers", "arguments": "[]"}
+    messages[-1]["tool_call_id"] = "c1"
+    assert plan_reply(messages, [], now=NOW).text == "Done."
+
+
+@pytest.mark.parametrize(
+    ("content", "names", "failure"),
+    [
+        ("not json", (), None),
+        ("[1]", (), None),
+        ('{"data": 3}', (), None),
+        ('{"data": {"data": {"success": [{"name": "A"}, {}]}}}', ("A",), None),
+        (
+            '{"data": {"response_type": "error", "data": {"code": "no_match"}}}',
+            (),
+            "no_match",
+        ),
+        (
+            '{"data": {"response_type": "error", "speech": {"plain": {"speech": "No."}}}}',
+            (),
+            "No.",
+        ),
+        ('{"data": {}, "error": true}', (), "unknown error"),
+    ],
+)
+def test_parse_tool_result(
+    content: str, names: tuple[str, ...], failure: str | None
+) -> None:
+    outcome = parse_tool_result(content)
+    assert (outcome.names, outcome.failure) == (names, failure)
+
+
+def test_targets_come_from_the_system_prompt() -> None:
+    entities = exposed_entities(SYSTEM_PROMPT)
+    assert entities == [
+        HomeEntity(("Demo light", "Lamp"), "light"),
+        HomeEntity(("Kitchen fan",), "fan"),
+    ]
+    assert choose_target(entities, "turn on the kitchen fan").name == "Kitchen fan"
+    assert choose_target(entities, "turn on the lamp").name == "Demo light"
+    assert choose_target(entities[1:], "打开灯") is DEMO_LIGHT
+    assert find_tool([{"function": {"name": "HassTurnOn"}}], "HassTurnOn") == (
+        "HassTurnOn"
+    )
+    assert find_tool([{"type": "web_search"}], "HassTurnOn") is None
+
+
+def test_tokens_rebuild_the_text() -> None:
+    for text in ("Hello, it's 9 o'clock!", "好的，Demo light已经打开了。"):
+        assert "".join(tokenize(text)) == text
+    assert tokenize("打开 the light") == ["打", "开", " the", " light"]
+
+
+def test_tool_call_deltas() -> None:
+    reply = Reply(tool_call=ToolCallPlan("t", {"name": "演示灯"}))
+    deltas = reply_deltas(reply, "call-1", chunk=4)
+    assert deltas[0]["tool_calls"][0]["id"] == "call-1"
+    pieces = [d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:]]
+    assert json.loads("".join(pieces)) == {"name": "演示灯"}
+
+
+# -- audio helpers ---------------------------------------------------------------
+
+
+def test_wav_pcm_reads_piped_wavs_and_rejects_others() -> None:
+    header = make_wav(0.01, 22050)
+    piped = header[:4] + b"\xff\xff\xff\x7f" + header[8:40] + b"\xff\xff\xff\x7f"
+    rate, channels, pcm = wav_pcm(piped + header[44:] + b"\x01")
+    assert (rate, channels, pcm) == (22050, 1, header[44:] + b"\x01")
+    with_list = header[:12] + b"LIST\x03\x00\x00\x00abc\x00" + header[12:]
+    assert wav_pcm(with_list)[2] == header[44:]
+    for bad in (b"", b"RIFF\0\0\0\0WAVEdata\0\0\0\0", header[:36]):
+        with pytest.raises(ValueError, match=r"RIFF|chunk"):
+            wav_pcm(bad)
+    float_wav = header[:20] + b"\x03\x00" + header[22:]
+    with pytest.raises(ValueError, match="16-bit"):
+        wav_pcm(float_wav)
+
+
+def test_to_mono_24k() -> None:
+    stereo = struct.pack("<4h", 100, 300, 100, 300) * 100 + b"\x00"
+    mono = to_mono_24k(stereo, SAMPLE_RATE, 2)
+    assert struct.unpack("<2h", mono[:4]) == (200, 200)
+    resampled = to_mono_24k(bytes(2 * 16000), 16000, 1)
+    assert abs(len(resampled) - 2 * SAMPLE_RATE) <= 4
+
+
+def test_melody_follows_the_text() -> None:
+    short, long = melody_pcm("Hi."), melody_pcm("Hello there, how are you today?")
+    assert 0 < len(short) < len(long)
+    assert max(struct.unpack(f"<{len(short) // 2}h", short)) > 1000
+    assert len(melody_pcm("Hi there", speed=2.0)) < len(melody_pcm("Hi there"))
+    assert len(melody_pcm("")) == 2 * round(0.2 * SAMPLE_RATE)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+async def test_espeak_speaks_english_and_chinese() -> None:
+    espeak = EspeakSynthesizer(shutil.which("espeak-ng") or "")
+    english = await espeak.synthesize("Hello there.", "nova", 1.0)
+    chinese = await espeak.synthesize("你好", "alloy", 2.0)
+    for pcm in (english, chinese):
+        samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+        assert len(samples) > SAMPLE_RATE // 4
+        assert max(samples) > 1000
+    assert EspeakSynthesizer.voice_for("你好", "nova") == "cmn+f3"
+    assert EspeakSynthesizer.voice_for("hi", "onyx") == "en-us"
+
+
+async def test_a_failing_synthesizer_is_a_server_error(socket_enabled: None) -> None:
+    provider = DemoProvider(
+        timing=Timing.instant(), synthesizer=EspeakSynthesizer("/bin/false")
+    )
+    async with (
+        serve(provider, port=0) as base_url,
+        openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as client,
+    ):
+        with pytest.raises(openai.InternalServerError, match="synthesis failed"):
+            await client.audio.speech.create(
+                model="tts-1", voice="alloy", input="hi", response_format="pcm"
+            )
+    with pytest.raises(SynthesisError, match="no usable WAV"):
+        await EspeakSynthesizer("/bin/true").synthesize("hi", "alloy", 1.0)
+
+
+# -- the command line ------------------------------------------------------------
+
+
+def test_provider_exits_with_its_parent() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    provider = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "demo.provider",
+            "--port=0",
+            f"--parent-pid={parent.pid}",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert provider.stderr is not None
+        line = provider.stderr.readline()
+        assert "DEMO provider on http://127.0.0.1:" in line
+        parent.kill()
+        parent.wait()
+        assert provider.wait(timeout=10) == 0
+    finally:
+        parent.kill()
+        provider.kill()
+        parent.wait()
+        provider.wait()
+
+
+# -- preparing Home Assistant --------------------------------------------------------
+
+
+def test_demo_light_is_added_once(tmp_path: Path) -> None:
+    configuration = tmp_path / "configuration.yaml"
+    configuration.write_text("frontend:\n", encoding="utf-8")
+    assert add_demo_light(configuration)
+    assert not add_demo_light(configuration)
+    assert configuration.read_text(encoding="utf-8") == "frontend:\n" + DEMO_LIGHT_YAML
+
+
+def test_engines_and_pipeline(tmp_path: Path) -> None:
+    registry = [
+        {"entity_id": "conversation.a", "config_entry_id": "e1"},
+        {"entity_id": "stt.b", "config_entry_id": "e1"},
+        {"entity_id": "tts.other", "config_entry_id": "e2"},
+    ]
+    assert engines_of(registry, "e1") is None
+    registry.append({"entity_id": "tts.c", "config_entry_id": "e1"})
+    engines = engines_of(registry, "e1")
+    assert engines == DemoEngines("conversation.a", "stt.b", "tts.c")
+    fields = pipeline_fields(engines, "zh")
+    assert fields["name"] == DEMO_PIPELINE_NAME
+    assert (fields["stt_engine"], fields["stt_language"]) == ("stt.b", "zh")
+
+    storage = tmp_path / ".storage"
+    storage.mkdir()
+    entries = [{"domain": "xiaozhi", "unique_id": "http://h/v1", "entry_id": "x1"}]
+    (storage / "core.config_entries").write_text(
+        json.dumps({"data": {"entries": entries}}), encoding="utf-8"
+    )
+    assert demo_entry_id(tmp_path, "http://h/v1/") == "x1"
+    with pytest.raises(DemoSetupError):
+        demo_entry_id(tmp_path, "http://other/v1")
+
+
+def test_prepare_makes_an_onboarded_home_with_the_demo_entry(tmp_path: Path) -> None:
+    """Runs the real step (as scripts/develop does) and reads what HA will load."""
+    command = [sys.executable, "-m", "demo.setup_ha", "prepare", "--config"]
+    command += [str(tmp_path), "--provider-url", "http://127.0.0.1:9/v1/"]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    first = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert "created the owner 'demo'" in first.stderr
+    again = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert "already prepared" in again.stderr
+
+    def stored(key: str) -> Any:
+        text = (tmp_path / ".storage" / key).read_text(encoding="utf-8")
+        return json.loads(text)["data"]
+
+    assert set(stored("onboarding")["done"]) == {
+        "user",
+        "core_config",
+        "analytics",
+        "integration",
+    }
+    (owner,) = stored("auth")["users"]
+    assert owner["is_owner"]
+    assert owner["group_ids"] == ["system-admin"]
+    (login,) = stored("auth")["credentials"]
+    assert (login["user_id"], login["data"]) == (owner["id"], {"username": "demo"})
+    (entry,) = stored("core.config_entries")["entries"]
+    assert entry["title"] == DEMO_ENTRY_TITLE
+    assert entry["unique_id"] == "http://127.0.0.1:9/v1"
+    assert entry["data"]["supports_audio"] is True
+    kinds = {sub["subentry_type"]: sub["data"] for sub in entry["subentries"]}
+    assert kinds["conversation"]["model"] == CHAT_MODEL
+    assert kinds["conversation"]["llm_hass_api"] == ["assist"]
+    assert set(kinds) == {"conversation", "stt", "tts"}
+    assert "Demo light" in (tmp_path / "configuration.yaml").read_text("utf-8")
+
+
+class FakeHomeAssistant:
+    """The slice of HA's HTTP and WebSocket API that the finish step uses."""
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] = {"state": "STARTING", "country": None}
+        self.registry: list[dict[str, Any]] = []
+        self.pipelines: list[dict[str, Any]] = []
+        self.preferred: str | None = None
+        self.calls: list[dict[str, Any]] = []
+        self.password = "demo1234"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/auth/providers", self.providers)
+        app.router.add_post("/auth/login_flow", self.start_login)
+        app.router.add_post("/auth/login_flow/{flow_id}", self.login)
+        app.router.add_post("/auth/token", self.token)
+        app.router.add_get("/api/websocket", self.websocket)
+        return app
+
+    async def providers(self, request: web.Request) -> web.Response:
+        return web.json_response([{"type": "homeassistant"}])
+
+    async def start_login(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        assert body["handler"] == ["homeassistant", None]
+        return web.json_response({"flow_id": "f1", "type": "form"})
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if (body["username"], body["password"]) != ("demo", self.password):
+            return web.json_response({"type": "form", "errors": {"base": "bad"}})
+        return web.json_response({"type": "create_entry", "result": "code1"})
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        assert (form["grant_type"], form["code"]) == ("authorization_code", "code1")
+        return web.json_response({"access_token": "token1", "token_type": "Bearer"})
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "auth_required"})
+        auth = await ws.receive_json()
+        if auth["access_token"] != "token1":
+            await ws.send_json({"type": "auth_invalid"})
+            return ws
+        await ws.send_json({"type": "auth_ok"})
+        async for message in ws:
+            command = json.loads(message.data)
+            self.calls.append(command)
+            await ws.send_json({"type": "event", "id": 999, "event": {}})
+            await ws.send_json(self.answer(command))
+        return ws
+
+    def answer(self, command: dict[str, Any]) -> dict[str, Any]:
+        result: Any = None
+        match command["type"]:
+            case "get_config":
+                result = dict(self.config)
+                self.config["state"] = "RUNNING"  # started by the next call
+            case "config/core/update":
+                self.config["country"] = command["country"]
+            case "config/entity_registry/list":
+                result = list(self.registry)
+                self.registry = [
+                    {"entity_id": f"{domain}.demo", "config_entry_id": "e1"}
+                    for domain in ("conversation", "stt", "tts")
+                ]
+            case "assist_pipeline/pipeline/list":
+                result = {
+                    "pipelines": self.pipelines,
+                    "preferred_pipeline": self.preferred,
+                }
+            case "assist_pipeline/pipeline/create":
+                fields = {k: v for k, v in command.items() if k not in ("id", "type")}
+                result = fields | {"id": "p1"}
+                self.pipelines.append(result)
+            case "assist_pipeline/pipeline/set_preferred":
+                self.preferred = command["pipeline_id"]
+            case _:
+                return {
+                    "id": command["id"],
+                    "type": "result",
+                    "success": False,
+                    "error": {"code": "unknown_command"},
+                }
+        return {
+            "id": command["id"],
+            "type": "result",
+            "success": True,
+            "result": result,
+        }
+
+
+@pytest.fixture
+async def fake_ha(socket_enabled: None) -> AsyncIterator[tuple[FakeHomeAssistant, str]]:
+    fake = FakeHomeAssistant()
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield fake, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_finish_makes_the_demo_pipeline_once(
+    fake_ha: tuple[FakeHomeAssistant, str],
+) -> None:
+    fake, url = fake_ha
+    done = await finish(url, "e1")
+    assert len(done) == 2
+    assert fake.config["country"] == DEMO_COUNTRY
+    (pipeline,) = fake.pipelines
+    assert pipeline["name"] == DEMO_PIPELINE_NAME
+    assert (pipeline["conversation_engine"], pipeline["tts_engine"]) == (
+        "conversation.demo",
+        "tts.demo",
+    )
+    assert fake.preferred == "p1"
+    assert await finish(url, "e1") == []
+    assert len(fake.pipelines) == 1
+
+
+async def test_finish_reports_what_ha_refuses(
+    fake_ha: tuple[FakeHomeAssistant, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = fake_ha
+    monkeypatch.setattr(
+        fake,
+        "answer",
+        lambda command: {
+            "id": command["id"],
+            "type": "result",
+            "success": False,
+            "error": "no",
+        },
+    )
+    with pytest.raises(DemoSetupError, match="get_config failed"):
+        await finish(url, "e1")
+    fake.password = "changed by someone"
+    with pytest.raises(DemoSetupError, match="login refused"):
+        await finish(url, "e1")
+
+
+def test_waiting_gives_up(socket_enabled: None) -> None:
+    assert setup_main(["wait", "http://127.0.0.1:9/", "--timeout", "0.3"]) == 1
