@@ -37,7 +37,7 @@ from .const import (
     RECOMMENDED_TEMPERATURE,
     SUBENTRY_CONVERSATION,
 )
-from .entity import ProviderSubentryEntity
+from .entity import ProviderSubentryEntity, async_add_subentry_entities
 from .models import ProviderConfigEntry
 
 PARALLEL_UPDATES = 0
@@ -65,13 +65,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one conversation agent per conversation subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type != SUBENTRY_CONVERSATION:
-            continue
-        async_add_entities(
-            [XiaozhiConversationEntity(entry, subentry)],
-            config_subentry_id=subentry.subentry_id,
-        )
+    async_add_subentry_entities(
+        entry, async_add_entities, SUBENTRY_CONVERSATION, XiaozhiConversationEntity
+    )
 
 
 def translation_language(language: str | None) -> str:

@@ -1,10 +1,13 @@
 """Base for the entities a provider subentry creates (conversation, STT, TTS)."""
 
+from collections.abc import Callable
+
 import openai
 
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_BASE_URL, CONF_MODEL, CONF_PRESET, DOMAIN
 from .models import ProviderConfigEntry
@@ -41,3 +44,17 @@ class ProviderSubentryEntity(Entity):
     def client(self) -> openai.AsyncOpenAI:
         """Return the provider's client (shared by all entities of the entry)."""
         return self.entry.runtime_data.client
+
+
+def async_add_subentry_entities(
+    entry: ProviderConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    subentry_type: str,
+    create: Callable[[ProviderConfigEntry, ConfigSubentry], Entity],
+) -> None:
+    """Add one entity per subentry of the given type, tied to its subentry."""
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == subentry_type:
+            async_add_entities(
+                [create(entry, subentry)], config_subentry_id=subentry.subentry_id
+            )

@@ -32,7 +32,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .codec import pcm_to_wav
 from .const import CONF_LANGUAGE, CONF_MODEL, LOGGER, SUBENTRY_STT
-from .entity import ProviderSubentryEntity
+from .entity import ProviderSubentryEntity, async_add_subentry_entities
 from .models import ProviderConfigEntry
 
 PARALLEL_UPDATES = 0
@@ -177,12 +177,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Create one STT entity per STT subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == SUBENTRY_STT:
-            async_add_entities(
-                [XiaozhiSpeechToTextEntity(entry, subentry)],
-                config_subentry_id=subentry.subentry_id,
-            )
+    async_add_subentry_entities(
+        entry, async_add_entities, SUBENTRY_STT, XiaozhiSpeechToTextEntity
+    )
 
 
 class XiaozhiSpeechToTextEntity(ProviderSubentryEntity, stt.SpeechToTextEntity):

@@ -55,7 +55,7 @@ from .const import (
     RECOMMENDED_SPEED,
     SUBENTRY_TTS,
 )
-from .entity import ProviderSubentryEntity
+from .entity import ProviderSubentryEntity, async_add_subentry_entities
 from .models import ProviderConfigEntry
 from .splitter import split_stream
 from .stt import PROVIDER_ERRORS, SPEECH_LANGUAGES
@@ -270,12 +270,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Create one TTS entity per TTS subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == SUBENTRY_TTS:
-            async_add_entities(
-                [XiaozhiTextToSpeechEntity(entry, subentry)],
-                config_subentry_id=subentry.subentry_id,
-            )
+    async_add_subentry_entities(
+        entry, async_add_entities, SUBENTRY_TTS, XiaozhiTextToSpeechEntity
+    )
 
 
 class XiaozhiTextToSpeechEntity(ProviderSubentryEntity, TextToSpeechEntity):
