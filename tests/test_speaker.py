@@ -380,7 +380,7 @@ async def test_streaming_engine_gets_one_stream_fed_segment_by_segment(
     result = await speak(hass, REPLY, STREAMING, sink)
 
     assert engines.streaming.streams == 1
-    assert engines.streaming.received == [SEGMENTS[0], *(" " + s for s in SEGMENTS[1:])]
+    assert engines.streaming.received == [s + "\n" for s in SEGMENTS]
     assert engines.streaming.requests == SEGMENTS
     assert bytes(sink.pcm) == b"".join(speech_pcm(text) for text in SEGMENTS)
     assert sink.calls[0] == ("start", None)
@@ -642,7 +642,7 @@ async def test_cancel_stops_a_streaming_reply_at_once(
     sink.hold_audio = None
     await hass.async_block_till_done(wait_background_tasks=True)
     assert sink.calls == calls_at_cancel
-    assert engines.streaming.received == ["First sentence!"]
+    assert engines.streaming.received == ["First sentence!\n"]
     assert not deltas.finished
     assert asyncio.all_tasks() <= tasks_before | {asyncio.current_task()}
 

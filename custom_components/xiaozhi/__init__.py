@@ -37,6 +37,7 @@ PROVIDER_PLATFORMS: tuple[Platform, ...] = (
     Platform.TTS,
 )
 DEVICE_PLATFORMS: tuple[Platform, ...] = (
+    Platform.ASSIST_SATELLITE,
     Platform.BINARY_SENSOR,
     Platform.NUMBER,
     Platform.SELECT,

@@ -436,12 +436,15 @@ class _ReplySpeaker:
         texts: asyncio.Queue[str | None],
         clock: SentenceClock,
     ) -> None:
+        # Each segment ends with a newline: engines append chunks verbatim (segments
+        # lost their spaces), and a streaming engine that splits sentences (ours does)
+        # speaks a segment at once even when it ends without punctuation, e.g. the
+        # words before a tool call.
         clock.add(first, self.result.audio_bytes)
-        texts.put_nowait(first.text)
+        texts.put_nowait(first.text + "\n")
         async for segment in segments:
             clock.add(segment, self.result.audio_bytes)
-            # Engines append text chunks verbatim; segments lost their spaces.
-            texts.put_nowait(" " + segment.text)
+            texts.put_nowait(segment.text + "\n")
         texts.put_nowait(None)
 
     async def _play_stream(

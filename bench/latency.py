@@ -1,0 +1,419 @@
+"""Benchmark: end of speech to first audio, our voice session vs. HA's stock pipeline.
+
+Home Assistant runs in-process (pytest-homeassistant-custom-component's test
+instance, with a temporary config directory and its HTTP server on a free
+127.0.0.1 port), with this integration's STT, streaming conversation agent and
+streaming-input TTS entities on the local OpenAI-compatible test server, which
+simulates a provider: 250 ms to the first token, then 30 tokens a second (one
+character per token), and 150 ms from a speech request to its first audio byte. Every run answers the same 120-character
+Chinese reply to the same utterance (tests/fixtures/zh_turn_on_the_light.wav).
+
+What is measured, all with one monotonic clock:
+
+* ours: a simulated device connected over a real WebSocket sends the utterance
+  as Opus (listen start, auto mode); the device's assist satellite runs the
+  preferred pipeline up to the intent stage and speaks the reply itself. From
+  the moment HA's VAD declared the end of speech (the pipeline's
+  ``stt-vad-end``) to the moment the device received the first Opus frame of
+  the reply. The device then aborts (the rest of the reply is not needed).
+* stock: `async_pipeline_from_audio_stream` with the same pipeline and the same
+  audio (as 16 kHz PCM), ``end_stage=TTS``: HA's own TTS stage, which streams
+  text to the TTS engine after 60 characters. From ``stt-vad-end`` to the first
+  PCM byte readable from the run's TTS stream (the token announced in
+  ``run-start``, read from then on, as a streaming satellite would): what a
+  stock satellite could start playing. No Opus, no network: the stock figure
+  leaves out costs ours includes.
+* bridge overhead (ours only): from the first clause received (the sentence
+  splitter emitted the reply's first segment) to the first Opus frame at the
+  device, split into the TTS engine's part (clause to first PCM out of HA's TTS
+  stream) and ours (first PCM to first frame: encoding, pacing, WebSocket).
+
+The last line is ``first audio ratio ours/stock: X.XX`` (medians).
+
+Run from the repository root: ``python bench/latency.py [--runs N]
+[--bridge-runs N] [--plot FILE.png]``.
+"""
+
+import argparse
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+import contextlib
+from dataclasses import dataclass, field
+import importlib
+import logging
+from pathlib import Path
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from homeassistant import loader
+from homeassistant.components import stt, tts
+from homeassistant.components.assist_pipeline import (
+    AudioSettings,
+    Pipeline,
+    PipelineEvent,
+    PipelineEventType,
+    async_create_default_pipeline,
+    async_pipeline_from_audio_stream,
+    async_update_pipeline,
+)
+from homeassistant.components.assist_pipeline.models import PipelineStage
+from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
+from homeassistant.components.tts.const import DATA_TTS_MANAGER
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.setup import async_setup_component
+
+import custom_components.xiaozhi  # noqa: F401 (HA finds the integration here)
+from custom_components.xiaozhi.codec import parse_wav
+from custom_components.xiaozhi.config_flow import default_subentries
+from custom_components.xiaozhi.const import DOMAIN, PRESET_CUSTOM, WEBSOCKET_PATH
+from custom_components.xiaozhi.tts_source import WavStreamDecoder
+from custom_components.xiaozhi.voice_session import VoiceSession
+from tests.conftest import provider_entry_data
+from tests.device_fixtures import MAC, TOKEN, make_device_entry
+from tests.device_sim import SimulatedDevice
+from tests.fake_provider import ChatReply, FakeProvider
+
+REPLY = (
+    "好的，客厅的灯已经为您打开了。现在室内温度是二十三度，湿度百分之四十五，"
+    "感觉比较舒适。明天白天多云转晴，最高气温二十六度，晚上可能会有小雨，"
+    "出门记得带上雨伞。您明天早上八点有一个会议，我已经帮您设好了七点的闹钟。"
+    "请问还有别的事情需要我做吗？"
+)
+assert len(REPLY) == 120
+TRANSCRIPT = "打开客厅灯"
+TTFT_S = 0.25
+TOKENS_PER_S = 30.0
+TTS_FIRST_BYTE_S = 0.15
+UTTERANCE = (
+    Path(__file__).resolve().parents[1] / "tests/fixtures/zh_turn_on_the_light.wav"
+)
+STT_ENTITY = "stt.xiaozhi_stt"
+TTS_ENTITY = "tts.xiaozhi_tts"
+AGENT_ENTITY = "conversation.xiaozhi_conversation"
+# 120 ms frames keep a run's audio far below the server's per-socket message rate.
+FRAME_MS = 120
+TIMEOUT_S = 30.0
+
+
+def utterance_pcm() -> bytes:
+    """The utterance with silence around it, so that HA's VAD ends it."""
+    wav = parse_wav(UTTERANCE.read_bytes())
+    silence = bytes(wav.rate * 2)
+    return silence + wav.pcm + silence + silence[: wav.rate]
+
+
+def scripted_reply() -> ChatReply:
+    return ChatReply.text(REPLY, chunk=1, ttft=TTFT_S, token_delay=1 / TOKENS_PER_S)
+
+
+class TimedDevice(SimulatedDevice):
+    """A simulated device noting when the first audio frame of a reply arrives."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_audio_at: float | None = None
+        self.first_audio = asyncio.Event()
+
+    def expect_reply(self) -> None:
+        self.first_audio_at = None
+        self.first_audio.clear()
+        self.pending_messages()
+
+    async def _on_binary(self, data: bytes) -> None:
+        if self.speaking and self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+            self.first_audio.set()
+        await super()._on_binary(data)
+
+
+@dataclass
+class Results:
+    ours: list[float] = field(default_factory=list)
+    stock: list[float] = field(default_factory=list)
+    bridge: list[float] = field(default_factory=list)
+    bridge_tts: list[float] = field(default_factory=list)
+    bridge_rest: list[float] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- Home Assistant
+
+
+@contextlib.asynccontextmanager
+async def home_assistant(
+    provider: FakeProvider, port: int
+) -> AsyncIterator[HomeAssistant]:
+    """HA serving HTTP on 127.0.0.1:``port``, with a provider and a device entry."""
+    # Imported after Home Assistant, which must install its schema library first.
+    from pytest_homeassistant_custom_component.common import (
+        MockConfigEntry,
+        async_test_home_assistant,
+    )
+
+    with tempfile.TemporaryDirectory() as config_dir:
+        async with async_test_home_assistant(config_dir=config_dir) as hass:
+            hass.data.pop(loader.DATA_CUSTOM_COMPONENTS, None)
+            assert await async_setup_component(hass, "homeassistant", {})
+            http = {"server_host": ["127.0.0.1"], "server_port": port}
+            assert await async_setup_component(hass, "http", {"http": http})
+            await hass.http.start()  # HA would when it starts; this one runs already
+            provider_entry = MockConfigEntry(
+                domain=DOMAIN,
+                title="Fake service",
+                unique_id=provider.base_url,
+                data=provider_entry_data(provider),
+                subentries_data=default_subentries(
+                    PRESET_CUSTOM, True, provider.models
+                ),
+            )
+            provider_entry.add_to_hass(hass)
+            assert await hass.config_entries.async_setup(provider_entry.entry_id)
+            device_entry = make_device_entry()
+            device_entry.add_to_hass(hass)
+            assert await hass.config_entries.async_setup(device_entry.entry_id)
+            await hass.async_block_till_done()
+            # Every run says the same: only fresh synthesis is a fair measure.
+            hass.data[DATA_TTS_MANAGER].use_file_cache = False
+            try:
+                yield hass
+            finally:
+                await hass.async_stop(force=True)
+
+
+async def preferred_pipeline(hass: HomeAssistant) -> Pipeline:
+    pipeline = await async_create_default_pipeline(
+        hass, STT_ENTITY, TTS_ENTITY, "Xiaozhi"
+    )
+    assert pipeline is not None
+    await async_update_pipeline(hass, pipeline, conversation_engine=AGENT_ENTITY)
+    hass.data[KEY_ASSIST_PIPELINE].pipeline_store.async_set_preferred_item(pipeline.id)
+    return pipeline
+
+
+# ---------------------------------------------------------------- ours
+
+
+async def run_ours(
+    device: TimedDevice, provider: FakeProvider, results: Results, runtime: Any
+) -> None:
+    """One turn through the device's voice session; stop at the first frame."""
+    provider.add_transcript(TRANSCRIPT)
+    provider.add_reply(scripted_reply())
+    device.expect_reply()
+    await device.listen_start("auto")
+    await device.send_pcm(utterance_pcm())
+    async with asyncio.timeout(TIMEOUT_S):
+        await device.first_audio.wait()
+    handler = runtime.session.handler
+    assert isinstance(handler, VoiceSession)
+    turn = handler.last_turn
+    assert turn is not None
+    assert turn.speech_ended_at is not None
+    assert turn.speech.started_at is not None
+    assert turn.speech.first_audio_at is not None
+    assert device.first_audio_at is not None
+    results.ours.append(device.first_audio_at - turn.speech_ended_at)
+    results.bridge.append(device.first_audio_at - turn.speech.started_at)
+    results.bridge_tts.append(turn.speech.first_audio_at - turn.speech.started_at)
+    results.bridge_rest.append(device.first_audio_at - turn.speech.first_audio_at)
+    await device.abort()
+    async with asyncio.timeout(TIMEOUT_S):
+        while (await device.next_message("tts"))["state"] != "stop":
+            pass
+
+
+# ---------------------------------------------------------------- stock
+
+
+async def pcm_chunks(pcm: bytes, size: int = 1920) -> AsyncGenerator[bytes]:
+    for start in range(0, len(pcm), size):
+        yield pcm[start : start + size]
+
+
+async def run_stock(
+    hass: HomeAssistant, pipeline: Pipeline, provider: FakeProvider, results: Results
+) -> None:
+    """One run of HA's own pipeline to its TTS stage; stop at the first PCM."""
+    provider.add_transcript(TRANSCRIPT)
+    provider.add_reply(scripted_reply())
+    speech_ended: list[float] = []
+    first_pcm: asyncio.Future[float] = hass.loop.create_future()
+    readers: list[asyncio.Task[None]] = []
+
+    async def read_first_pcm(token: str) -> None:
+        stream = tts.async_get_stream(hass, token)
+        assert stream is not None
+        decoder = WavStreamDecoder()
+        async for chunk in stream.async_stream_result():
+            if decoder.feed(chunk) and not first_pcm.done():
+                first_pcm.set_result(time.monotonic())
+                return
+
+    def on_event(event: PipelineEvent) -> None:
+        data = event.data or {}
+        if event.type is PipelineEventType.STT_VAD_END:
+            speech_ended.append(time.monotonic())
+        elif event.type is PipelineEventType.RUN_START and "tts_output" in data:
+            readers.append(
+                hass.async_create_task(read_first_pcm(data["tts_output"]["token"]))
+            )
+        elif event.type is PipelineEventType.ERROR and not first_pcm.done():
+            first_pcm.set_exception(RuntimeError(f"pipeline error: {data}"))
+
+    run = hass.async_create_task(
+        async_pipeline_from_audio_stream(
+            hass,
+            context=Context(),
+            event_callback=on_event,
+            stt_metadata=stt.SpeechMetadata(
+                language="",
+                format=stt.AudioFormats.WAV,
+                codec=stt.AudioCodecs.PCM,
+                bit_rate=stt.AudioBitRates.BITRATE_16,
+                sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
+                channel=stt.AudioChannels.CHANNEL_MONO,
+            ),
+            stt_stream=pcm_chunks(utterance_pcm()),
+            pipeline_id=pipeline.id,
+            end_stage=PipelineStage.TTS,
+            audio_settings=AudioSettings(),
+        )
+    )
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            first = await first_pcm
+    finally:
+        for task in (run, *readers):
+            task.cancel()
+        await asyncio.gather(run, *readers, return_exceptions=True)
+    results.stock.append(first - speech_ended[0])
+
+
+# ---------------------------------------------------------------- report
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:7.1f} ms"
+
+
+def report(results: Results, plot: Path | None) -> None:
+    ours = statistics.median(results.ours)
+    stock = statistics.median(results.stock)
+    print(
+        f"Reply: {len(REPLY)} characters of Chinese; provider: TTFT "
+        f"{TTFT_S * 1000:.0f} ms, {TOKENS_PER_S:.0f} tokens/s (1 character each), "
+        f"TTS {TTS_FIRST_BYTE_S * 1000:.0f} ms to first byte."
+    )
+    print("End of speech (HA VAD) -> first audio, median:")
+    print(f"  ours  {ms(ours)}  first Opus frame at the device (n={len(results.ours)})")
+    print(
+        f"  stock {ms(stock)}  first PCM from the pipeline's TTS stream "
+        f"(n={len(results.stock)})"
+    )
+    print(
+        f"Bridge, first clause received -> first Opus frame (n={len(results.bridge)}):"
+    )
+    for name, values in (
+        ("total", results.bridge),
+        ("TTS engine (clause -> first PCM)", results.bridge_tts),
+        ("ours (first PCM -> first frame)", results.bridge_rest),
+    ):
+        print(
+            f"  {name:<34} p50 {ms(percentile(values, 0.5))}"
+            f"  p95 {ms(percentile(values, 0.95))}"
+        )
+    if plot is not None:
+        write_plot(results, plot)
+    print(f"first audio ratio ours/stock: {ours / stock:.2f}")
+
+
+def write_plot(results: Results, path: Path) -> None:
+    try:
+        # Optional, and untyped for mypy: loaded by name.
+        mpl = importlib.import_module("matplotlib")
+        mpl.use("Agg")
+        plt = importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        print("--plot needs matplotlib (pip install matplotlib): no plot written")
+        return
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.boxplot([results.ours, results.stock], tick_labels=["ours", "stock"])
+    left.set_ylabel("end of speech -> first audio (s)")
+    right.hist([v * 1000 for v in results.bridge], bins=30)
+    right.set_xlabel("first clause -> first Opus frame (ms)")
+    figure.tight_layout()
+    figure.savefig(path)
+    print(f"plot written to {path}")
+
+
+# ---------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Measure both ways and print the comparison."""
+    results = Results()
+    port = free_port()
+    async with FakeProvider() as provider, home_assistant(provider, port) as hass:
+        provider.speech.first_byte_delay = TTS_FIRST_BYTE_S
+        pipeline = await preferred_pipeline(hass)
+        async with aiohttp.ClientSession() as http:
+            device = TimedDevice(
+                http,
+                f"http://127.0.0.1:{port}{WEBSOCKET_PATH}",
+                token=TOKEN,
+                features={},
+                frame_duration_ms=FRAME_MS,
+            )
+            await device.open()
+            [entry] = [
+                entry
+                for entry in hass.config_entries.async_entries(DOMAIN)
+                if entry.unique_id == MAC
+            ]
+            for _ in range(args.bridge_runs):
+                await run_ours(device, provider, results, entry.runtime_data)
+            await device.close()
+        for _ in range(args.runs):
+            await run_stock(hass, pipeline, provider, results)
+    report(results, args.plot)
+
+
+def free_port() -> int:
+    """Return a TCP port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    """Parse the options and run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs", type=int, default=10, help="runs of the stock pipeline (default 10)"
+    )
+    parser.add_argument(
+        "--bridge-runs",
+        type=int,
+        default=100,
+        help="runs of our voice session (default 100)",
+    )
+    parser.add_argument("--plot", type=Path, help="write a PNG of the results")
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

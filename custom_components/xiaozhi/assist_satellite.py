@@ -1,0 +1,259 @@
+"""The assist satellite of a paired device: its voice requests run through HA.
+
+Each device has one satellite entity. It serves the device's sessions with a
+`voice_session.VoiceSession` and runs their turns through its selected Assist
+pipeline (the device's pipeline select; VAD sensitivity from its VAD select) up
+to the intent stage; the speaking stage is the voice session's own, from the
+first clause on (see `voice_turn`). Its state follows the turn: listening,
+processing, responding until the answer's playback ends, idle.
+
+Announcements (and conversations started by HA) are streamed to the device while
+it is connected: a Xiaozhi device connects only for a conversation and stays
+connected a while after, so HA cannot reach it at other times.
+"""
+
+from collections.abc import AsyncIterable
+from typing import Final, override
+
+from homeassistant.components.assist_pipeline import PipelineEvent
+from homeassistant.components.assist_pipeline.models import PipelineStage
+from homeassistant.components.assist_satellite import (
+    AssistSatelliteAnnouncement,
+    AssistSatelliteConfiguration,
+    AssistSatelliteEntity,
+    AssistSatelliteEntityDescription,
+    AssistSatelliteEntityFeature,
+)
+from homeassistant.components.assist_satellite.entity import AssistSatelliteState
+from homeassistant.components.tts import ATTR_PREFERRED_FORMAT
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import chat_session, entity_registry as er
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .announce import AnnouncementError, announcement_audio
+from .const import CONF_DEVICE_LANGUAGE, DOMAIN, LOGGER
+from .device_entity import XiaozhiDeviceEntity
+from .models import DeviceConfigEntry
+from .select import pipeline_select_unique_id, vad_sensitivity_select_unique_id
+from .session import DeviceSession, SessionClosedError
+from .tts_source import WAV_FORMAT, TtsError
+from .voice_session import DeviceDisconnectedError, VoiceSession
+from .voice_turn import PipelineListener
+
+PARALLEL_UPDATES = 0
+
+SATELLITE_KEY: Final = "assist_satellite"
+# Push to talk: the device's listen stop ends the utterance, never a pause. HA's
+# VAD still ends a command after its 15 s timeout.
+MANUAL_SILENCE_SECONDS: Final = 15.0
+
+ERROR_NOT_CONNECTED: Final = "device_not_connected"
+ERROR_ANNOUNCEMENT: Final = "announcement_failed"
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: DeviceConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the device's assist satellite."""
+    async_add_entities([XiaozhiAssistSatellite(entry)])
+
+
+class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
+    """A Xiaozhi device as an Assist satellite."""
+
+    entity_description = AssistSatelliteEntityDescription(
+        key=SATELLITE_KEY, translation_key=SATELLITE_KEY
+    )
+    _attr_supported_features = (
+        AssistSatelliteEntityFeature.ANNOUNCE
+        | AssistSatelliteEntityFeature.START_CONVERSATION
+    )
+    # Announcements are synthesized as WAV, which is decoded here without ffmpeg.
+    _attr_tts_options = {ATTR_PREFERRED_FORMAT: WAV_FORMAT}  # noqa: RUF012
+
+    def __init__(self, entry: DeviceConfigEntry) -> None:
+        """Create the satellite of a paired device."""
+        super().__init__(entry, SATELLITE_KEY)
+        self._run_listener: PipelineListener | None = None
+        self._manual_run = False
+        self._announcing = False
+
+    @property
+    def device_language(self) -> str | None:
+        """Return the language of the device's firmware."""
+        language: str | None = self.entry.data.get(CONF_DEVICE_LANGUAGE)
+        return language
+
+    @property
+    @override
+    def pipeline_entity_id(self) -> str | None:
+        """Return the device's pipeline select."""
+        return self._select_entity_id(pipeline_select_unique_id(self.runtime.mac))
+
+    @property
+    @override
+    def vad_sensitivity_entity_id(self) -> str | None:
+        """Return the device's VAD sensitivity select."""
+        return self._select_entity_id(
+            vad_sensitivity_select_unique_id(self.runtime.mac)
+        )
+
+    def _select_entity_id(self, unique_id: str) -> str | None:
+        registry = er.async_get(self.hass)
+        return registry.async_get_entity_id(Platform.SELECT, DOMAIN, unique_id)
+
+    async def async_added_to_hass(self) -> None:
+        """Serve the device's sessions with voice sessions of this satellite."""
+        await super().async_added_to_hass()
+        self.async_on_remove(
+            self.runtime.async_set_handler_factory(self._new_voice_session)
+        )
+
+    def _new_voice_session(self, session: DeviceSession) -> VoiceSession:
+        return VoiceSession(self, session)
+
+    # The voice session's host ------------------------------------------------------
+
+    async def async_run_pipeline(
+        self,
+        audio: AsyncIterable[bytes],
+        *,
+        wake_word_phrase: str | None,
+        manual: bool,
+        listener: PipelineListener,
+    ) -> None:
+        """Run the selected pipeline up to the intent stage; events go to listener."""
+        self._keep_conversation()
+        self._run_listener = listener
+        self._manual_run = manual
+        try:
+            await self.async_accept_pipeline_from_satellite(
+                audio,
+                end_stage=PipelineStage.INTENT,
+                wake_word_phrase=wake_word_phrase,
+            )
+        finally:
+            if self._run_listener is listener:
+                self._run_listener = None
+
+    def _keep_conversation(self) -> None:
+        """Register the conversation's chat session before the run uses it.
+
+        The run stores its session only when it ends normally; one cancelled
+        by a barge-in would otherwise start the next turn in a new conversation.
+        """
+        with chat_session.async_get_chat_session(
+            self.hass, self._conversation_id
+        ) as session:
+            self._conversation_id = session.conversation_id
+
+    @callback
+    def async_set_responding(self) -> None:
+        """Show the device answering until `async_response_finished`."""
+        # The run ends at the intent stage, so HA's own TTS stage never says the
+        # run has speech; without this flag the run's end would show idle while
+        # the answer is still playing.
+        self._run_has_tts = True
+        self._set_state(AssistSatelliteState.RESPONDING)
+
+    @callback
+    def async_response_finished(self) -> None:
+        """Show the device idle, unless an announcement now plays."""
+        if not self._announcing:
+            self.tts_response_finished()
+
+    @callback
+    @override
+    def _resolve_vad_sensitivity(self) -> float:
+        if self._manual_run:
+            return MANUAL_SILENCE_SECONDS
+        return super()._resolve_vad_sensitivity()
+
+    @override
+    def on_pipeline_event(self, event: PipelineEvent) -> None:
+        """Hand the event to the turn whose run it belongs to."""
+        if self._run_listener is None:
+            return
+        try:
+            self._run_listener(event)
+        except Exception:
+            LOGGER.exception("Error handling pipeline event %s", event.type)
+
+    # Configuration -------------------------------------------------------------------
+
+    @callback
+    @override
+    def async_get_configuration(self) -> AssistSatelliteConfiguration:
+        """Return no wake words: the device detects its own, fixed in its firmware."""
+        return AssistSatelliteConfiguration(
+            available_wake_words=[], active_wake_words=[], max_active_wake_words=0
+        )
+
+    @override
+    async def async_set_configuration(
+        self, config: AssistSatelliteConfiguration
+    ) -> None:
+        """Refuse: the device's wake word cannot be changed from here."""
+        raise NotImplementedError
+
+    # Announcements ---------------------------------------------------------------
+
+    @override
+    async def async_announce(self, announcement: AssistSatelliteAnnouncement) -> None:
+        """Play the announcement on the device; returns when it has been played.
+
+        Raises:
+            HomeAssistantError: The device is not connected, or the audio
+                cannot be played.
+        """
+        await self._async_play(announcement)
+
+    @override
+    async def async_start_conversation(
+        self, start_announcement: AssistSatelliteAnnouncement
+    ) -> None:
+        """Play the announcement; the device then listens for the answer.
+
+        Raises:
+            HomeAssistantError: The device is not connected, or the audio
+                cannot be played.
+        """
+        await self._async_play(start_announcement)
+
+    async def _async_play(self, announcement: AssistSatelliteAnnouncement) -> None:
+        voice = self._connected_voice_session()
+        self._announcing = True
+        try:
+            await voice.async_announce(
+                announcement_audio(self.hass, announcement), announcement.message
+            )
+        except (DeviceDisconnectedError, SessionClosedError) as err:
+            raise self._not_connected() from err
+        except (AnnouncementError, TtsError) as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key=ERROR_ANNOUNCEMENT,
+                translation_placeholders={"error": str(err)},
+            ) from err
+        finally:
+            self._announcing = False
+
+    def _connected_voice_session(self) -> VoiceSession:
+        session = self.runtime.session
+        if session is None or not session.ready:
+            raise self._not_connected()
+        handler = session.handler
+        if not isinstance(handler, VoiceSession):
+            raise self._not_connected()
+        return handler
+
+    def _not_connected(self) -> HomeAssistantError:
+        return HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key=ERROR_NOT_CONNECTED,
+            translation_placeholders={"device": self.entry.title},
+        )
