@@ -11,6 +11,7 @@ import pytest
 from homeassistant.config_entries import (
     SOURCE_INTEGRATION_DISCOVERY,
     ConfigEntry,
+    ConfigEntryDisabler,
     ConfigEntryState,
 )
 from homeassistant.const import CONF_CODE, CONF_TOKEN
@@ -163,6 +164,16 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
         },
     )
     assert response.status == HTTPStatus.OK
+
+    # Until its entry is loaded, the device is told to keep waiting.
+    await ha_core.config_entries.async_set_disabled_by(
+        entry.entry_id, ConfigEntryDisabler.USER
+    )
+    await ha_core.async_block_till_done()
+    response = await client.post("/xiaozhi/ota/activate", headers=firmware_headers())
+    assert response.status == HTTPStatus.ACCEPTED
+    await ha_core.config_entries.async_set_disabled_by(entry.entry_id, None)
+    await ha_core.async_block_till_done()
 
     answer = await check_in(client)
     assert "activation" not in answer

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.const import CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
@@ -270,7 +270,12 @@ class ActivateView(HomeAssistantView):
             device = device_identity(request, parse_body(raw))
         except BadCheckInError as err:
             return self.json_message(str(err), HTTPStatus.BAD_REQUEST)
-        if is_paired(server.device_entry(device.mac), device):
+        entry = server.device_entry(device.mac)
+        if is_paired(entry, device):
+            assert entry is not None
+            if entry.state is not ConfigEntryState.LOADED:
+                # Just paired and still being set up: its WebSocket would be refused.
+                return self.json_message("waiting for setup", HTTPStatus.ACCEPTED)
             return self.json_message("activated", HTTPStatus.OK)
         pending = server.pairings.get(device.mac)
         if pending is not None and pending.device.client_id == device.client_id:
