@@ -590,3 +590,9 @@ def test_server_hello_satisfies_firmware_parser() -> None:
     assert isinstance(hello["session_id"], str)
     assert isinstance(hello["audio_params"]["sample_rate"], int)
     assert isinstance(hello["audio_params"]["frame_duration"], int)
+
+
+def test_huge_json_integer_is_a_message_error() -> None:
+    # json.loads refuses integers of more than 4300 digits with a plain ValueError.
+    with pytest.raises(MessageError, match="malformed JSON"):
+        parse_message('{"type": "listen", "n": ' + "9" * 5000 + "}")

@@ -18,6 +18,7 @@ from .const import (
     ENTRY_KIND_PROVIDER,
 )
 from .device_entity import device_registry_info
+from .firmware_check import async_forget_firmware_issue, async_track_firmware_features
 from .models import (
     DeviceConfigEntry,
     DeviceRuntime,
@@ -86,6 +87,7 @@ def _async_setup_device(hass: HomeAssistant, entry: DeviceConfigEntry) -> None:
         config_entry_id=entry.entry_id, **device_registry_info(entry.data)
     )
     entry.async_on_unload(entry.add_update_listener(_async_refresh_device))
+    entry.async_on_unload(async_track_firmware_features(hass, entry))
 
 
 async def _async_refresh_device(hass: HomeAssistant, entry: DeviceConfigEntry) -> None:
@@ -123,6 +125,12 @@ async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
             entry.data[CONF_MAC], "device entry unloaded"
         )
     return await hass.config_entries.async_unload_platforms(entry, _platforms(entry))
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: ConfigEntry) -> None:
+    """Forget what a removed device left behind outside its entry."""
+    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+        async_forget_firmware_issue(hass, entry)
 
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: ConfigEntry) -> None:

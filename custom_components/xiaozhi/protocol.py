@@ -413,6 +413,8 @@ def _load_object(data: str | Buffer, max_size: int) -> dict[str, Any]:
         raise MessageError(f"malformed JSON: {err}") from None
     except RecursionError:
         raise MessageError("JSON nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise MessageError(f"malformed JSON: {err}") from None
     if not isinstance(value, dict):
         raise MessageError(f"message is a JSON {type(value).__name__}, not an object")
     return value

@@ -87,6 +87,10 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     SERVER_SHUTDOWN = 1001
+    BAD_FRAME = 1002
+    INVALID_TEXT = 1007
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
     PROTOCOL_ERROR = 4000
     UNAUTHORIZED = 4001
     BAD_HANDSHAKE = 4002
@@ -95,6 +99,33 @@ class CloseCode(IntEnum):
     SERVER_CLOSED = 4005
     IDLE_TIMEOUT = 4006
     SEND_TIMEOUT = 4007
+    RATE_LIMITED = 4008
+    SERVER_BUSY = 4009
+
+
+# Codes that mean the device (or its network) misbehaved: logged as warnings.
+_WARNING_CLOSE_CODES: Final = frozenset(
+    {
+        CloseCode.BAD_FRAME,
+        CloseCode.INVALID_TEXT,
+        CloseCode.MESSAGE_TOO_BIG,
+        CloseCode.INTERNAL_ERROR,
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.HELLO_TIMEOUT,
+        CloseCode.SEND_TIMEOUT,
+        CloseCode.RATE_LIMITED,
+    }
+)
+# Bad input is quoted in log lines up to this many characters.
+MAX_LOGGED_DETAIL: Final = 200
+
+
+def log_excerpt(detail: object) -> str:
+    """Return ``detail`` as text short enough for a log line."""
+    text = str(detail)
+    if len(text) <= MAX_LOGGED_DETAIL:
+        return text
+    return f"{text[:MAX_LOGGED_DETAIL]}... ({len(text)} characters)"
 
 
 class SessionClosedError(ConnectionError):
@@ -387,16 +418,14 @@ class DeviceSession:
         )
 
     def _log_end(self, code: CloseCode, reason: str) -> None:
-        if code in (
-            CloseCode.HELLO_TIMEOUT,
-            CloseCode.SEND_TIMEOUT,
-            CloseCode.PROTOCOL_ERROR,
-        ):
-            LOGGER.warning("Closing the session of %s: %s", self.name, reason)
+        if code in _WARNING_CLOSE_CODES:
+            LOGGER.warning(
+                "Closing the session of %s: %s", self.name, log_excerpt(reason)
+            )
         elif code in (CloseCode.REPLACED, CloseCode.IDLE_TIMEOUT):
-            LOGGER.info("Closing the session of %s: %s", self.name, reason)
+            LOGGER.info("Closing the session of %s: %s", self.name, log_excerpt(reason))
         else:
-            LOGGER.debug("Session of %s ended: %s", self.name, reason)
+            LOGGER.debug("Session of %s ended: %s", self.name, log_excerpt(reason))
 
     async def _async_close_transport(self, code: CloseCode, reason: str) -> None:
         try:
@@ -501,10 +530,12 @@ class DeviceSession:
                 "Ignoring %s from %s: %s (more are logged at debug level)",
                 kind,
                 self.name,
-                detail,
+                log_excerpt(detail),
             )
         else:
-            LOGGER.debug("Ignoring %s from %s: %s", kind, self.name, detail)
+            LOGGER.debug(
+                "Ignoring %s from %s: %s", kind, self.name, log_excerpt(detail)
+            )
 
     async def async_handle_message(self, message: IncomingMessage) -> None:
         """Act on one parsed JSON message from the device."""
@@ -527,7 +558,11 @@ class DeviceSession:
             case Mcp():
                 self._mcp.handle_message(message.payload)
             case Unknown():
-                LOGGER.debug("Ignoring %r message from %s", message.type, self.name)
+                LOGGER.debug(
+                    "Ignoring %s message from %s",
+                    log_excerpt(repr(message.type)),
+                    self.name,
+                )
 
     def handle_audio(self, packet: bytes) -> None:
         """Decode one uplink Opus packet and hand the PCM to the handler."""

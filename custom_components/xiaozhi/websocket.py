@@ -8,14 +8,21 @@ parameters instead. The ``Bearer`` prefix is optional (the firmware omits it whe
 the token contains a space). Nothing from a socket is read before it is
 authenticated. The token is never logged.
 
-Close codes (the reason text says more):
+Close codes (the reason text says more; every close is logged, as a warning when
+the device misbehaved):
 
 ====  ===============  ===================================================
 Code  Name             Meaning
 ====  ===============  ===================================================
 1000  NORMAL           The device went away (or the connection broke).
-1001  SERVER_SHUTDOWN  Home Assistant is stopping.
-1009  (aiohttp)        A message larger than ``MAX_MESSAGE_BYTES``.
+1001  SERVER_SHUTDOWN  Home Assistant is stopping (a connection that got in
+                       as it began to stop is refused with it too).
+1002  BAD_FRAME        A frame breaking the WebSocket protocol, such as a
+                       continuation without a start (aiohttp).
+1007  INVALID_TEXT     A text message that is not UTF-8 (aiohttp).
+1009  MESSAGE_TOO_BIG  A message larger than ``MAX_MESSAGE_BYTES`` (aiohttp).
+1011  INTERNAL_ERROR   A bug of ours while handling a message (logged with
+                       its traceback).
 4000  PROTOCOL_ERROR   Unusable hello (uplink audio is not Opus).
 4001  UNAUTHORIZED     Unknown device, missing or wrong token, or the
                        device's entry is not loaded (disabled, unloading).
@@ -24,17 +31,49 @@ Code  Name             Meaning
 4004  REPLACED         A newer connection of the same device took over.
 4005  SERVER_CLOSED    The device's entry was unloaded, reloaded or removed.
 4006  IDLE_TIMEOUT     Nothing received from the device for over 2 minutes.
-4007  SEND_TIMEOUT     The device stopped reading what we send.
+4007  SEND_TIMEOUT     The device stopped reading what we send (logged only:
+                       the connection is dropped, as a close frame would
+                       wait behind the data the device does not read).
+4008  RATE_LIMITED     The device sent messages faster than allowed.
+4009  SERVER_BUSY      Too many devices are connected already.
 ====  ===============  ===================================================
+
+Limits (defaults; :class:`server.ConnectionLimits` holds the per-connection ones):
+
+* ``MAX_MESSAGE_BYTES`` (65,552): the largest WebSocket message; larger closes 1009.
+* ``protocol.DEFAULT_MAX_JSON_SIZE`` (65,536 bytes): the largest JSON message and
+  ``protocol.DEFAULT_MAX_FRAME_PAYLOAD`` (65,536): the largest v2/v3 payload;
+  ``codec.MAX_OPUS_PACKET_BYTES`` (7,680): the largest Opus packet. Larger ones
+  are dropped and logged; the session stays open.
+* ``MESSAGES_PER_SECOND`` (100) sustained, ``MESSAGE_BURST`` (200) at once, per
+  socket; over that closes 4008.
+* ``MAX_SESSIONS`` (32) devices connected at once; one more is refused with 4009
+  (a device replacing its own connection is not counted twice).
+* ``session.HELLO_TIMEOUT_S`` (10 s) to say hello (4003); 135 to 180 s of silence
+  from the device, outside replies, closes 4006.
+* ``SEND_TIMEOUT_S`` (5 s) for one send to the device (4007); ``CLOSE_TIMEOUT_S``
+  (2 s) for the device to answer a close frame. Past either, the connection is
+  dropped with whatever the device never read.
+
+aiohttp answers pings itself: they do not reach the session, so they count neither
+against the message rate nor as signs of life for the idle timeout.
+
+Bad input that leaves the session usable (malformed or non-object JSON, fields of
+the wrong type, bad v2/v3 headers, invalid Opus, audio or messages before the
+hello, a second hello, MCP replies nobody waits for) is dropped; the first of each
+kind is logged as a warning, repeats at debug level. Nothing grows without bound for
+a device that stops reading: aiohttp stops reading at 64 KiB of unread input and
+makes a send wait once 64 KiB are unsent; the downlink queues at most 50 frames.
 """
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 import hmac
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_TOKEN, EVENT_HOMEASSISTANT_STOP
@@ -49,13 +88,19 @@ from .protocol import (
     V2_HEADER_SIZE,
     FrameError,
     FrameType,
-    MessageError,
     ProtocolVersionError,
     decode_frame,
     parse_message,
     parse_protocol_version,
 )
-from .server import XiaozhiServer, async_get_server
+from .ratelimit import RateLimiter
+from .server import (
+    CLOSE_TIMEOUT_S,
+    SEND_TIMEOUT_S,
+    ConnectionLimits,
+    XiaozhiServer,
+    async_get_server,
+)
 from .session import (
     CloseCode,
     DeviceSession,
@@ -64,12 +109,9 @@ from .session import (
     TransportError,
 )
 
-# The largest message read from a device; larger ones close the socket (1009).
+# The largest message read from a device (a v2 frame with the largest payload);
+# larger ones close the socket (1009).
 MAX_MESSAGE_BYTES: Final = DEFAULT_MAX_FRAME_PAYLOAD + V2_HEADER_SIZE
-# A send that blocks this long means the device no longer reads.
-SEND_TIMEOUT_S: Final = 5.0
-# How long closing waits for the device's close frame.
-CLOSE_TIMEOUT_S: Final = 2.0
 # RFC 6455: a close reason is at most 123 bytes of UTF-8.
 _MAX_CLOSE_REASON_BYTES: Final = 123
 
@@ -164,14 +206,49 @@ def authenticate(server: XiaozhiServer, handshake: Handshake) -> AuthenticatedDe
     )
 
 
+def admit(hass: HomeAssistant, server: XiaozhiServer, mac: str) -> None:
+    """Check that an authenticated device may open a session now.
+
+    Raises:
+        HandshakeError: Home Assistant is stopping, or ``max_sessions`` other
+            devices are connected (the device's own old session does not count:
+            the new one replaces it).
+    """
+    if hass.is_stopping:
+        raise HandshakeError(CloseCode.SERVER_SHUTDOWN, "Home Assistant is stopping")
+    limit = server.limits.max_sessions
+    if mac not in server.connections and len(server.connections) >= limit:
+        raise HandshakeError(
+            CloseCode.SERVER_BUSY, f"too many devices connected (limit {limit})"
+        )
+
+
 def close_message(reason: str) -> bytes:
     """Encode a close reason, cut to what a close frame can carry."""
     data = reason.encode()[:_MAX_CLOSE_REASON_BYTES]
     return data.decode(errors="ignore").encode()
 
 
+def _cancelled_from_outside() -> bool:
+    """Return whether the current task is being cancelled (not just got a stray one).
+
+    aiohttp's writers of one connection share a single future that waits for the
+    socket to drain: when a send that timed out is cancelled, so is that future, and
+    every other send or close waiting on it gets a CancelledError of its own.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class WebSocketTransport:
-    """A session's writes to an aiohttp WebSocket, bounded in time."""
+    """A session's writes to an aiohttp WebSocket, bounded in time.
+
+    Once a send timed out, the device is taken to be gone: later sends fail at once
+    and closing drops the connection with ``abort`` instead of queueing a close
+    frame behind data the device does not read (which would keep the socket and its
+    unsent data forever). ``abort`` also drops a device that does not complete the
+    close handshake.
+    """
 
     def __init__(
         self,
@@ -179,42 +256,79 @@ class WebSocketTransport:
         *,
         send_timeout: float = SEND_TIMEOUT_S,
         close_timeout: float = CLOSE_TIMEOUT_S,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         """Wrap a prepared WebSocket."""
         self._ws = ws
         self._send_timeout = send_timeout
         self._close_timeout = close_timeout
+        self._abort = abort
+        self._stuck = False
 
     async def send_text(self, text: str) -> None:
         """Send a text message (see :class:`session.Transport`)."""
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                await self._ws.send_str(text)
-        except TimeoutError as err:
-            raise SendTimeoutError(self._timeout_text()) from err
-        except ConnectionError as err:
-            raise TransportError(str(err) or type(err).__name__) from err
+        await self._send(self._ws.send_str(text))
 
     async def send_binary(self, data: bytes) -> None:
         """Send a binary message (see :class:`session.Transport`)."""
+        await self._send(self._ws.send_bytes(data))
+
+    async def _send(self, sending: Coroutine[Any, Any, None]) -> None:
+        if self._stuck:
+            sending.close()
+            raise SendTimeoutError(self._timeout_text())
         try:
             async with asyncio.timeout(self._send_timeout):
-                await self._ws.send_bytes(data)
+                await sending
         except TimeoutError as err:
+            self._stuck = True
             raise SendTimeoutError(self._timeout_text()) from err
         except ConnectionError as err:
             raise TransportError(str(err) or type(err).__name__) from err
+        except asyncio.CancelledError as err:
+            if _cancelled_from_outside():
+                raise
+            self._stuck = True  # a concurrent send timed out
+            raise SendTimeoutError(self._timeout_text()) from err
 
     def _timeout_text(self) -> str:
         return f"a send blocked for {self._send_timeout:g} s"
 
     async def close(self, code: int, reason: str) -> None:
-        """Close with a code and reason; gives up on a silent peer after a while."""
-        try:
-            async with asyncio.timeout(self._close_timeout):
-                await self._ws.close(code=code, message=close_message(reason))
-        except TimeoutError, ConnectionError:
-            LOGGER.debug("The device did not complete the close handshake")
+        """Close with a code and reason; drops a peer that does not answer."""
+        if not self._stuck or self._abort is None:
+            try:
+                async with asyncio.timeout(self._close_timeout):
+                    await self._ws.close(code=code, message=close_message(reason))
+            except TimeoutError, ConnectionError:
+                pass
+            except asyncio.CancelledError:
+                if _cancelled_from_outside():
+                    raise
+            else:
+                if self._ws.close_code != WSCloseCode.ABNORMAL_CLOSURE:
+                    return
+        if self._abort is not None:
+            LOGGER.debug("Dropping a connection that cannot close cleanly")
+            self._abort()
+
+
+def _dropper(request: web.Request) -> Callable[[], None] | None:
+    """Return what drops the request's connection unless it is closing cleanly.
+
+    A transport that is closing with nothing left to write goes away by itself (the
+    device may still read the close frame); one with unsent data would wait for a
+    device that does not read, so it is aborted.
+    """
+    transport = request.transport
+    if transport is None:
+        return None
+
+    def drop() -> None:
+        if not transport.is_closing() or transport.get_write_buffer_size():
+            transport.abort()
+
+    return drop
 
 
 class DeviceWebSocketView(HomeAssistantView):
@@ -228,18 +342,28 @@ class DeviceWebSocketView(HomeAssistantView):
     async def get(self, request: web.Request) -> web.StreamResponse:
         """Upgrade, authenticate, then serve the device until it goes away."""
         hass = request.app[KEY_HASS]
+        server = async_get_server(hass)
+        limits = server.limits
         ws = web.WebSocketResponse(
-            max_msg_size=MAX_MESSAGE_BYTES, compress=False, timeout=CLOSE_TIMEOUT_S
+            max_msg_size=MAX_MESSAGE_BYTES + 1,  # aiohttp refuses sizes >= this
+            compress=False,
+            timeout=limits.close_timeout,
         )
         if not ws.can_prepare(request).ok:
             return self.json_message(
                 "expected a WebSocket upgrade", HTTPStatus.BAD_REQUEST
             )
         await ws.prepare(request)
-        server = async_get_server(hass)
+        transport = WebSocketTransport(
+            ws,
+            send_timeout=limits.send_timeout,
+            close_timeout=limits.close_timeout,
+            abort=_dropper(request),
+        )
         handshake = read_handshake(request)
         try:
             device = authenticate(server, handshake)
+            admit(hass, server, device.mac)
         except HandshakeError as err:
             LOGGER.warning(
                 "Refused device connection from %s (Device-Id %r): %s",
@@ -247,9 +371,9 @@ class DeviceWebSocketView(HomeAssistantView):
                 handshake.device_id[:64],
                 err.reason,
             )
-            await WebSocketTransport(ws).close(err.code, err.reason)
+            await transport.close(err.code, err.reason)
             return ws
-        await _async_serve(hass, server, ws, device)
+        await _async_serve(hass, server, ws, transport, device)
         return ws
 
 
@@ -257,12 +381,13 @@ async def _async_serve(
     hass: HomeAssistant,
     server: XiaozhiServer,
     ws: web.WebSocketResponse,
+    transport: WebSocketTransport,
     device: AuthenticatedDevice,
 ) -> None:
     session = DeviceSession(
         hass,
         device.runtime,
-        WebSocketTransport(ws),
+        transport,
         mac=device.mac,
         protocol_version=device.protocol_version,
         name=device.name,
@@ -277,7 +402,7 @@ async def _async_serve(
         "%s connected (protocol version %d)", device.name, device.protocol_version
     )
     try:
-        await _async_receive(ws, session)
+        await _async_receive(ws, session, server.limits)
     finally:
         session.end(
             CloseCode.NORMAL,
@@ -288,26 +413,61 @@ async def _async_serve(
         await session.async_wait_closed()
 
 
-async def _async_receive(ws: web.WebSocketResponse, session: DeviceSession) -> None:
+async def _async_receive(
+    ws: web.WebSocketResponse,
+    session: DeviceSession,
+    limits: ConnectionLimits | None = None,
+) -> None:
+    """Hand each message of the socket to the session until either ends."""
+    limits = limits or ConnectionLimits()
+    budget = RateLimiter(limits.messages_per_second, limits.message_burst, max_keys=1)
     async for message in ws:
         session.note_incoming()
+        if not budget.allow(session.mac):
+            session.end(
+                CloseCode.RATE_LIMITED,
+                f"more than {limits.messages_per_second:g} messages per second "
+                f"(bursts of {limits.message_burst})",
+            )
+            return
         try:
-            if message.type is WSMsgType.TEXT:
-                await _async_handle_json(session, message.data)
-            elif message.type is WSMsgType.BINARY:
-                await _async_handle_binary(session, message.data)
-            else:  # ERROR: aiohttp has closed the socket already
-                session.end(CloseCode.PROTOCOL_ERROR, f"bad frame: {message.data}")
+            await _async_handle_message(session, message)
         except SessionClosedError:
+            return
+        except Exception:  # one bad message must not take down the server
+            LOGGER.exception(
+                "Unexpected error handling a message from %s", session.name
+            )
+            session.end(CloseCode.INTERNAL_ERROR, "internal error")
             return
         if session.closed:
             return
 
 
+async def _async_handle_message(session: DeviceSession, message: WSMessage) -> None:
+    if message.type is WSMsgType.TEXT:
+        await _async_handle_json(session, message.data)
+    elif message.type is WSMsgType.BINARY:
+        await _async_handle_binary(session, message.data)
+    else:  # ERROR: aiohttp has closed the socket already
+        session.end(*_error_close(message.data))
+
+
+def _error_close(error: object) -> tuple[CloseCode, str]:
+    """Return the close code aiohttp sent for a receive error, and a reason."""
+    if isinstance(error, WebSocketError):
+        try:
+            code = CloseCode(error.code)
+        except ValueError:
+            code = CloseCode.PROTOCOL_ERROR
+        return code, f"bad frame: {error}"
+    return CloseCode.NORMAL, f"connection lost: {error!r}"
+
+
 async def _async_handle_json(session: DeviceSession, data: str | bytes) -> None:
     try:
         message = parse_message(data)
-    except MessageError as err:
+    except ValueError as err:  # MessageError, or a limit of json itself (huge ints)
         session.report_bad_input("malformed message", err)
         return
     await session.async_handle_message(message)
