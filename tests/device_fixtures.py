@@ -219,3 +219,10 @@ async def devices(
     yield make
     for device in created:
         await device.close()
+
+
+async def until_disconnected(hass: HomeAssistant, mac: str = MAC) -> None:
+    """Wait until the server's view for ``mac`` has returned."""
+    async with asyncio.timeout(10):
+        while mac in async_get_server(hass).connections:
+            await asyncio.sleep(0.01)

@@ -37,6 +37,7 @@ from .device_fixtures import (
     runtime_of,
     session_tasks,
     tone,
+    until_disconnected,
     wait_until,
 )
 from .device_sim import SimTool, SimulatedDevice
@@ -70,13 +71,6 @@ def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
         if record.levelno >= logging.ERROR
         or (record.exc_info and record.name.startswith("custom_components.xiaozhi"))
     ]
-
-
-async def until_disconnected(hass: HomeAssistant, mac: str = MAC) -> None:
-    """Wait until the server's view for ``mac`` has returned."""
-    async with asyncio.timeout(10):
-        while mac in async_get_server(hass).connections:
-            await asyncio.sleep(0.01)
 
 
 async def until(predicate: Callable[[], bool]) -> None:

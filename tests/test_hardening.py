@@ -72,6 +72,7 @@ from .device_fixtures import (
     make_device_entry,
     runtime_of,
     tone,
+    until_disconnected,
     wait_until,
 )
 from .device_sim import SimTool, SimulatedDevice
@@ -96,13 +97,6 @@ async def add_device_entry(
 def set_limits(hass: HomeAssistant, **changes: Any) -> None:
     server = async_get_server(hass)
     server.limits = replace(server.limits, **changes)
-
-
-async def until_disconnected(hass: HomeAssistant, mac: str) -> None:
-    """Wait until the server's view for ``mac`` has returned."""
-    async with asyncio.timeout(10):
-        while mac in async_get_server(hass).connections:
-            await asyncio.sleep(0.01)
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
