@@ -9,14 +9,7 @@ from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
-from .const import (
-    CONF_BASE_URL,
-    CONF_ENTRY_KIND,
-    CONF_MAC,
-    DOMAIN,
-    ENTRY_KIND_DEVICE,
-    ENTRY_KIND_PROVIDER,
-)
+from .const import CONF_BASE_URL, CONF_MAC, DOMAIN
 from .device_entity import device_registry_info
 from .firmware_check import async_forget_firmware_issue, async_track_firmware_features
 from .models import (
@@ -24,6 +17,7 @@ from .models import (
     DeviceRuntime,
     ProviderConfigEntry,
     ProviderRuntime,
+    is_device_entry,
 )
 from .ota import ActivateView, OtaView
 from .provider import async_create_client, async_list_models
@@ -45,14 +39,8 @@ DEVICE_PLATFORMS: tuple[Platform, ...] = (
 )
 
 
-def entry_kind(entry: ConfigEntry) -> str:
-    """Return whether the entry is a provider or a paired device."""
-    kind: str = entry.data.get(CONF_ENTRY_KIND, ENTRY_KIND_PROVIDER)
-    return kind
-
-
 def _platforms(entry: ConfigEntry) -> tuple[Platform, ...]:
-    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+    if is_device_entry(entry):
         return DEVICE_PLATFORMS
     return PROVIDER_PLATFORMS
 
@@ -68,7 +56,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
     """Set up a provider or a paired device from a config entry."""
-    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+    if is_device_entry(entry):
         _async_setup_device(hass, entry)
     else:
         await _async_setup_provider(hass, entry)
@@ -120,7 +108,7 @@ async def _async_setup_provider(
 
 async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
     """Unload a config entry; a device's open connection is closed at once."""
-    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+    if is_device_entry(entry):
         await async_get_server(hass).async_disconnect(
             entry.data[CONF_MAC], "device entry unloaded"
         )
@@ -129,7 +117,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
 
 async def async_remove_entry(hass: HomeAssistant, entry: ConfigEntry) -> None:
     """Forget what a removed device left behind outside its entry."""
-    if entry_kind(entry) == ENTRY_KIND_DEVICE:
+    if is_device_entry(entry):
         async_forget_firmware_issue(hass, entry)
 
 

@@ -85,7 +85,7 @@ from .const import (
     stt_defaults,
     tts_defaults,
 )
-from .models import ProviderConfigEntry
+from .models import ProviderConfigEntry, is_device_entry
 from .pairing import PairingError
 from .provider import (
     PRESET_TITLES,
@@ -390,9 +390,7 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
         cls, config_entry: ConfigEntry
     ) -> dict[str, type[ConfigSubentryFlow]]:
         """Return the subentry types a provider entry supports."""
-        if config_entry.data.get(CONF_ENTRY_KIND, ENTRY_KIND_PROVIDER) != (
-            ENTRY_KIND_PROVIDER
-        ):
+        if is_device_entry(config_entry):
             return {}
         types: dict[str, type[ConfigSubentryFlow]] = {
             SUBENTRY_CONVERSATION: ConversationSubentryFlow

@@ -8,8 +8,8 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
-from .const import CONF_CLIENT_ID, CONF_ENTRY_KIND, ENTRY_KIND_DEVICE
-from .models import DeviceRuntime
+from .const import CONF_CLIENT_ID
+from .models import DeviceRuntime, is_device_entry
 
 # The device token is its password; the Client-Id is half of what the token is handed
 # out for, so neither leaves Home Assistant in a diagnostics file.
@@ -34,9 +34,7 @@ async def async_get_config_entry_diagnostics(
         },
     }
     runtime = getattr(entry, "runtime_data", None)
-    if entry.data.get(CONF_ENTRY_KIND) == ENTRY_KIND_DEVICE and isinstance(
-        runtime, DeviceRuntime
-    ):
+    if is_device_entry(entry) and isinstance(runtime, DeviceRuntime):
         diagnostics["device"] = device_diagnostics(runtime)
     return diagnostics
 

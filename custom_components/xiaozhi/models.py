@@ -9,11 +9,22 @@ import openai
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, callback
 
-from .const import LOGGER
+from .const import CONF_ENTRY_KIND, ENTRY_KIND_DEVICE, ENTRY_KIND_PROVIDER, LOGGER
 
 if TYPE_CHECKING:
     from .mcp import McpTool
     from .session import DeviceSession, SessionHandler
+
+
+def entry_kind(entry: ConfigEntry) -> str:
+    """Return whether the entry is a provider (the default) or a paired device."""
+    kind: str = entry.data.get(CONF_ENTRY_KIND, ENTRY_KIND_PROVIDER)
+    return kind
+
+
+def is_device_entry(entry: ConfigEntry) -> bool:
+    """Return whether the entry is a paired device."""
+    return entry_kind(entry) == ENTRY_KIND_DEVICE
 
 
 @dataclass(slots=True)

@@ -12,13 +12,12 @@ from .const import (
     CONF_BOARD,
     CONF_CLIENT_ID,
     CONF_DEVICE_LANGUAGE,
-    CONF_ENTRY_KIND,
     CONF_FIRMWARE_VERSION,
     CONF_MAC,
     DOMAIN,
-    ENTRY_KIND_DEVICE,
     LOGGER,
 )
+from .models import is_device_entry
 from .pairing import DeviceIdentity, PairingRegistry
 from .ratelimit import RateLimiter
 
@@ -99,12 +98,8 @@ class XiaozhiServer:
     @callback
     def device_entry(self, mac: str) -> ConfigEntry | None:
         """Return the paired device's entry, if the device is paired."""
-        for entry in self.hass.config_entries.async_entries(DOMAIN):
-            if entry.data.get(CONF_ENTRY_KIND) == ENTRY_KIND_DEVICE and (
-                entry.unique_id == mac
-            ):
-                return entry
-        return None
+        entry = self.hass.config_entries.async_entry_for_domain_unique_id(DOMAIN, mac)
+        return entry if entry is not None and is_device_entry(entry) else None
 
     @callback
     def async_request_pairing(self, device: DeviceIdentity) -> None:
