@@ -36,16 +36,13 @@ Run from the repository root: ``python bench/latency.py [--runs N]
 
 import argparse
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
-import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 import importlib
 import logging
 from pathlib import Path
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -53,54 +50,46 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from homeassistant import loader
+from harness import (
+    REPLY,
+    TOKENS_PER_S,
+    TRANSCRIPT,
+    TTFT_S,
+    TTS_FIRST_BYTE_S,
+    UTTERANCE,
+    PairedDevice,
+    ProviderEndpoint,
+    free_port,
+    home_assistant,
+    ms,
+    percentile,
+    preferred_pipeline,
+    scripted_reply,
+)
+
 from homeassistant.components import stt, tts
 from homeassistant.components.assist_pipeline import (
     AudioSettings,
     Pipeline,
     PipelineEvent,
     PipelineEventType,
-    async_create_default_pipeline,
     async_pipeline_from_audio_stream,
-    async_update_pipeline,
 )
 from homeassistant.components.assist_pipeline.models import PipelineStage
-from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
-from homeassistant.components.tts.const import DATA_TTS_MANAGER
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.setup import async_setup_component
 
-import custom_components.xiaozhi  # noqa: F401 (HA finds the integration here)
 from custom_components.xiaozhi.codec import parse_wav
-from custom_components.xiaozhi.config_flow import default_subentries
-from custom_components.xiaozhi.const import DOMAIN, PRESET_CUSTOM, WEBSOCKET_PATH
+from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
 from custom_components.xiaozhi.tts_source import WavStreamDecoder
 from custom_components.xiaozhi.voice_session import VoiceSession
-from tests.conftest import provider_entry_data
-from tests.device_fixtures import MAC, TOKEN, make_device_entry
+from tests.device_fixtures import MAC, TOKEN
 from tests.device_sim import SimulatedDevice
-from tests.fake_provider import ChatReply, FakeProvider
+from tests.fake_provider import FakeProvider
 
-REPLY = (
-    "好的，客厅的灯已经为您打开了。现在室内温度是二十三度，湿度百分之四十五，"
-    "感觉比较舒适。明天白天多云转晴，最高气温二十六度，晚上可能会有小雨，"
-    "出门记得带上雨伞。您明天早上八点有一个会议，我已经帮您设好了七点的闹钟。"
-    "请问还有别的事情需要我做吗？"
-)
-assert len(REPLY) == 120
-TRANSCRIPT = "打开客厅灯"
-TTFT_S = 0.25
-TOKENS_PER_S = 30.0
-TTS_FIRST_BYTE_S = 0.15
-UTTERANCE = (
-    Path(__file__).resolve().parents[1] / "tests/fixtures/zh_turn_on_the_light.wav"
-)
-STT_ENTITY = "stt.xiaozhi_stt"
-TTS_ENTITY = "tts.xiaozhi_tts"
-AGENT_ENTITY = "conversation.xiaozhi_conversation"
 # 120 ms frames keep a run's audio far below the server's per-socket message rate.
 FRAME_MS = 120
 TIMEOUT_S = 30.0
+KITCHEN_SPEAKER = PairedDevice(MAC, TOKEN, "Kitchen speaker")
 
 
 def utterance_pcm() -> bytes:
@@ -108,10 +97,6 @@ def utterance_pcm() -> bytes:
     wav = parse_wav(UTTERANCE.read_bytes())
     silence = bytes(wav.rate * 2)
     return silence + wav.pcm + silence + silence[: wav.rate]
-
-
-def scripted_reply() -> ChatReply:
-    return ChatReply.text(REPLY, chunk=1, ttft=TTFT_S, token_delay=1 / TOKENS_PER_S)
 
 
 class TimedDevice(SimulatedDevice):
@@ -141,60 +126,6 @@ class Results:
     bridge: list[float] = field(default_factory=list)
     bridge_tts: list[float] = field(default_factory=list)
     bridge_rest: list[float] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- Home Assistant
-
-
-@contextlib.asynccontextmanager
-async def home_assistant(
-    provider: FakeProvider, port: int
-) -> AsyncIterator[HomeAssistant]:
-    """HA serving HTTP on 127.0.0.1:``port``, with a provider and a device entry."""
-    # Imported after Home Assistant, which must install its schema library first.
-    from pytest_homeassistant_custom_component.common import (
-        MockConfigEntry,
-        async_test_home_assistant,
-    )
-
-    with tempfile.TemporaryDirectory() as config_dir:
-        async with async_test_home_assistant(config_dir=config_dir) as hass:
-            hass.data.pop(loader.DATA_CUSTOM_COMPONENTS, None)
-            assert await async_setup_component(hass, "homeassistant", {})
-            http = {"server_host": ["127.0.0.1"], "server_port": port}
-            assert await async_setup_component(hass, "http", {"http": http})
-            await hass.http.start()  # HA would when it starts; this one runs already
-            provider_entry = MockConfigEntry(
-                domain=DOMAIN,
-                title="Fake service",
-                unique_id=provider.base_url,
-                data=provider_entry_data(provider),
-                subentries_data=default_subentries(
-                    PRESET_CUSTOM, True, provider.models
-                ),
-            )
-            provider_entry.add_to_hass(hass)
-            assert await hass.config_entries.async_setup(provider_entry.entry_id)
-            device_entry = make_device_entry()
-            device_entry.add_to_hass(hass)
-            assert await hass.config_entries.async_setup(device_entry.entry_id)
-            await hass.async_block_till_done()
-            # Every run says the same: only fresh synthesis is a fair measure.
-            hass.data[DATA_TTS_MANAGER].use_file_cache = False
-            try:
-                yield hass
-            finally:
-                await hass.async_stop(force=True)
-
-
-async def preferred_pipeline(hass: HomeAssistant) -> Pipeline:
-    pipeline = await async_create_default_pipeline(
-        hass, STT_ENTITY, TTS_ENTITY, "Xiaozhi"
-    )
-    assert pipeline is not None
-    await async_update_pipeline(hass, pipeline, conversation_engine=AGENT_ENTITY)
-    hass.data[KEY_ASSIST_PIPELINE].pipeline_store.async_set_preferred_item(pipeline.id)
-    return pipeline
 
 
 # ---------------------------------------------------------------- ours
@@ -299,13 +230,8 @@ async def run_stock(
 # ---------------------------------------------------------------- report
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def ms(value: float) -> str:
-    return f"{value * 1000:7.1f} ms"
+def endpoint(provider: FakeProvider) -> ProviderEndpoint:
+    return ProviderEndpoint(provider.base_url, provider.api_key, provider.models)
 
 
 def report(results: Results, plot: Path | None) -> None:
@@ -365,7 +291,10 @@ async def run(args: argparse.Namespace) -> None:
     """Measure both ways and print the comparison."""
     results = Results()
     port = free_port()
-    async with FakeProvider() as provider, home_assistant(provider, port) as hass:
+    async with (
+        FakeProvider() as provider,
+        home_assistant(endpoint(provider), port, [KITCHEN_SPEAKER]) as hass,
+    ):
         provider.speech.first_byte_delay = TTS_FIRST_BYTE_S
         pipeline = await preferred_pipeline(hass)
         async with aiohttp.ClientSession() as http:
@@ -388,14 +317,6 @@ async def run(args: argparse.Namespace) -> None:
         for _ in range(args.runs):
             await run_stock(hass, pipeline, provider, results)
     report(results, args.plot)
-
-
-def free_port() -> int:
-    """Return a TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def main() -> None:
