@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from homeassistant.components import tts
+from homeassistant.components import conversation, tts
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigSubentryData
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
@@ -87,3 +88,30 @@ async def provider_entry(
     yield entry
     await ha_core.async_block_till_done()
     await ha_core.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.fixture
+async def lights(ha_core: HomeAssistant) -> list[str]:
+    """Two real (template, optimistic) lights, off and exposed to Assist."""
+    assert await async_setup_component(
+        ha_core,
+        "template",
+        {
+            "template": [
+                {
+                    "light": [
+                        {"name": name, "turn_on": [], "turn_off": []}
+                        for name in ("Kitchen", "Hall")
+                    ]
+                }
+            ]
+        },
+    )
+    await ha_core.async_block_till_done()
+    entity_ids = ["light.kitchen", "light.hall"]
+    for entity_id in entity_ids:
+        async_expose_entity(ha_core, conversation.DOMAIN, entity_id, True)
+    await ha_core.services.async_call(
+        "light", "turn_off", {"entity_id": entity_ids}, blocking=True
+    )
+    return entity_ids

@@ -14,13 +14,11 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from homeassistant.components import conversation
 from homeassistant.components.conversation.agent_manager import async_get_agent
-from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentryData
 from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, STATE_OFF, STATE_ON
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import device_registry as dr, entity_registry as er, intent
 from homeassistant.helpers.chat_session import async_get_chat_session
-from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi import conversation as xiaozhi_conversation
 from custom_components.xiaozhi.const import (
@@ -159,33 +157,6 @@ async def finish_closing_sdk_generators() -> AsyncIterator[None]:
     gc.collect()
     for _ in range(100):
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-async def lights(ha_core: HomeAssistant) -> list[str]:
-    """Two real (template, optimistic) lights, off and exposed to Assist."""
-    assert await async_setup_component(
-        ha_core,
-        "template",
-        {
-            "template": [
-                {
-                    "light": [
-                        {"name": name, "turn_on": [], "turn_off": []}
-                        for name in ("Kitchen", "Hall")
-                    ]
-                }
-            ]
-        },
-    )
-    await ha_core.async_block_till_done()
-    entity_ids = ["light.kitchen", "light.hall"]
-    for entity_id in entity_ids:
-        async_expose_entity(ha_core, conversation.DOMAIN, entity_id, True)
-    await ha_core.services.async_call(
-        "light", "turn_off", {"entity_id": entity_ids}, blocking=True
-    )
-    return entity_ids
 
 
 def light_state(hass: HomeAssistant, entity_id: str) -> str:

@@ -28,7 +28,6 @@ from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
 from homeassistant.components.assist_satellite import DOMAIN as SATELLITE_DOMAIN
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.conversation.models import AbstractConversationAgent
-from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.components.select import (
     ATTR_OPTION,
     DOMAIN as SELECT_DOMAIN,
@@ -40,7 +39,6 @@ from homeassistant.core import Event, EventStateChangedData, HomeAssistant, call
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.chat_session import async_get_chat_session
 from homeassistant.helpers.event import async_track_state_change_event
-from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.assist_satellite import (
     MANUAL_SILENCE_SECONDS,
@@ -218,33 +216,6 @@ async def pipeline(ha_core: HomeAssistant, provider_entry: MockConfigEntry) -> P
         created.id
     )
     return async_get_pipeline(ha_core, created.id)
-
-
-@pytest.fixture
-async def lights(ha_core: HomeAssistant) -> list[str]:
-    """Two template lights, off and exposed to Assist."""
-    assert await async_setup_component(
-        ha_core,
-        "template",
-        {
-            "template": [
-                {
-                    "light": [
-                        {"name": name, "turn_on": [], "turn_off": []}
-                        for name in ("Kitchen", "Hall")
-                    ]
-                }
-            ]
-        },
-    )
-    await ha_core.async_block_till_done()
-    entity_ids = ["light.kitchen", "light.hall"]
-    for entity_id in entity_ids:
-        async_expose_entity(ha_core, conversation.DOMAIN, entity_id, True)
-    await ha_core.services.async_call(
-        "light", "turn_off", {"entity_id": entity_ids}, blocking=True
-    )
-    return entity_ids
 
 
 @pytest.fixture
