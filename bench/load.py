@@ -584,21 +584,21 @@ def pair_turns(
     and the first audio it heard.
     """
     by_mac: dict[str, list[ServerTurn]] = defaultdict(list)
-    for turn in server_turns:
-        by_mac[turn.mac].append(turn)
+    for server in server_turns:
+        by_mac[server.mac].append(server)
     pairs = []
-    for turn in device_turns:
-        heard = turn.first_audio_at
+    for device in device_turns:
+        heard = device.first_audio_at
         if heard is None:
             continue
         inside = [
             server
-            for server in by_mac[turn.mac]
+            for server in by_mac[device.mac]
             if server.speech_ended_at is not None
-            and turn.listen_at <= server.speech_ended_at <= heard
+            and device.listen_at <= server.speech_ended_at <= heard
         ]
         if inside:
-            pairs.append((turn, inside[-1]))
+            pairs.append((device, inside[-1]))
     return pairs
 
 
