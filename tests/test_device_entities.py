@@ -5,13 +5,11 @@ tools (main/mcp_server.cc), so every value read and set goes over the wire.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import Iterable
 from datetime import timedelta
 import logging
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -48,7 +46,7 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 
-from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
+from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.models import DeviceRuntime
 from custom_components.xiaozhi.number import (
     BRIGHTNESS_TOOL,
@@ -68,7 +66,6 @@ from custom_components.xiaozhi.select import (
 
 from .device_fixtures import (
     MAC,
-    TOKEN,
     DeviceFactory,
     assert_session_gone,
     make_device_entry,
@@ -279,31 +276,6 @@ async def device_entry(
     assert await ha_core.config_entries.async_setup(entry.entry_id)
     await ha_core.async_block_till_done()
     return entry
-
-
-@pytest.fixture
-def runtime(device_entry: MockConfigEntry) -> DeviceRuntime:
-    return runtime_of(device_entry)
-
-
-@pytest.fixture
-async def devices(
-    hass_client_no_auth: Callable[[], Any], device_entry: MockConfigEntry
-) -> AsyncGenerator[DeviceFactory]:
-    client: TestClient[web.Request, web.Application] = await hass_client_no_auth()
-    created: list[SimulatedDevice] = []
-
-    def make(**kwargs: Any) -> SimulatedDevice:
-        kwargs.setdefault("token", TOKEN)
-        device = SimulatedDevice(
-            client.session, str(client.make_url(WEBSOCKET_PATH)), **kwargs
-        )
-        created.append(device)
-        return device
-
-    yield make
-    for device in created:
-        await device.close()
 
 
 # ---------------------------------------------------------------- selects
