@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from bench.replies import REPLIES  # noqa: E402
 
 if TYPE_CHECKING:
-    from custom_components.xiaozhi import splitter
+    from custom_components.xiaozhi.text import splitter
 else:
 
     def _load_splitter():

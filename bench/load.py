@@ -105,8 +105,8 @@ from simulator.integration import codec
 if TYPE_CHECKING:
     from homeassistant.core import HomeAssistant
 
-    from custom_components.xiaozhi.session import DeviceSession
-    from custom_components.xiaozhi.voice_turn import VoiceTurn
+    from custom_components.xiaozhi.device.session import DeviceSession
+    from custom_components.xiaozhi.voice.turn import VoiceTurn
 
 FRAME_S = 0.06
 FRAME_MS = 60
@@ -542,7 +542,7 @@ class TurnWatcher:
 
     def poll(self) -> None:
         """Note new sessions and turns."""
-        from custom_components.xiaozhi.voice_session import VoiceSession
+        from custom_components.xiaozhi.voice.session import VoiceSession
 
         for runtime in self._runtimes:
             session = runtime.session
@@ -796,7 +796,7 @@ async def _measure_in(
         DOMAIN,
         ENTRY_KIND_DEVICE,
     )
-    from custom_components.xiaozhi.models import DeviceRuntime
+    from custom_components.xiaozhi.device.runtime import DeviceRuntime
 
     await preferred_pipeline(hass)
     _allow_sessions(hass, result)
@@ -865,7 +865,7 @@ def _allow_sessions(hass: HomeAssistant, result: StepResult) -> None:
     """Let every device in: the server refuses more than its session limit."""
     import dataclasses
 
-    from custom_components.xiaozhi.server import async_get_server
+    from custom_components.xiaozhi.server.registry import async_get_server
 
     server = async_get_server(hass)
     limits = getattr(server, "limits", None)

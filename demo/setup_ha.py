@@ -175,7 +175,7 @@ async def ensure_provider_entry(hass: HomeAssistant, provider_url: str) -> bool:
         default_subentries,
     )
     from custom_components.xiaozhi.const import DOMAIN, PRESET_CUSTOM
-    from custom_components.xiaozhi.provider import normalize_base_url
+    from custom_components.xiaozhi.provider.client import normalize_base_url
 
     base_url = normalize_base_url(provider_url)
     store = ConfigEntryStore(hass)

@@ -1,6 +1,6 @@
 """The integration's pure modules (codec, protocol), loaded without Home Assistant.
 
-Importing ``custom_components.xiaozhi.codec`` the usual way runs the package's
+Importing ``custom_components.xiaozhi.protocol.codec`` the usual way runs the package's
 ``__init__``, which imports Home Assistant and the OpenAI SDK. The simulator must run
 against any Home Assistant from a machine that has only aiohttp, PyAV and numpy,
 and start quickly, so ``codec.py`` and ``protocol.py`` (which import neither) are
@@ -30,7 +30,7 @@ def load_integration_module(name: str) -> ModuleType:
     Raises:
         ImportError: No such file.
     """
-    qualified = f"{__package__}._xiaozhi_{name}"
+    qualified = f"{__package__}._xiaozhi_{name.replace('/', '_')}"
     if (module := sys.modules.get(qualified)) is not None:
         return module
     path = INTEGRATION_DIR / f"{name}.py"
@@ -49,7 +49,7 @@ def load_integration_module(name: str) -> ModuleType:
 
 
 if TYPE_CHECKING:
-    from custom_components.xiaozhi import codec, protocol
+    from custom_components.xiaozhi.protocol import codec, messages as protocol
 else:
-    codec = load_integration_module("codec")
-    protocol = load_integration_module("protocol")
+    codec = load_integration_module("protocol/codec")
+    protocol = load_integration_module("protocol/messages")

@@ -25,10 +25,10 @@ from custom_components.xiaozhi.const import (
     ENTRY_KIND_DEVICE,
     WEBSOCKET_PATH,
 )
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.protocol import ListenMode
-from custom_components.xiaozhi.server import async_get_server
-from custom_components.xiaozhi.session import DeviceSession
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import DeviceSession
+from custom_components.xiaozhi.protocol.messages import ListenMode
+from custom_components.xiaozhi.server.registry import async_get_server
 
 from .device_sim import DEFAULT_CLIENT_ID, DEFAULT_MAC, SimulatedDevice
 

@@ -20,10 +20,10 @@ from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 
-from custom_components.xiaozhi.announce import AnnouncementError, url_audio
-from custom_components.xiaozhi.codec import pcm_to_wav
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.models import DeviceRuntime
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.protocol.codec import pcm_to_wav
+from custom_components.xiaozhi.voice.announce import AnnouncementError, url_audio
 
 from .device_fixtures import DeviceFactory, Recorder, dominant_hz, tone
 from .device_sim import SimulatedDevice

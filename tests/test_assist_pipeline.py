@@ -18,7 +18,7 @@ from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.tts.const import DATA_TTS_MANAGER
 from homeassistant.core import Context, HomeAssistant
 
-from custom_components.xiaozhi.codec import parse_wav
+from custom_components.xiaozhi.protocol.codec import parse_wav
 
 from .fake_provider import ChatReply, FakeProvider
 from .test_stt import chunks_of, metadata, speech_like_pcm

@@ -16,7 +16,7 @@ from homeassistant.components import conversation
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import llm
 
-from custom_components.xiaozhi.chat_stream import (
+from custom_components.xiaozhi.provider.chat_stream import (
     ERROR_CONNECTION_LOST,
     ERROR_INVALID_AUTH,
     ERROR_PROVIDER,

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import numpy as np
 import pytest
 
-from custom_components.xiaozhi.codec import (
+from custom_components.xiaozhi.protocol.codec import (
     MAX_OPUS_PACKET_BYTES,
     CodecError,
     OpusDecoder,

@@ -47,7 +47,7 @@ from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.models import DeviceRuntime
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.number import (
     BRIGHTNESS_TOOL,
     CONF_MCP_TOOLS,

@@ -10,9 +10,9 @@ import asyncio
 
 from homeassistant.core import HomeAssistant
 
-from custom_components.xiaozhi.device_speech import MAX_QUEUED_CHUNKS, DeviceSpeech
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.session import DeviceSession
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import DeviceSession
+from custom_components.xiaozhi.voice.device_sink import MAX_QUEUED_CHUNKS, DeviceSpeech
 
 from .device_fixtures import tone
 from .test_session import (

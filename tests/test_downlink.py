@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.xiaozhi.downlink import (
+from custom_components.xiaozhi.protocol.pacing import (
     DEFAULT_PREBUFFER_FRAMES,
     LATE_TOLERANCE_S,
     DownlinkStats,

@@ -22,10 +22,10 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import CoreState, HomeAssistant
 
 from custom_components.xiaozhi.const import WEBSOCKET_PATH
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.protocol import ListenMode
-from custom_components.xiaozhi.server import async_get_server
-from custom_components.xiaozhi.session import CloseCode
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import CloseCode
+from custom_components.xiaozhi.protocol.messages import ListenMode
+from custom_components.xiaozhi.server.registry import async_get_server
 
 from .device_fixtures import (
     MAC,

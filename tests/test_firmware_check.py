@@ -6,8 +6,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.firmware_check import firmware_issue_id
-from custom_components.xiaozhi.models import DeviceRuntime
+from custom_components.xiaozhi.device.firmware_check import firmware_issue_id
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
 
 from .device_fixtures import DeviceFactory, wait_until
 

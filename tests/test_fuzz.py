@@ -35,18 +35,18 @@ import pytest
 
 from homeassistant.core import HomeAssistant
 
-from custom_components.xiaozhi.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.protocol import (
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import CloseCode
+from custom_components.xiaozhi.protocol.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
+from custom_components.xiaozhi.protocol.messages import (
     DEFAULT_MAX_FRAME_PAYLOAD,
     DEFAULT_MAX_JSON_SIZE,
     V2_HEADER,
     V3_HEADER,
     ListenMode,
 )
-from custom_components.xiaozhi.server import async_get_server
-from custom_components.xiaozhi.session import CloseCode
-from custom_components.xiaozhi.websocket import MAX_MESSAGE_BYTES
+from custom_components.xiaozhi.server.registry import async_get_server
+from custom_components.xiaozhi.transport.websocket import MAX_MESSAGE_BYTES
 
 from .device_fixtures import DeviceFactory, Recorder, tone, wait_until
 from .device_sim import ChannelClosedError, SimTool, SimulatedDevice

@@ -29,25 +29,9 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import CoreState, HomeAssistant
 
-from custom_components.xiaozhi.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
 from custom_components.xiaozhi.const import WEBSOCKET_PATH
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.protocol import (
-    DEFAULT_MAX_FRAME_PAYLOAD,
-    DEFAULT_MAX_JSON_SIZE,
-    V2_HEADER,
-    FrameType,
-    ListenMode,
-)
-from custom_components.xiaozhi.ratelimit import RateLimiter
-from custom_components.xiaozhi.server import (
-    MAX_SESSIONS,
-    MESSAGE_BURST,
-    MESSAGES_PER_SECOND,
-    ConnectionLimits,
-    async_get_server,
-)
-from custom_components.xiaozhi.session import (
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import (
     MAX_LOGGED_DETAIL,
     CloseCode,
     DeviceSession,
@@ -55,7 +39,23 @@ from custom_components.xiaozhi.session import (
     SessionClosedError,
     log_excerpt,
 )
-from custom_components.xiaozhi.websocket import (
+from custom_components.xiaozhi.protocol.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
+from custom_components.xiaozhi.protocol.messages import (
+    DEFAULT_MAX_FRAME_PAYLOAD,
+    DEFAULT_MAX_JSON_SIZE,
+    V2_HEADER,
+    FrameType,
+    ListenMode,
+)
+from custom_components.xiaozhi.server.ratelimit import RateLimiter
+from custom_components.xiaozhi.server.registry import (
+    MAX_SESSIONS,
+    MESSAGE_BURST,
+    MESSAGES_PER_SECOND,
+    ConnectionLimits,
+    async_get_server,
+)
+from custom_components.xiaozhi.transport.websocket import (
     MAX_MESSAGE_BYTES,
     HandshakeError,
     WebSocketTransport,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from custom_components.xiaozhi import mcp
-from custom_components.xiaozhi.mcp import (
+from custom_components.xiaozhi.protocol import mcp
+from custom_components.xiaozhi.protocol.mcp import (
     MAX_TOOL_PAGES,
     MCP_PROTOCOL_VERSION,
     McpClient,

@@ -31,9 +31,9 @@ from custom_components.xiaozhi.const import (
     DOMAIN,
     ENTRY_KIND_DEVICE,
 )
-from custom_components.xiaozhi.pairing import PairingRegistry
-from custom_components.xiaozhi.ratelimit import RateLimiter
-from custom_components.xiaozhi.server import async_get_server
+from custom_components.xiaozhi.server.pairing import PairingRegistry
+from custom_components.xiaozhi.server.ratelimit import RateLimiter
+from custom_components.xiaozhi.server.registry import async_get_server
 
 MAC = "aa:bb:cc:dd:ee:ff"
 CLIENT_ID = "2f1f0a6e-8c1b-4c55-9d3c-1c4a9d1b7e00"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from custom_components.xiaozhi.device_messages import device_message, language_family
-from custom_components.xiaozhi.pairing import (
+from custom_components.xiaozhi.device.messages import device_message, language_family
+from custom_components.xiaozhi.server.pairing import (
     DeviceIdentity,
     PairingError,
     PairingFullError,

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
-from custom_components.xiaozhi.protocol import (
+from custom_components.xiaozhi.protocol.messages import (
     ABORT_REASON_WAKE_WORD,
     DEFAULT_MAX_FRAME_PAYLOAD,
     DOWNLINK_FRAME_DURATION_MS,

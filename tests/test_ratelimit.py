@@ -1,6 +1,6 @@
 """The per-address token bucket."""
 
-from custom_components.xiaozhi.ratelimit import RateLimiter
+from custom_components.xiaozhi.server.ratelimit import RateLimiter
 
 
 class Clock:

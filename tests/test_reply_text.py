@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from custom_components.xiaozhi.reply_text import ReplyFailedError, ReplyText
-from custom_components.xiaozhi.utterance_audio import UtteranceAudio
+from custom_components.xiaozhi.voice.reply_text import ReplyFailedError, ReplyText
+from custom_components.xiaozhi.voice.utterance import UtteranceAudio
 
 TIMEOUT = 5.0
 

@@ -18,10 +18,19 @@ from pytest_homeassistant_custom_component.common import async_fire_time_changed
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
-from custom_components.xiaozhi.codec import OpusDecoder, OpusEncoder
-from custom_components.xiaozhi.mcp import McpClosedError, McpError, McpTool
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.protocol import (
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import (
+    IDLE_CHECK_INTERVAL_S,
+    CloseCode,
+    DeviceSession,
+    LoggingHandler,
+    SendTimeoutError,
+    SessionClosedError,
+    TransportError,
+)
+from custom_components.xiaozhi.protocol.codec import OpusDecoder, OpusEncoder
+from custom_components.xiaozhi.protocol.mcp import McpClosedError, McpError, McpTool
+from custom_components.xiaozhi.protocol.messages import (
     Abort,
     AudioParams,
     FrameType,
@@ -32,15 +41,6 @@ from custom_components.xiaozhi.protocol import (
     Mcp,
     Unknown,
     decode_frame,
-)
-from custom_components.xiaozhi.session import (
-    IDLE_CHECK_INTERVAL_S,
-    CloseCode,
-    DeviceSession,
-    LoggingHandler,
-    SendTimeoutError,
-    SessionClosedError,
-    TransportError,
 )
 
 from .device_fixtures import Recorder, RecordingHandler, dominant_hz, tone

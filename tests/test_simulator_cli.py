@@ -50,12 +50,6 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.setup import async_setup_component
 
-from custom_components.xiaozhi.codec import (
-    OpusEncoder,
-    PcmResampler,
-    parse_wav,
-    pcm_to_wav,
-)
 from custom_components.xiaozhi.const import (
     CONF_BOARD,
     CONF_CLIENT_ID,
@@ -63,9 +57,15 @@ from custom_components.xiaozhi.const import (
     CONF_FIRMWARE_VERSION,
     DOMAIN,
 )
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.protocol import ListenMode
-from custom_components.xiaozhi.session import CloseCode, DeviceSession
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import CloseCode, DeviceSession
+from custom_components.xiaozhi.protocol.codec import (
+    OpusEncoder,
+    PcmResampler,
+    parse_wav,
+    pcm_to_wav,
+)
+from custom_components.xiaozhi.protocol.messages import ListenMode
 from simulator import audio, checkin, console as sim_console, state as sim_state
 from simulator.board import SimBoard
 from simulator.checkin import Activation, OtaClient, PairingTiming, obtain_websocket
@@ -1491,9 +1491,9 @@ def test_board_tools() -> None:
 
 
 def test_integration_modules_load_without_the_package() -> None:
-    codec = load_integration_module("codec")
-    assert load_integration_module("codec") is codec
-    assert codec.__name__ == "simulator._xiaozhi_codec"
+    codec = load_integration_module("protocol/codec")
+    assert load_integration_module("protocol/codec") is codec
+    assert codec.__name__ == "simulator._xiaozhi_protocol_codec"
     with pytest.raises(ImportError, match="cannot load"):
         load_integration_module("no_such_module")
     # Modules importing their package cannot be loaded alone, and leave no trace.

@@ -32,9 +32,10 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.setup import async_setup_component
 
-from custom_components.xiaozhi.codec import CodecError, pcm_to_wav, wav_header
-from custom_components.xiaozhi.device_messages import device_message
-from custom_components.xiaozhi.speaker import (
+from custom_components.xiaozhi.device.messages import device_message
+from custom_components.xiaozhi.protocol.codec import CodecError, pcm_to_wav, wav_header
+from custom_components.xiaozhi.text.splitter import Segment
+from custom_components.xiaozhi.voice.speaking import (
     AUDIO_CHUNK_BYTES,
     BYTES_PER_SECOND,
     SentenceClock,
@@ -42,8 +43,7 @@ from custom_components.xiaozhi.speaker import (
     estimated_speech_seconds,
     speak_reply,
 )
-from custom_components.xiaozhi.splitter import Segment
-from custom_components.xiaozhi.tts_source import (
+from custom_components.xiaozhi.voice.tts_audio import (
     TtsError,
     WavStreamDecoder,
     open_tts_stream,

@@ -21,7 +21,6 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 
 import custom_components.xiaozhi
-from custom_components.xiaozhi.codec import parse_wav
 from custom_components.xiaozhi.config_flow import default_subentries
 from custom_components.xiaozhi.const import (
     CONF_INSTRUCTIONS,
@@ -32,6 +31,8 @@ from custom_components.xiaozhi.const import (
     PRESET_CUSTOM,
     SUBENTRY_TTS,
 )
+from custom_components.xiaozhi.protocol.codec import parse_wav
+from custom_components.xiaozhi.provider.lookahead import synthesize_in_order
 from custom_components.xiaozhi.tts import (
     PROVIDER_SAMPLE_RATE,
     AudioOutput,
@@ -40,7 +41,6 @@ from custom_components.xiaozhi.tts import (
     audio_output,
     format_audio,
 )
-from custom_components.xiaozhi.tts_pipeline import synthesize_in_order
 
 from .fake_provider import SPEECH_PATH, FakeProvider
 

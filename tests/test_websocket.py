@@ -21,18 +21,18 @@ from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import WEBSOCKET_PATH
-from custom_components.xiaozhi.mcp import McpError, McpTimeoutError
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.protocol import ListenMode
-from custom_components.xiaozhi.server import async_get_server
-from custom_components.xiaozhi.session import (
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import (
     CloseCode,
     DeviceSession,
     LoggingHandler,
     SendTimeoutError,
     TransportError,
 )
-from custom_components.xiaozhi.websocket import (
+from custom_components.xiaozhi.protocol.mcp import McpError, McpTimeoutError
+from custom_components.xiaozhi.protocol.messages import ListenMode
+from custom_components.xiaozhi.server.registry import async_get_server
+from custom_components.xiaozhi.transport.websocket import (
     MAX_MESSAGE_BYTES,
     Handshake,
     WebSocketTransport,

@@ -10,19 +10,22 @@ from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
 from .const import CONF_BASE_URL, CONF_MAC, DOMAIN
-from .device_entity import device_registry_info
-from .firmware_check import async_forget_firmware_issue, async_track_firmware_features
-from .models import (
+from .device.entity import device_registry_info
+from .device.firmware_check import (
+    async_forget_firmware_issue,
+    async_track_firmware_features,
+)
+from .device.runtime import (
     DeviceConfigEntry,
     DeviceRuntime,
     ProviderConfigEntry,
     ProviderRuntime,
     is_device_entry,
 )
-from .ota import ActivateView, OtaView
-from .provider import async_create_client, async_list_models
-from .server import DATA_SERVER, XiaozhiServer, async_get_server
-from .websocket import async_setup_websocket
+from .provider.client import async_create_client, async_list_models
+from .server.ota import ActivateView, OtaView
+from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
+from .transport.websocket import async_setup_websocket
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 

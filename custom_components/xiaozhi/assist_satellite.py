@@ -32,15 +32,15 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import chat_session, entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .announce import AnnouncementError, announcement_audio
 from .const import CONF_DEVICE_LANGUAGE, DOMAIN, LOGGER
-from .device_entity import XiaozhiDeviceEntity
-from .models import DeviceConfigEntry
+from .device.entity import XiaozhiDeviceEntity
+from .device.runtime import DeviceConfigEntry
+from .device.session import DeviceSession, SessionClosedError
 from .select import pipeline_select_unique_id, vad_sensitivity_select_unique_id
-from .session import DeviceSession, SessionClosedError
-from .tts_source import WAV_FORMAT, TtsError
-from .voice_session import DeviceDisconnectedError, VoiceSession
-from .voice_turn import PipelineListener
+from .voice.announce import AnnouncementError, announcement_audio
+from .voice.session import DeviceDisconnectedError, VoiceSession
+from .voice.tts_audio import WAV_FORMAT, TtsError
+from .voice.turn import PipelineListener
 
 PARALLEL_UPDATES = 0
 

@@ -11,8 +11,8 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .device_entity import XiaozhiDeviceEntity
-from .models import DeviceConfigEntry
+from .device.entity import XiaozhiDeviceEntity
+from .device.runtime import DeviceConfigEntry
 
 # Nothing is polled or sent: the state comes from the device's session.
 PARALLEL_UPDATES = 0

@@ -85,16 +85,16 @@ from .const import (
     stt_defaults,
     tts_defaults,
 )
-from .models import ProviderConfigEntry, is_device_entry
-from .pairing import PairingError
-from .provider import (
+from .device.runtime import ProviderConfigEntry, is_device_entry
+from .provider.client import (
     PRESET_TITLES,
     async_create_client,
     async_list_models,
     normalize_base_url,
     provider_title,
 )
-from .server import async_get_server
+from .server.pairing import PairingError
+from .server.registry import async_get_server
 
 API_KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))

@@ -16,15 +16,6 @@ from homeassistant.helpers import translation
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import language as language_util
 
-from .chat_stream import (
-    ERROR_INVALID_AUTH,
-    ContentDelta,
-    StreamOutcome,
-    convert_content,
-    error_translation_key,
-    format_tool,
-    transform_stream,
-)
 from .const import (
     CONF_MAX_TOKENS,
     CONF_MODEL,
@@ -37,8 +28,17 @@ from .const import (
     RECOMMENDED_TEMPERATURE,
     SUBENTRY_CONVERSATION,
 )
-from .entity import ProviderSubentryEntity, async_add_subentry_entities
-from .models import ProviderConfigEntry
+from .device.runtime import ProviderConfigEntry
+from .provider.chat_stream import (
+    ERROR_INVALID_AUTH,
+    ContentDelta,
+    StreamOutcome,
+    convert_content,
+    error_translation_key,
+    format_tool,
+    transform_stream,
+)
+from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities
 
 PARALLEL_UPDATES = 0
 

@@ -9,7 +9,7 @@ from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
 from .const import CONF_CLIENT_ID
-from .models import DeviceRuntime, is_device_entry
+from .device.runtime import DeviceRuntime, is_device_entry
 
 # The device token is its password; the Client-Id is half of what the token is handed
 # out for, so neither leaves Home Assistant in a diagnostics file.

@@ -36,10 +36,10 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN, LOGGER
-from .device_entity import XiaozhiDeviceEntity
-from .mcp import McpClosedError, McpError, McpTimeoutError, McpTool
-from .models import DeviceConfigEntry, DeviceRuntime
-from .session import DeviceSession
+from .device.entity import XiaozhiDeviceEntity
+from .device.runtime import DeviceConfigEntry, DeviceRuntime
+from .device.session import DeviceSession
+from .protocol.mcp import McpClosedError, McpError, McpTimeoutError, McpTool
 
 # Device calls go over the device's own socket, which takes them in parallel.
 PARALLEL_UPDATES = 0

@@ -16,8 +16,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_MAC, DOMAIN
-from .device_entity import XiaozhiDeviceEntity
-from .models import DeviceConfigEntry
+from .device.entity import XiaozhiDeviceEntity
+from .device.runtime import DeviceConfigEntry
 
 # Choosing an option only stores it; nothing is sent to the device.
 PARALLEL_UPDATES = 0

@@ -30,10 +30,10 @@ from homeassistant.const import CONF_PROMPT
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .codec import pcm_to_wav
 from .const import CONF_LANGUAGE, CONF_MODEL, LOGGER, SUBENTRY_STT
-from .entity import ProviderSubentryEntity, async_add_subentry_entities
-from .models import ProviderConfigEntry
+from .device.runtime import ProviderConfigEntry
+from .protocol.codec import pcm_to_wav
+from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities
 
 PARALLEL_UPDATES = 0
 

@@ -44,7 +44,6 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .codec import PcmResampler, pcm_to_wav, wav_header
 from .const import (
     CONF_INSTRUCTIONS,
     CONF_MODEL,
@@ -55,11 +54,12 @@ from .const import (
     RECOMMENDED_SPEED,
     SUBENTRY_TTS,
 )
-from .entity import ProviderSubentryEntity, async_add_subentry_entities
-from .models import ProviderConfigEntry
-from .splitter import split_stream
+from .device.runtime import ProviderConfigEntry
+from .protocol.codec import PcmResampler, pcm_to_wav, wav_header
+from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities
+from .provider.lookahead import DEFAULT_LOOKAHEAD, synthesize_in_order
 from .stt import PROVIDER_ERRORS, SPEECH_LANGUAGES
-from .tts_pipeline import DEFAULT_LOOKAHEAD, synthesize_in_order
+from .text.splitter import split_stream
 
 PARALLEL_UPDATES = 0
 

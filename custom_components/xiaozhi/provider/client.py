@@ -8,7 +8,7 @@ import openai
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.httpx_client import get_async_client
 
-from .const import NO_API_KEY, VALIDATION_TIMEOUT
+from ..const import NO_API_KEY, VALIDATION_TIMEOUT
 
 PRESET_TITLES: dict[str, str] = {
     "openai": "OpenAI",

@@ -7,8 +7,8 @@ from homeassistant.core import callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity import Entity
 
-from .const import CONF_BOARD, CONF_FIRMWARE_VERSION, CONF_MAC, DOMAIN
-from .models import DeviceConfigEntry, DeviceRuntime
+from ..const import CONF_BOARD, CONF_FIRMWARE_VERSION, CONF_MAC, DOMAIN
+from .runtime import DeviceConfigEntry, DeviceRuntime
 
 MANUFACTURER = "Xiaozhi (xiaozhi-esp32)"
 

@@ -21,7 +21,7 @@ from homeassistant.components.assist_satellite import AssistSatelliteAnnouncemen
 from homeassistant.components.ffmpeg import get_ffmpeg_manager
 from homeassistant.core import HomeAssistant
 
-from .tts_source import SPEECH_SAMPLE_RATE, WAV_FORMAT, pcm_from_stream
+from .tts_audio import SPEECH_SAMPLE_RATE, WAV_FORMAT, pcm_from_stream
 
 # 100 ms of 24 kHz 16-bit mono per read.
 READ_BYTES: Final = SPEECH_SAMPLE_RATE * 2 // 10

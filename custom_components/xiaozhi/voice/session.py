@@ -24,11 +24,11 @@ import asyncio
 from collections.abc import AsyncGenerator
 import contextlib
 
-from .const import LOGGER
-from .protocol import ListenMode
-from .session import CloseCode, DeviceSession
-from .tts_source import SPEECH_SAMPLE_RATE
-from .voice_turn import SatelliteHost, TurnEnd, VoiceTurn
+from ..const import LOGGER
+from ..device.session import CloseCode, DeviceSession
+from ..protocol.messages import ListenMode
+from .tts_audio import SPEECH_SAMPLE_RATE
+from .turn import SatelliteHost, TurnEnd, VoiceTurn
 
 
 class DeviceDisconnectedError(ConnectionError):

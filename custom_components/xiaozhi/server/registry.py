@@ -8,7 +8,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import discovery_flow
 from homeassistant.util.hass_dict import HassKey
 
-from .const import (
+from ..const import (
     CONF_BOARD,
     CONF_CLIENT_ID,
     CONF_DEVICE_LANGUAGE,
@@ -17,7 +17,7 @@ from .const import (
     DOMAIN,
     LOGGER,
 )
-from .models import is_device_entry
+from ..device.runtime import is_device_entry
 from .pairing import DeviceIdentity, PairingRegistry
 from .ratelimit import RateLimiter
 

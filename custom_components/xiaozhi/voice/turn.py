@@ -32,14 +32,14 @@ from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import chat_session
 
-from .const import LOGGER
-from .device_messages import device_message
-from .device_speech import DeviceSpeech
-from .protocol import ListenMode
+from ..const import LOGGER
+from ..device.messages import device_message
+from ..device.session import DeviceSession
+from ..protocol.messages import ListenMode
+from .device_sink import DeviceSpeech
 from .reply_text import ReplyText
-from .session import DeviceSession
-from .speaker import ERROR_AGENT, ERROR_TTS, SpeakResult, speak_reply
-from .utterance_audio import UtteranceAudio
+from .speaking import ERROR_AGENT, ERROR_TTS, SpeakResult, speak_reply
+from .utterance import UtteranceAudio
 
 ERROR_STT: Final = "error_stt"
 # Another satellite answered the same wake word: this device stays quiet.

@@ -20,7 +20,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
 from homeassistant.util import dt as dt_util
 
-from .const import (
+from ..const import (
     ACTIVATE_PATH,
     CONF_BOARD,
     CONF_CLIENT_ID,
@@ -31,9 +31,9 @@ from .const import (
     OTA_PATH,
     WEBSOCKET_PATH,
 )
-from .device_messages import device_message
+from ..device.messages import device_message
 from .pairing import DeviceIdentity, PairingFullError
-from .server import XiaozhiServer, async_get_server
+from .registry import XiaozhiServer, async_get_server
 
 MAX_OTA_BODY_BYTES = 16 * 1024
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")

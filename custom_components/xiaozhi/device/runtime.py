@@ -9,10 +9,10 @@ import openai
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, callback
 
-from .const import CONF_ENTRY_KIND, ENTRY_KIND_DEVICE, ENTRY_KIND_PROVIDER, LOGGER
+from ..const import CONF_ENTRY_KIND, ENTRY_KIND_DEVICE, ENTRY_KIND_PROVIDER, LOGGER
 
 if TYPE_CHECKING:
-    from .mcp import McpTool
+    from ..protocol.mcp import McpTool
     from .session import DeviceSession, SessionHandler
 
 

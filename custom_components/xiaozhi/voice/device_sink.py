@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import time
 from typing import Final
 
-from .device_messages import device_message
-from .session import DeviceSession
-from .tts_source import SPEECH_SAMPLE_RATE
+from ..device.messages import device_message
+from ..device.session import DeviceSession
+from .tts_audio import SPEECH_SAMPLE_RATE
 
 # About half a second of 60 ms chunks waiting for the encoder: the downlink keeps
 # up to 3 s more, so the speaker stays ahead without holding a whole reply.

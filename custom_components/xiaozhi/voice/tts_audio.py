@@ -27,7 +27,7 @@ from typing import Any, Final
 from homeassistant.components import tts
 from homeassistant.core import HomeAssistant
 
-from .codec import CodecError, PcmResampler, WavIncompleteError, parse_wav
+from ..protocol.codec import CodecError, PcmResampler, WavIncompleteError, parse_wav
 
 SPEECH_SAMPLE_RATE: Final = 24000
 WAV_FORMAT: Final = "wav"

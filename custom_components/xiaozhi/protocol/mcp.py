@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from homeassistant.const import __version__ as ha_version
 
-from .const import LOGGER
+from ..const import LOGGER
 
 MCP_PROTOCOL_VERSION: Final = "2024-11-05"
 CLIENT_NAME: Final = "Home Assistant"

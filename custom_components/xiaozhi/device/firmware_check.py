@@ -3,8 +3,8 @@
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 
-from .const import CONF_FIRMWARE_VERSION, DOMAIN
-from .models import DeviceConfigEntry
+from ..const import CONF_FIRMWARE_VERSION, DOMAIN
+from .runtime import DeviceConfigEntry
 
 ISSUE_FIRMWARE_WITHOUT_MCP = "firmware_without_mcp"
 

@@ -28,17 +28,16 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from homeassistant.core import HomeAssistant
 
-from .codec import CodecError, OpusDecoder, OpusEncoder
-from .const import LOGGER
-from .downlink import PacedSender
-from .mcp import (
+from ..const import LOGGER
+from ..protocol.codec import CodecError, OpusDecoder, OpusEncoder
+from ..protocol.mcp import (
     DEFAULT_TOOL_TIMEOUT_S,
     McpClient,
     McpClosedError,
     McpError,
     McpToolResult,
 )
-from .protocol import (
+from ..protocol.messages import (
     AUDIO_FORMAT,
     DOWNLINK_FRAME_DURATION_MS,
     DOWNLINK_SAMPLE_RATE,
@@ -65,9 +64,10 @@ from .protocol import (
     tts_start_message,
     tts_stop_message,
 )
+from ..protocol.pacing import PacedSender
 
 if TYPE_CHECKING:
-    from .models import DeviceRuntime
+    from .runtime import DeviceRuntime
 
 # We give the device as long to say hello as it gives us.
 HELLO_TIMEOUT_S: Final = SERVER_HELLO_TIMEOUT_S

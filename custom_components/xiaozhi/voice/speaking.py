@@ -55,11 +55,11 @@ import unicodedata
 from homeassistant.components.tts import ResultStream
 from homeassistant.core import HomeAssistant
 
-from .const import LOGGER
-from .device_messages import device_message
-from .emotion import emotion_for_emojis
-from .splitter import Segment, SentenceSplitter, SplitterOptions
-from .tts_source import (
+from ..const import LOGGER
+from ..device.messages import device_message
+from ..text.emotion import emotion_for_emojis
+from ..text.splitter import Segment, SentenceSplitter, SplitterOptions
+from .tts_audio import (
     SPEECH_SAMPLE_RATE,
     TtsError,
     open_tts_stream,

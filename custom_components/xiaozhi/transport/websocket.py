@@ -80,10 +80,16 @@ from homeassistant.const import CONF_TOKEN, EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
 
-from .const import LOGGER, WEBSOCKET_PATH
-from .models import DeviceRuntime
-from .ota import normalize_mac, request_value
-from .protocol import (
+from ..const import LOGGER, WEBSOCKET_PATH
+from ..device.runtime import DeviceRuntime
+from ..device.session import (
+    CloseCode,
+    DeviceSession,
+    SendTimeoutError,
+    SessionClosedError,
+    TransportError,
+)
+from ..protocol.messages import (
     DEFAULT_MAX_FRAME_PAYLOAD,
     V2_HEADER_SIZE,
     FrameError,
@@ -93,20 +99,14 @@ from .protocol import (
     parse_message,
     parse_protocol_version,
 )
-from .ratelimit import RateLimiter
-from .server import (
+from ..server.ota import normalize_mac, request_value
+from ..server.ratelimit import RateLimiter
+from ..server.registry import (
     CLOSE_TIMEOUT_S,
     SEND_TIMEOUT_S,
     ConnectionLimits,
     XiaozhiServer,
     async_get_server,
-)
-from .session import (
-    CloseCode,
-    DeviceSession,
-    SendTimeoutError,
-    SessionClosedError,
-    TransportError,
 )
 
 # The largest message read from a device (a v2 frame with the largest payload);

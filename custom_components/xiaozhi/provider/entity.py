@@ -9,9 +9,9 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import CONF_BASE_URL, CONF_MODEL, CONF_PRESET, DOMAIN
-from .models import ProviderConfigEntry
-from .provider import provider_title
+from ..const import CONF_BASE_URL, CONF_MODEL, CONF_PRESET, DOMAIN
+from ..device.runtime import ProviderConfigEntry
+from .client import provider_title
 
 
 class ProviderSubentryEntity(Entity):
