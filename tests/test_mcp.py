@@ -12,6 +12,7 @@ from custom_components.xiaozhi.protocol.mcp import (
     MAX_TOOL_PAGES,
     MCP_PROTOCOL_VERSION,
     McpClient,
+    McpClientInfo,
     McpClosedError,
     McpError,
     McpServerInfo,
@@ -22,6 +23,8 @@ from custom_components.xiaozhi.protocol.mcp import (
     response_id,
 )
 
+CLIENT = McpClientInfo("Home Assistant", "2026.10.4")
+
 type Responder = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
@@ -31,7 +34,7 @@ class ScriptedDevice:
     def __init__(self, responder: Responder | None = None) -> None:
         self.sent: list[dict[str, Any]] = []
         self.responder = responder
-        self.client = McpClient(self.send, name="Kitchen")
+        self.client = McpClient(self.send, client=CLIENT, name="Kitchen")
         self.fail_send = False
 
     async def send(self, payload: dict[str, Any]) -> None:
@@ -369,7 +372,7 @@ async def test_close_during_a_failing_send_leaves_no_unretrieved_error() -> None
 
 
 def test_request_ids_wrap_within_a_c_int() -> None:
-    client = McpClient(ScriptedDevice().send)
+    client = McpClient(ScriptedDevice().send, client=CLIENT)
     client._next_id = mcp._MAX_REQUEST_ID - 1
     assert client._new_id() == mcp._MAX_REQUEST_ID
     assert client._new_id() == 1

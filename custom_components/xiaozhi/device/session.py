@@ -26,6 +26,7 @@ from enum import IntEnum
 import secrets
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from homeassistant.const import __version__ as ha_version
 from homeassistant.core import HomeAssistant
 
 from ..const import LOGGER
@@ -33,6 +34,7 @@ from ..protocol.codec import CodecError, OpusDecoder, OpusEncoder
 from ..protocol.mcp import (
     DEFAULT_TOOL_TIMEOUT_S,
     McpClient,
+    McpClientInfo,
     McpClosedError,
     McpError,
     McpToolResult,
@@ -76,6 +78,8 @@ HELLO_TIMEOUT_S: Final = SERVER_HELLO_TIMEOUT_S
 # a reply plays (the device sends nothing while it speaks, unless in realtime mode).
 IDLE_CHECK_INTERVAL_S: Final = 45.0
 IDLE_CHECKS_BEFORE_CLOSE: Final = 3
+# Who calls the device's tools, as MCP's initialize tells it.
+MCP_CLIENT: Final = McpClientInfo("Home Assistant", ha_version)
 _DOWNLINK_FRAME_S: Final = DOWNLINK_FRAME_DURATION_MS / 1000
 
 
@@ -321,7 +325,7 @@ class DeviceSession:
             lambda coro: self.create_task(coro, "downlink"),
             frame_duration=_DOWNLINK_FRAME_S,
         )
-        self._mcp = McpClient(self._async_send_mcp, name=self.name)
+        self._mcp = McpClient(self._async_send_mcp, client=MCP_CLIENT, name=self.name)
 
     # ------------------------------------------------------------ state
 

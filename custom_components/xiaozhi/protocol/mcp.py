@@ -13,21 +13,20 @@ over, all handled here:
   next page and is absent (or empty) on the last one;
 * ``tools/call`` replies asynchronously, after the tool ran on the device.
 
-No Home Assistant and no I/O here: the session hands in a ``send`` coroutine and
-feeds every incoming payload to :meth:`McpClient.handle_message`.
+No Home Assistant and no I/O here: the device's link hands in a ``send``
+coroutine and who the client is, and feeds every incoming payload to
+:meth:`McpClient.handle_message`.
 """
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+import logging
 from typing import Any, Final
 
-from homeassistant.const import __version__ as ha_version
-
-from ..const import LOGGER
+_LOGGER = logging.getLogger(__name__)
 
 MCP_PROTOCOL_VERSION: Final = "2024-11-05"
-CLIENT_NAME: Final = "Home Assistant"
 # initialize and each tools/list page.
 DEFAULT_REQUEST_TIMEOUT_S: Final = 10.0
 # A tool runs on the device's main loop; some (taking a photo) take seconds.
@@ -75,6 +74,14 @@ class McpTool:
     name: str
     description: str = ""
     input_schema: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class McpClientInfo:
+    """Who calls the device's tools, as ``initialize`` tells the device."""
+
+    name: str
+    version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +203,12 @@ class McpClient:
     ids of a previous session) are logged and dropped.
     """
 
-    def __init__(self, send: SendPayload, *, name: str = "device") -> None:
+    def __init__(
+        self, send: SendPayload, *, client: McpClientInfo, name: str = "device"
+    ) -> None:
         """Create a client; ``name`` identifies the device in log lines."""
         self._send = send
+        self._client = client
         self._name = name
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Mapping[str, Any]]] = {}
@@ -271,13 +281,13 @@ class McpClient:
         """Take one JSON-RPC object from the device: resolve the request it answers."""
         if "method" in payload:
             # The device serves; it sends no requests or notifications of its own.
-            LOGGER.debug("Ignoring MCP %r from %s", payload.get("method"), self._name)
+            _LOGGER.debug("Ignoring MCP %r from %s", payload.get("method"), self._name)
             return
         raw_id = payload.get("id")
         request_id = response_id(raw_id)
         future = None if request_id is None else self._pending.pop(request_id, None)
         if future is None:
-            LOGGER.debug(
+            _LOGGER.debug(
                 "Dropping MCP reply from %s with id %r: no request waits for it",
                 self._name,
                 raw_id,
@@ -301,7 +311,10 @@ class McpClient:
             {
                 "protocolVersion": MCP_PROTOCOL_VERSION,
                 "capabilities": {},
-                "clientInfo": {"name": CLIENT_NAME, "version": ha_version},
+                "clientInfo": {
+                    "name": self._client.name,
+                    "version": self._client.version,
+                },
             },
             reply_timeout=reply_timeout,
         )
@@ -334,7 +347,7 @@ class McpClient:
             except McpError as err:
                 if page == 0 or isinstance(err, McpClosedError):
                     raise
-                LOGGER.warning(
+                _LOGGER.warning(
                     "Listing the tools of %s stopped at page %d: %s",
                     self._name,
                     page + 1,
@@ -345,7 +358,7 @@ class McpClient:
             if not isinstance(next_cursor, str) or not next_cursor:
                 return list(tools.values())
             if next_cursor in seen_cursors:
-                LOGGER.warning(
+                _LOGGER.warning(
                     "%s repeats the tools/list cursor %r; keeping %d tools",
                     self._name,
                     next_cursor,
@@ -354,7 +367,7 @@ class McpClient:
                 return list(tools.values())
             seen_cursors.add(next_cursor)
             cursor = next_cursor
-        LOGGER.warning(
+        _LOGGER.warning(
             "%s lists tools over more than %d pages; keeping the first %d tools",
             self._name,
             MAX_TOOL_PAGES,
@@ -369,7 +382,7 @@ class McpClient:
         for item in items:
             tool = parse_tool(item)
             if tool is None:
-                LOGGER.debug("Skipping unusable tool from %s: %r", self._name, item)
+                _LOGGER.debug("Skipping unusable tool from %s: %r", self._name, item)
             elif tool.name not in tools:
                 tools[tool.name] = tool
 
