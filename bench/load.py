@@ -99,8 +99,8 @@ from harness import (
     scripted_reply,
 )
 
+from custom_components.xiaozhi.protocol.codec import OpusEncoder, parse_wav
 from simulator.device import SimulatedDevice
-from simulator.integration import codec
 
 if TYPE_CHECKING:
     from homeassistant.core import HomeAssistant
@@ -338,12 +338,12 @@ class Uplink:
     @classmethod
     def build(cls) -> Uplink:
         """Encode the utterance after a lead silence, and one frame of silence."""
-        wav = codec.parse_wav(UTTERANCE.read_bytes())
+        wav = parse_wav(UTTERANCE.read_bytes())
         assert wav.rate == UPLINK_RATE
         lead = bytes(round(UPLINK_RATE * LEAD_SILENCE_S) * 2)
-        encoder = codec.OpusEncoder(UPLINK_RATE, FRAME_MS)
+        encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
         speech = encoder.encode(lead + wav.pcm) + encoder.flush()
-        silence_encoder = codec.OpusEncoder(UPLINK_RATE, FRAME_MS)
+        silence_encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
         [silence] = silence_encoder.encode(bytes(UPLINK_RATE * FRAME_MS // 1000 * 2))
         return cls(speech, silence)
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from custom_components.xiaozhi.protocol.messages import EMOTIONS
 from custom_components.xiaozhi.text.emotion import (
     EMOTION_EMOJIS,
-    EMOTIONS,
     NEUTRAL,
     emoji_for_emotion,
     emotion_for_emojis,
@@ -22,6 +22,7 @@ FIRMWARE_EMOTIONS = (
 
 def test_emotions_are_the_firmware_names() -> None:
     assert EMOTIONS == FIRMWARE_EMOTIONS
+    assert tuple(EMOTION_EMOJIS) == EMOTIONS
     assert NEUTRAL in EMOTIONS
 
 

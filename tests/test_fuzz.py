@@ -38,11 +38,13 @@ from homeassistant.core import HomeAssistant
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.device.session import CloseCode
 from custom_components.xiaozhi.protocol.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
-from custom_components.xiaozhi.protocol.messages import (
+from custom_components.xiaozhi.protocol.framing import (
     DEFAULT_MAX_FRAME_PAYLOAD,
-    DEFAULT_MAX_JSON_SIZE,
     V2_HEADER,
     V3_HEADER,
+)
+from custom_components.xiaozhi.protocol.messages import (
+    DEFAULT_MAX_JSON_SIZE,
     ListenMode,
 )
 from custom_components.xiaozhi.server.registry import async_get_server

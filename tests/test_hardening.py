@@ -40,11 +40,13 @@ from custom_components.xiaozhi.device.session import (
     log_excerpt,
 )
 from custom_components.xiaozhi.protocol.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
-from custom_components.xiaozhi.protocol.messages import (
+from custom_components.xiaozhi.protocol.framing import (
     DEFAULT_MAX_FRAME_PAYLOAD,
-    DEFAULT_MAX_JSON_SIZE,
     V2_HEADER,
     FrameType,
+)
+from custom_components.xiaozhi.protocol.messages import (
+    DEFAULT_MAX_JSON_SIZE,
     ListenMode,
 )
 from custom_components.xiaozhi.server.ratelimit import RateLimiter

@@ -8,38 +8,42 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
-from custom_components.xiaozhi.protocol.messages import (
-    ABORT_REASON_WAKE_WORD,
-    DEFAULT_MAX_FRAME_PAYLOAD,
+from custom_components.xiaozhi.protocol import ProtocolError
+from custom_components.xiaozhi.protocol.firmware import (
     DOWNLINK_FRAME_DURATION_MS,
     DOWNLINK_SAMPLE_RATE,
     UPLINK_FRAME_DURATION_MS,
     UPLINK_SAMPLE_RATE,
+)
+from custom_components.xiaozhi.protocol.framing import (
+    DEFAULT_MAX_FRAME_PAYLOAD,
     V3_MAX_PAYLOAD,
-    Abort,
-    AudioParams,
     BinaryFrame,
     FrameError,
     FrameType,
+    ProtocolVersionError,
+    decode_frame,
+    encode_audio_frame,
+    encode_frame,
+    parse_protocol_version,
+)
+from custom_components.xiaozhi.protocol.messages import (
+    ABORT_REASON_WAKE_WORD,
+    Abort,
+    AudioParams,
     Hello,
     Listen,
     ListenMode,
     ListenState,
     Mcp,
     MessageError,
-    ProtocolError,
-    ProtocolVersionError,
     Unknown,
     alert_message,
-    decode_frame,
-    encode_audio_frame,
-    encode_frame,
     encode_message,
     hello_message,
     llm_message,
     mcp_message,
     parse_message,
-    parse_protocol_version,
     stt_message,
     system_reboot_message,
     tts_sentence_start_message,

@@ -29,18 +29,17 @@ from custom_components.xiaozhi.device.session import (
     TransportError,
 )
 from custom_components.xiaozhi.protocol.codec import OpusDecoder, OpusEncoder
+from custom_components.xiaozhi.protocol.framing import FrameType, decode_frame
 from custom_components.xiaozhi.protocol.mcp import McpClosedError, McpError, McpTool
 from custom_components.xiaozhi.protocol.messages import (
     Abort,
     AudioParams,
-    FrameType,
     Hello,
     Listen,
     ListenMode,
     ListenState,
     Mcp,
     Unknown,
-    decode_frame,
 )
 
 from .device_fixtures import Recorder, RecordingHandler, dominant_hz, tone

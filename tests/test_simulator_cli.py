@@ -73,7 +73,6 @@ from simulator.cli import Options, async_main, parse_options
 from simulator.conversation import Timing, TurnRecorder, speak, split_frames
 from simulator.device import ChannelClosedError, SimulatedDevice
 from simulator.errors import SimulatorError
-from simulator.integration import load_integration_module
 from simulator.state import DeviceState, StateFileError, WebsocketSettings
 
 from .device_fixtures import MAC, TOKEN, dominant_hz, tone
@@ -960,7 +959,7 @@ def test_main_exits_1_on_errors_and_130_when_interrupted(
 
 
 def test_runs_as_a_module_without_home_assistant() -> None:
-    """``python -m simulator`` works, and never imports Home Assistant."""
+    """``python -m simulator`` works, and never imports Home Assistant or OpenAI."""
     probe = (
         "import runpy, sys\n"
         "sys.argv = ['simulator', '--help']\n"
@@ -969,7 +968,11 @@ def test_runs_as_a_module_without_home_assistant() -> None:
         "except SystemExit as exit:\n"
         "    assert exit.code == 0, exit.code\n"
         "assert 'homeassistant' not in sys.modules\n"
-        "assert 'custom_components.xiaozhi' not in sys.modules\n"
+        "assert 'openai' not in sys.modules\n"
+        # Of the integration, only its HA-free protocol packages.
+        "loaded = {n.split('.')[2] for n in sys.modules\n"
+        "          if n.startswith('custom_components.xiaozhi.')}\n"
+        "assert loaded <= {'protocol', 'text'}, loaded\n"
         "print('ok')\n"
     )
     result = subprocess.run(
@@ -1488,15 +1491,3 @@ def test_board_tools() -> None:
         with pytest.raises(ValueError, match="Missing valid argument: volume"):
             set_volume.callback(bad)
     assert board.volume == 30
-
-
-def test_integration_modules_load_without_the_package() -> None:
-    codec = load_integration_module("protocol/codec")
-    assert load_integration_module("protocol/codec") is codec
-    assert codec.__name__ == "simulator._xiaozhi_protocol_codec"
-    with pytest.raises(ImportError, match="cannot load"):
-        load_integration_module("no_such_module")
-    # Modules importing their package cannot be loaded alone, and leave no trace.
-    with pytest.raises(ImportError):
-        load_integration_module("binary_sensor")
-    assert "simulator._xiaozhi_binary_sensor" not in sys.modules

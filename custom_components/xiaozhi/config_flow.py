@@ -65,7 +65,6 @@ from .const import (
     CUSTOM_DEFAULT_TTS_MODEL,
     CUSTOM_DEFAULT_TTS_VOICE,
     DEFAULT_CONVERSATION_NAME,
-    DEFAULT_PROTOCOL_VERSION,
     DEFAULT_STT_NAME,
     DEFAULT_TTS_NAME,
     DOMAIN,
@@ -86,6 +85,7 @@ from .const import (
     tts_defaults,
 )
 from .device.runtime import ProviderConfigEntry, is_device_entry
+from .protocol.firmware import DEFAULT_PROTOCOL_VERSION
 from .provider.client import (
     PRESET_TITLES,
     async_create_client,

@@ -158,9 +158,6 @@ CONF_BOARD: Final = "board"
 CONF_FIRMWARE_VERSION: Final = "firmware_version"
 CONF_DEVICE_LANGUAGE: Final = "device_language"
 CONF_PROTOCOL_VERSION: Final = "protocol_version"
-# The binary framing we hand out: v1 (raw Opus) is what every firmware and client
-# speaks and the leanest; a device may still connect with 2 or 3.
-DEFAULT_PROTOCOL_VERSION: Final = 1
 
 # HTTP paths the firmware uses (its OTA URL setting points at OTA_PATH).
 OTA_PATH: Final = "/xiaozhi/ota/"

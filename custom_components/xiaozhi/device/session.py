@@ -31,6 +31,14 @@ from homeassistant.core import HomeAssistant
 
 from ..const import LOGGER
 from ..protocol.codec import CodecError, OpusDecoder, OpusEncoder
+from ..protocol.firmware import (
+    AUDIO_FORMAT,
+    DOWNLINK_FRAME_DURATION_MS,
+    DOWNLINK_SAMPLE_RATE,
+    SERVER_HELLO_TIMEOUT_S,
+    UPLINK_SAMPLE_RATE,
+)
+from ..protocol.framing import FrameError, encode_audio_frame
 from ..protocol.mcp import (
     DEFAULT_TOOL_TIMEOUT_S,
     McpClient,
@@ -40,13 +48,7 @@ from ..protocol.mcp import (
     McpToolResult,
 )
 from ..protocol.messages import (
-    AUDIO_FORMAT,
-    DOWNLINK_FRAME_DURATION_MS,
-    DOWNLINK_SAMPLE_RATE,
-    SERVER_HELLO_TIMEOUT_S,
-    UPLINK_SAMPLE_RATE,
     Abort,
-    FrameError,
     Hello,
     IncomingMessage,
     Listen,
@@ -55,7 +57,6 @@ from ..protocol.messages import (
     Mcp,
     Unknown,
     alert_message,
-    encode_audio_frame,
     encode_message,
     hello_message,
     llm_message,

@@ -7,7 +7,6 @@ token), and gives an unknown device an activation code to speak. It never answer
 
 from http import HTTPStatus
 import json
-import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,30 +25,21 @@ from ..const import (
     CONF_CLIENT_ID,
     CONF_FIRMWARE_VERSION,
     CONF_PROTOCOL_VERSION,
-    DEFAULT_PROTOCOL_VERSION,
     LOGGER,
     OTA_PATH,
     WEBSOCKET_PATH,
 )
 from ..device.messages import device_message
+from ..protocol.firmware import DEFAULT_PROTOCOL_VERSION
+from ..protocol.identity import normalize_mac
 from .pairing import DeviceIdentity, PairingFullError
 from .registry import XiaozhiServer, async_get_server
 
 MAX_OTA_BODY_BYTES = 16 * 1024
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 
 
 class BadCheckInError(ValueError):
     """The request does not identify a device."""
-
-
-def normalize_mac(value: str) -> str:
-    """Return a MAC as lowercase aa:bb:cc:dd:ee:ff; raise ValueError otherwise."""
-    mac = value.strip().lower()
-    if not _MAC_RE.match(mac):
-        raise ValueError(f"not a MAC address: {value!r}")
-    digits = re.sub(r"[^0-9a-f]", "", mac)
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def request_value(request: web.Request, name: str) -> str:

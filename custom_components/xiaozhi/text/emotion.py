@@ -2,9 +2,9 @@
 
 The device receives ``{"type": "llm", "emotion": "happy", "text": "🙂"}`` and only
 uses ``emotion`` (``Application`` passes it to ``Display::SetEmotion``). The names
-are the firmware's emotion set: the Noto emoji font of the ``78/xiaozhi-fonts``
-component resolves them, and board faces map the same names (for example
-``main/boards/espressif/esp-hi/emoji_display.cc`` and
+are the firmware's emotion set, ``protocol.messages.EMOTIONS``: the emoji font of
+the ``78/xiaozhi-fonts`` component resolves them, and board faces map the same
+names (for example ``main/boards/espressif/esp-hi/emoji_display.cc`` and
 ``main/boards/espressif/esp-vocat/assets/360_360/emote.json`` in
 78/xiaozhi-esp32). Unknown names fall back to the neutral face on most boards.
 """
@@ -14,8 +14,8 @@ from typing import Final
 
 NEUTRAL: Final = "neutral"
 
-# Emotion name -> the emoji the firmware's font draws for it (also what the
-# reference server sends as "text").
+# Each of the firmware's emotions -> the emoji its font draws for it (also what
+# the reference server sends as "text"), in the order of protocol EMOTIONS.
 EMOTION_EMOJIS: Final[Mapping[str, str]] = {
     "neutral": "😶",
     "happy": "🙂",
@@ -39,8 +39,6 @@ EMOTION_EMOJIS: Final[Mapping[str, str]] = {
     "silly": "😜",
     "confused": "🙄",
 }
-
-EMOTIONS: Final = tuple(EMOTION_EMOJIS)
 
 # Further emojis LLMs use, grouped by the emotion that shows them best.
 _SIMILAR_EMOJIS: Final[Mapping[str, str]] = {

@@ -89,17 +89,18 @@ from ..device.session import (
     SessionClosedError,
     TransportError,
 )
-from ..protocol.messages import (
+from ..protocol.framing import (
     DEFAULT_MAX_FRAME_PAYLOAD,
     V2_HEADER_SIZE,
     FrameError,
     FrameType,
     ProtocolVersionError,
     decode_frame,
-    parse_message,
     parse_protocol_version,
 )
-from ..server.ota import normalize_mac, request_value
+from ..protocol.identity import bearer_token, normalize_mac
+from ..protocol.messages import parse_message
+from ..server.ota import request_value
 from ..server.ratelimit import RateLimiter
 from ..server.registry import (
     CLOSE_TIMEOUT_S,
@@ -144,14 +145,6 @@ class AuthenticatedDevice:
     protocol_version: int
     runtime: DeviceRuntime
     name: str
-
-
-def bearer_token(value: str) -> str:
-    """Return the token of an Authorization value; the ``Bearer`` prefix is optional."""
-    scheme, _, rest = value.strip().partition(" ")
-    if scheme.lower() == "bearer":
-        return rest.strip()
-    return value.strip()
 
 
 def read_handshake(request: web.Request) -> Handshake:
