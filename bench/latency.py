@@ -79,9 +79,8 @@ from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.core import Context, HomeAssistant
 
 from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
-from custom_components.xiaozhi.protocol.codec import parse_wav
+from custom_components.xiaozhi.protocol.codec import WavStreamDecoder, parse_wav
 from custom_components.xiaozhi.voice.session import VoiceSession
-from custom_components.xiaozhi.voice.tts_audio import WavStreamDecoder
 from tests.device_fixtures import MAC, TOKEN
 from tests.device_sim import SimulatedDevice
 from tests.fake_provider import FakeProvider

@@ -33,7 +33,12 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.device.messages import device_message
-from custom_components.xiaozhi.protocol.codec import CodecError, pcm_to_wav, wav_header
+from custom_components.xiaozhi.protocol.codec import (
+    CodecError,
+    WavStreamDecoder,
+    pcm_to_wav,
+    wav_header,
+)
 from custom_components.xiaozhi.text.splitter import Segment
 from custom_components.xiaozhi.voice.speaking import (
     AUDIO_CHUNK_BYTES,
@@ -45,7 +50,6 @@ from custom_components.xiaozhi.voice.speaking import (
 )
 from custom_components.xiaozhi.voice.tts_audio import (
     TtsError,
-    WavStreamDecoder,
     open_tts_stream,
     start_message,
     start_message_stream,

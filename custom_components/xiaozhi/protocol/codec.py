@@ -24,6 +24,8 @@ from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.error import FFmpegError
 
+from .firmware import DOWNLINK_SAMPLE_RATE
+
 OPUS_SAMPLE_RATES: Final = frozenset({8000, 12000, 16000, 24000, 48000})
 OPUS_FRAME_DURATIONS_MS: Final = frozenset({10, 20, 40, 60, 80, 100, 120})
 # libopus always decodes at 48 kHz in FFmpeg's wrapper, whatever rate is asked for.
@@ -380,12 +382,29 @@ def _parse_fmt(body: bytes) -> tuple[int, int, int]:
     return rate, channels, bits // 8
 
 
-def parse_wav(data: bytes) -> WavInfo:
-    """Parse a PCM WAV file, or the start of a streamed one.
+class WavLayout(NamedTuple):
+    """Where a WAV file's samples are, and their format.
 
-    Tolerant of streaming: a data size of 0 or 0xFFFFFFFF, or larger than what is
-    present, means "everything that follows". The PCM may then end with a partial
-    sample frame, to be completed by the next chunk of the stream.
+    Attributes:
+        rate: Sample rate in Hz.
+        channels: Interleaved channels.
+        width: Bytes per sample.
+        data_start: Offset of the first sample (the data chunk's body).
+        data_size: The data chunk's declared size; None when unknown (a stream).
+    """
+
+    rate: int
+    channels: int
+    width: int
+    data_start: int
+    data_size: int | None
+
+
+def wav_layout(data: bytes) -> WavLayout:
+    """Read a PCM WAV header: the format and where the samples start.
+
+    ``data`` may be a whole file or the start of a streamed one; the header must
+    be complete up to the data chunk's own header.
 
     Raises:
         WavIncompleteError: The data is a prefix of a WAV header; retry with more.
@@ -409,10 +428,8 @@ def parse_wav(data: bytes) -> WavInfo:
         if chunk_id == b"data":
             if audio_format is None:
                 raise CodecError("WAV data chunk before fmt chunk")
-            end = len(data)
-            if size not in _UNKNOWN_SIZES:
-                end = min(end, body_start + size)
-            return WavInfo(*audio_format, data[body_start:end])
+            declared = None if size in _UNKNOWN_SIZES else size
+            return WavLayout(*audio_format, body_start, declared)
         if chunk_id == b"fmt ":
             if size < _FMT.size:
                 raise CodecError(f"WAV fmt chunk of {size} bytes is too short")
@@ -420,3 +437,116 @@ def parse_wav(data: bytes) -> WavInfo:
                 raise WavIncompleteError("WAV header incomplete: fmt chunk cut")
             audio_format = _parse_fmt(data[body_start : body_start + size])
         offset = body_start + size + size % 2
+
+
+def parse_wav(data: bytes) -> WavInfo:
+    """Parse a PCM WAV file, or the start of a streamed one.
+
+    Tolerant of streaming: a data size of 0 or 0xFFFFFFFF, or larger than what is
+    present, means "everything that follows". The PCM may then end with a partial
+    sample frame, to be completed by the next chunk of the stream.
+
+    Raises:
+        WavIncompleteError: The data is a prefix of a WAV header; retry with more.
+        CodecError: Not a RIFF/WAVE file, not integer PCM, or no data chunk.
+    """
+    data = bytes(data)
+    layout = wav_layout(data)
+    end = len(data)
+    if layout.data_size is not None:
+        end = min(end, layout.data_start + layout.data_size)
+    return WavInfo(
+        layout.rate, layout.channels, layout.width, data[layout.data_start : end]
+    )
+
+
+class WavStreamDecoder:
+    """Incremental decoder of a WAV byte stream to mono s16le PCM at one rate.
+
+    The stream is one WAV file, possibly of unknown length, or several files
+    back to back (each must then declare its data size), as Home Assistant's
+    TTS streams carry them. Bytes after a sized file that do not start another
+    one (trailing metadata chunks) are ignored.
+    """
+
+    def __init__(self, rate_out: int = DOWNLINK_SAMPLE_RATE) -> None:
+        """Create a decoder producing PCM at ``rate_out`` Hz (the device's, by default)."""
+        self._rate_out = rate_out
+        self._reset()
+
+    def _reset(self) -> None:
+        self._header = bytearray()
+        self._resampler: PcmResampler | None = None
+        self._remaining: int | None = None  # data bytes left; None: to the end
+        self._pad = 0  # RIFF pads odd-sized chunks with one byte
+        self._files = 0
+        self._ignoring = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Decode the next bytes; returns the PCM ready so far (maybe empty).
+
+        Raises:
+            CodecError: The stream is not PCM WAV.
+        """
+        pcm = bytearray()
+        rest = bytes(data)
+        while rest and not self._ignoring:
+            if self._resampler is None:
+                rest = self._read_header(rest)
+            else:
+                rest = self._read_data(rest, pcm)
+        return bytes(pcm)
+
+    def flush(self) -> bytes:
+        """End the stream: return the resampler's tail and reset.
+
+        Raises:
+            CodecError: The stream ended inside the first file's header.
+        """
+        tail = self._resampler.flush() if self._resampler is not None else b""
+        cut_header = bool(self._header) and not self._files
+        self._reset()
+        if cut_header:
+            raise CodecError("TTS audio ended inside its WAV header")
+        return tail
+
+    def _read_header(self, data: bytes) -> bytes:
+        skip, self._pad = min(self._pad, len(data)), 0
+        self._header += data[skip:]
+        try:
+            layout = wav_layout(bytes(self._header))
+        except WavIncompleteError:
+            return b""
+        except CodecError:
+            if not self._files:
+                raise
+            self._ignoring = True  # trailing chunks of the last file
+            return b""
+        header = bytes(self._header)
+        self._header.clear()
+        self._remaining = layout.data_size
+        self._pad = 0 if layout.data_size is None else layout.data_size % 2
+        try:
+            self._resampler = PcmResampler(
+                layout.rate,
+                self._rate_out,
+                channels_in=layout.channels,
+                width_in=layout.width,
+            )
+        except ValueError as err:
+            raise CodecError(f"unsupported WAV audio: {err}") from err
+        self._files += 1
+        return header[layout.data_start :]
+
+    def _read_data(self, data: bytes, pcm: bytearray) -> bytes:
+        assert self._resampler is not None
+        if self._remaining is None:
+            pcm += self._resampler.resample(data)
+            return b""
+        take, rest = data[: self._remaining], data[self._remaining :]
+        self._remaining -= len(take)
+        pcm += self._resampler.resample(take)
+        if not self._remaining:
+            pcm += self._resampler.flush()
+            self._resampler = None
+        return rest

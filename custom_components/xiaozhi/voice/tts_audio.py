@@ -16,18 +16,17 @@ parsed here as it streams and brought to 24 kHz mono s16le with
 
 HA's ResultStream may carry one WAV file with an unknown size (a streaming
 engine) or several WAV files back to back (each with its size); both are
-handled by `WavStreamDecoder`.
+handled by `codec.WavStreamDecoder`.
 """
 
 from collections.abc import AsyncGenerator, Mapping
 import contextlib
-import struct
 from typing import Any, Final
 
 from homeassistant.components import tts
 from homeassistant.core import HomeAssistant
 
-from ..protocol.codec import CodecError, PcmResampler, WavIncompleteError, parse_wav
+from ..protocol.codec import WavStreamDecoder
 
 SPEECH_SAMPLE_RATE: Final = 24000
 WAV_FORMAT: Final = "wav"
@@ -39,10 +38,6 @@ _FFMPEG_OPTIONS: Final = (
     tts.ATTR_PREFERRED_SAMPLE_BYTES,
     tts.ATTR_PREFERRED_BITRATE,
 )
-_RIFF_HEADER_SIZE: Final = 12
-_CHUNK_HEADER: Final = struct.Struct("<4sI")
-# What streaming writers put in the data size when it is not known (as codec).
-_UNKNOWN_DATA_SIZES: Final = frozenset({0, 0xFFFFFFFF})
 
 
 class TtsError(Exception):
@@ -132,111 +127,3 @@ async def pcm_from_stream(
         raise TtsError(f"TTS audio failed: {err}") from err
     if tail:
         yield tail
-
-
-def _data_chunk_span(header: bytes) -> tuple[int, int]:
-    """Return where the data chunk's body starts and its declared size.
-
-    ``header`` is a WAV prefix that `parse_wav` accepted, so the chunk is there.
-    """
-    offset = _RIFF_HEADER_SIZE
-    while True:
-        chunk_id, size = _CHUNK_HEADER.unpack_from(header, offset)
-        offset += _CHUNK_HEADER.size
-        if chunk_id == b"data":
-            return offset, size
-        offset += size + size % 2
-
-
-class WavStreamDecoder:
-    """Incremental decoder of a WAV byte stream to mono s16le PCM at one rate.
-
-    The stream is one WAV file, possibly of unknown length, or several files
-    back to back (each must then declare its data size). Bytes after a sized
-    file that do not start another one (trailing metadata chunks) are ignored.
-    `codec.parse_wav` validates each header; this class only tracks where the
-    headers and data chunks are, which `parse_wav` does not report.
-    """
-
-    def __init__(self, rate_out: int = SPEECH_SAMPLE_RATE) -> None:
-        """Create a decoder producing PCM at ``rate_out`` Hz."""
-        self._rate_out = rate_out
-        self._reset()
-
-    def _reset(self) -> None:
-        self._header = bytearray()
-        self._resampler: PcmResampler | None = None
-        self._remaining: int | None = None  # data bytes left; None: to the end
-        self._pad = 0  # RIFF pads odd-sized chunks with one byte
-        self._files = 0
-        self._ignoring = False
-
-    def feed(self, data: bytes) -> bytes:
-        """Decode the next bytes; returns the PCM ready so far (maybe empty).
-
-        Raises:
-            CodecError: The stream is not PCM WAV.
-        """
-        pcm = bytearray()
-        rest = bytes(data)
-        while rest and not self._ignoring:
-            if self._resampler is None:
-                rest = self._read_header(rest)
-            else:
-                rest = self._read_data(rest, pcm)
-        return bytes(pcm)
-
-    def flush(self) -> bytes:
-        """End the stream: return the resampler's tail and reset.
-
-        Raises:
-            CodecError: The stream ended inside the first file's header.
-        """
-        tail = self._resampler.flush() if self._resampler is not None else b""
-        cut_header = bool(self._header) and not self._files
-        self._reset()
-        if cut_header:
-            raise CodecError("TTS audio ended inside its WAV header")
-        return tail
-
-    def _read_header(self, data: bytes) -> bytes:
-        skip, self._pad = min(self._pad, len(data)), 0
-        self._header += data[skip:]
-        try:
-            info = parse_wav(bytes(self._header))
-        except WavIncompleteError:
-            return b""
-        except CodecError:
-            if not self._files:
-                raise
-            self._ignoring = True  # trailing chunks of the last file
-            return b""
-        header = bytes(self._header)
-        self._header.clear()
-        start, size = _data_chunk_span(header)
-        self._remaining = None if size in _UNKNOWN_DATA_SIZES else size
-        self._pad = 0 if self._remaining is None else size % 2
-        try:
-            self._resampler = PcmResampler(
-                info.rate,
-                self._rate_out,
-                channels_in=info.channels,
-                width_in=info.width,
-            )
-        except ValueError as err:
-            raise CodecError(f"unsupported WAV audio: {err}") from err
-        self._files += 1
-        return header[start:]
-
-    def _read_data(self, data: bytes, pcm: bytearray) -> bytes:
-        assert self._resampler is not None
-        if self._remaining is None:
-            pcm += self._resampler.resample(data)
-            return b""
-        take, rest = data[: self._remaining], data[self._remaining :]
-        self._remaining -= len(take)
-        pcm += self._resampler.resample(take)
-        if not self._remaining:
-            pcm += self._resampler.flush()
-            self._resampler = None
-        return rest
