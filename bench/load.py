@@ -37,7 +37,7 @@ Reported:
   ``speech_ended_at``) to the first Opus frame at the device (one monotonic
   clock for all processes), p50 and p95, split into the answer's first clause
   (STT, agent), the TTS engine's first PCM, and the downlink;
-* underruns, server side (``session.downlink.stats``: a reply's downlink ran
+* underruns, server side (``session.playback.downlink.stats``: a reply's downlink ran
   dry and restarted with a new prebuffer; late frames: sent > 20 ms after their
   due time) and device side (a frame arrived after the device would have played
   everything before it: a gap in playback, on a 60 ms playback clock started by
@@ -849,7 +849,7 @@ async def _measure_in(
     result.turns = [DeviceTurn(**turn) for turn in report["turns"]]
     result.stages = FirstAudio.of(pair_turns(result.turns, watcher.turns))
     for session in watcher.sessions:
-        stats = session.downlink.stats
+        stats = session.playback.downlink.stats
         result.frames_sent += stats.frames_sent
         result.underruns += stats.underruns
         result.late_frames += stats.late_frames

@@ -25,6 +25,7 @@ from custom_components.xiaozhi.const import (
     ENTRY_KIND_DEVICE,
     WEBSOCKET_PATH,
 )
+from custom_components.xiaozhi.device.link import DeviceLink
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.device.session import DeviceSession
 from custom_components.xiaozhi.protocol.messages import ListenMode
@@ -161,16 +162,23 @@ def session_tasks() -> list[asyncio.Task[Any]]:
     ]
 
 
-async def assert_session_gone(hass: HomeAssistant, session: DeviceSession) -> None:
-    """The session ended, its socket closed, and no task of it is left."""
-    await session.async_wait_closed()
+async def assert_link_gone(hass: HomeAssistant, link: DeviceLink) -> None:
+    """The link ended, its socket closed, and no task of it is left."""
+    await link.async_wait_closed()
     for _ in range(20):
         if not session_tasks():
             break
         await asyncio.sleep(0)
     assert session_tasks() == []
-    assert async_get_server(hass).connections.get(session.mac) is not session
-    assert session.runtime.session is not session
+    assert link.closed
+    assert async_get_server(hass).links.get(link.mac) is not link
+    assert link.runtime.link is not link
+
+
+async def assert_session_gone(hass: HomeAssistant, session: DeviceSession) -> None:
+    """The voice session ended with its link (one socket, one session)."""
+    await assert_link_gone(hass, session.link)
+    assert session.closed
 
 
 def runtime_of(entry: MockConfigEntry) -> DeviceRuntime:
@@ -224,5 +232,5 @@ async def devices(
 async def until_disconnected(hass: HomeAssistant, mac: str = MAC) -> None:
     """Wait until the server's view for ``mac`` has returned."""
     async with asyncio.timeout(10):
-        while mac in async_get_server(hass).connections:
+        while mac in async_get_server(hass).links:
             await asyncio.sleep(0.01)

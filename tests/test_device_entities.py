@@ -67,6 +67,7 @@ from custom_components.xiaozhi.select import (
 from .device_fixtures import (
     MAC,
     DeviceFactory,
+    assert_link_gone,
     assert_session_gone,
     make_device_entry,
     runtime_of,
@@ -248,11 +249,11 @@ async def connect(
 
 
 async def disconnect(runtime: DeviceRuntime, device: SimulatedDevice) -> None:
-    session = runtime.session
+    link = runtime.link
     await device.close()
     await wait_until(runtime, lambda: not runtime.connected)
-    if session is not None:
-        await session.async_wait_closed()
+    if link is not None:
+        await link.async_wait_closed()
 
 
 # ---------------------------------------------------------------- fixtures
@@ -385,16 +386,16 @@ async def test_connectivity_follows_the_session(
 
     device = devices(features={})
     await device.connect()
-    await wait_until(runtime, lambda: runtime.session is not None)
-    session = runtime.session
-    assert session is not None
+    await wait_until(runtime, lambda: runtime.link is not None)
+    link = runtime.link
+    assert link is not None
     assert state_of(ha_core, entity_id) == STATE_OFF  # no hello yet
     await device.hello()
     assert state_of(ha_core, entity_id) == STATE_ON
 
     await disconnect(runtime, device)
     assert state_of(ha_core, entity_id) == STATE_OFF
-    await assert_session_gone(ha_core, session)
+    await assert_link_gone(ha_core, link)
 
 
 # ---------------------------------------------------------------- volume and brightness

@@ -17,8 +17,8 @@ from custom_components.xiaozhi.voice.device_sink import MAX_QUEUED_CHUNKS, Devic
 from .device_fixtures import tone
 from .test_session import (
     MAC,
-    SessionFactory,
-    make_session,  # noqa: F401 (fixture)
+    LinkFactory,
+    make_link,  # noqa: F401 (fixture)
     say_hello,
     transport_of,
 )
@@ -27,16 +27,14 @@ TIMEOUT = 5.0
 CHUNK = tone(400, 24000, 0.06)
 
 
-async def ready_session(make_session: SessionFactory) -> DeviceSession:  # noqa: F811
-    session = make_session(runtime=DeviceRuntime(MAC))
-    await say_hello(session)
-    return session
+async def ready_session(make_link: LinkFactory) -> DeviceSession:  # noqa: F811
+    return await say_hello(make_link(runtime=DeviceRuntime(MAC)))
 
 
 async def test_a_reply_plays_with_its_sentences_in_band(
-    make_session: SessionFactory,  # noqa: F811
+    make_link: LinkFactory,  # noqa: F811
 ) -> None:
-    session = await ready_session(make_session)
+    session = await ready_session(make_link)
     started: list[bool] = []
     speech = DeviceSpeech(session, "zh-CN", on_start=lambda: started.append(True))
 
@@ -64,9 +62,9 @@ async def test_a_reply_plays_with_its_sentences_in_band(
 
 
 async def test_stopping_without_anything_to_play_sends_only_tts_stop(
-    make_session: SessionFactory,  # noqa: F811
+    make_link: LinkFactory,  # noqa: F811
 ) -> None:
-    session = await ready_session(make_session)
+    session = await ready_session(make_link)
     speech = DeviceSpeech(session, None)
     await speech.stop_speaking()
     await speech.audio(CHUNK)  # nothing plays: dropped
@@ -78,9 +76,9 @@ async def test_stopping_without_anything_to_play_sends_only_tts_stop(
 
 async def test_an_interrupted_play_releases_a_producer_waiting_for_room(
     hass: HomeAssistant,
-    make_session: SessionFactory,  # noqa: F811
+    make_link: LinkFactory,  # noqa: F811
 ) -> None:
-    session = await ready_session(make_session)
+    session = await ready_session(make_link)
     transport = transport_of(session)
     transport.binary_gate = asyncio.Event()  # the device stops reading
     speech = DeviceSpeech(session, "en")
@@ -97,7 +95,7 @@ async def test_an_interrupted_play_releases_a_producer_waiting_for_room(
     await asyncio.sleep(0.05)
     assert not producer.done()
 
-    await session.stop_speaking()  # what an abort from the device does
+    await session.playback.stop_speaking()  # what an abort from the device does
     async with asyncio.timeout(TIMEOUT):
         await producer
         await speech.stop_speaking()
@@ -107,9 +105,9 @@ async def test_an_interrupted_play_releases_a_producer_waiting_for_room(
 
 async def test_a_sentence_waiting_for_earlier_audio_is_dropped_when_stopped(
     hass: HomeAssistant,
-    make_session: SessionFactory,  # noqa: F811
+    make_link: LinkFactory,  # noqa: F811
 ) -> None:
-    session = await ready_session(make_session)
+    session = await ready_session(make_link)
     transport = transport_of(session)
     transport.binary_gate = asyncio.Event()
     speech = DeviceSpeech(session, "en")
@@ -119,7 +117,7 @@ async def test_a_sentence_waiting_for_earlier_audio_is_dropped_when_stopped(
     async with asyncio.timeout(TIMEOUT):
         await transport.binary_waiting.wait()
 
-    await session.stop_speaking()
+    await session.playback.stop_speaking()
     transport.binary_gate.set()
     async with asyncio.timeout(TIMEOUT):
         await speech.stop_speaking()
@@ -128,9 +126,9 @@ async def test_a_sentence_waiting_for_earlier_audio_is_dropped_when_stopped(
 
 
 async def test_alerts_carry_the_title_in_the_device_language(
-    make_session: SessionFactory,  # noqa: F811
+    make_link: LinkFactory,  # noqa: F811
 ) -> None:
-    session = await ready_session(make_session)
+    session = await ready_session(make_link)
     speech = DeviceSpeech(session, "zh-CN")
     await speech.alert("出错了")
     alert = transport_of(session).messages[-1]

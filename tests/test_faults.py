@@ -23,15 +23,20 @@ from homeassistant.core import CoreState, HomeAssistant
 
 from custom_components.xiaozhi.const import WEBSOCKET_PATH
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.device.session import CloseCode
 from custom_components.xiaozhi.protocol.messages import ListenMode
 from custom_components.xiaozhi.server.registry import async_get_server
+from custom_components.xiaozhi.transport.base import EndReason
+from custom_components.xiaozhi.transport.websocket import (
+    DATA_WEBSOCKET_LIMITS,
+    CloseCode,
+)
 
 from .device_fixtures import (
     MAC,
     TOKEN,
     DeviceFactory,
     Recorder,
+    assert_link_gone,
     assert_session_gone,
     make_device_entry,
     runtime_of,
@@ -133,7 +138,7 @@ async def test_device_leaving_at_any_stage_ends_the_session_quietly(
     play: asyncio.Future[bool] | None = None
     if stage == "before hello":
         await device.connect()
-        await wait_until(runtime, lambda: runtime.session is not None)
+        await wait_until(runtime, lambda: runtime.link is not None)
     elif stage == "mid MCP discovery":
         device.answer_mcp = False
         await device.open()
@@ -142,13 +147,19 @@ async def test_device_leaving_at_any_stage_ends_the_session_quietly(
         await wait_for_request(device, "tools/list")  # never answered
     else:
         await device.open()
+    link = runtime.link
+    assert link is not None
     session = runtime.session
-    assert session is not None
+    assert (session is None) == (stage == "before hello")
     if stage == "while audio is sent down":
-        play = asyncio.ensure_future(session.play_pcm([tone(300, 24000, 5.0)], 24000))
-        await until(lambda: session.downlink.stats.frames_sent >= 3)
+        assert session is not None
+        play = asyncio.ensure_future(
+            session.playback.play_pcm([tone(300, 24000, 5.0)], 24000)
+        )
+        await until(lambda: session.playback.downlink.stats.frames_sent >= 3)
         assert session.speaking
     elif stage == "mid listen":
+        assert session is not None
         await device.listen_start("manual")
         await device.send_pcm(tone(440, 16000, 0.3))
         await until(lambda: bool(recorder.handlers and recorder.handlers[0].audio))
@@ -157,12 +168,14 @@ async def test_device_leaving_at_any_stage_ends_the_session_quietly(
     await leave(device)
 
     await until_disconnected(ha_core)
-    await assert_session_gone(ha_core, session)
-    assert session.close_code == CloseCode.NORMAL
-    assert not session.listening
-    assert not session.speaking
+    await assert_link_gone(ha_core, link)
+    assert link.end_reason is EndReason.NORMAL
     assert not runtime.connected
-    assert not session.downlink.active
+    if session is not None:
+        assert session.closed
+        assert not session.listening
+        assert not session.speaking
+        assert not session.playback.downlink.active
     if play is not None:
         assert await play is False
     events = [event[0] for event in recorder.log]
@@ -190,7 +203,7 @@ async def test_one_device_dropping_leaves_the_others_alone(
     other_session = other_runtime.session
     assert other_session is not None
     assert other_session.ready
-    result = await other_session.call_tool("self.get_device_status")
+    result = await other_session.link.call_tool("self.get_device_status")
     assert result.text == "true"
     assert not other.closed
 
@@ -210,8 +223,10 @@ async def test_reload_closes_sessions_and_the_device_reconnects(
     await wait_until(runtime, lambda: len(runtime.tools) == len(TOOLS))
     session = runtime.session
     assert session is not None
-    play = asyncio.ensure_future(session.play_pcm([tone(300, 24000, 5.0)], 24000))
-    await until(lambda: session.downlink.stats.frames_sent >= 1)
+    play = asyncio.ensure_future(
+        session.playback.play_pcm([tone(300, 24000, 5.0)], 24000)
+    )
+    await until(lambda: session.playback.downlink.stats.frames_sent >= 1)
 
     assert await ha_core.config_entries.async_reload(device_entry.entry_id)
 
@@ -269,7 +284,7 @@ async def test_unload_closes_only_that_device_and_setup_lets_it_back(
     assert (await refused.wait_closed())[0] == CloseCode.UNAUTHORIZED
     assert await ha_core.config_entries.async_setup(device_entry.entry_id)
     await assert_device_is_served(devices, runtime_of(device_entry))
-    assert set(async_get_server(ha_core).connections) == {MAC, *others}
+    assert set(async_get_server(ha_core).links) == {MAC, *others}
     assert errors(caplog) == []
 
 
@@ -285,7 +300,9 @@ async def test_shutdown_with_active_sessions_completes_quickly(
 ) -> None:
     """Every device is told 1001; one that never reads is dropped after 0.5 s."""
     server = async_get_server(ha_core)
-    server.limits = replace(server.limits, close_timeout=0.5)
+    ha_core.data[DATA_WEBSOCKET_LIMITS] = replace(
+        ha_core.data[DATA_WEBSOCKET_LIMITS], close_timeout=0.5
+    )
     macs = {
         f"aa:bb:cc:dd:ee:2{index}": f"token-{index}-0123456789" for index in range(3)
     }
@@ -296,8 +313,10 @@ async def test_shutdown_with_active_sessions_completes_quickly(
     ]
     speaking = runtimes[next(iter(macs))].session
     assert speaking is not None
-    play = asyncio.ensure_future(speaking.play_pcm([tone(300, 24000, 5.0)], 24000))
-    await until(lambda: speaking.downlink.stats.frames_sent >= 1)
+    play = asyncio.ensure_future(
+        speaking.playback.play_pcm([tone(300, 24000, 5.0)], 24000)
+    )
+    await until(lambda: speaking.playback.downlink.stats.frames_sent >= 1)
     # A device that stops reading after its hello: it never answers the close.
     deaf = await client.ws_connect(
         WEBSOCKET_PATH,
@@ -323,8 +342,8 @@ async def test_shutdown_with_active_sessions_completes_quickly(
     assert await play is False
     for session in sessions:
         assert session is not None
-        assert session.close_code == CloseCode.SERVER_SHUTDOWN
-    assert not server.connections
+        assert session.link.end_reason is EndReason.SERVER_SHUTDOWN
+    assert not server.links
     assert session_tasks() == []
     close = await deaf.receive(timeout=10)
     assert (close.type, close.data) == (WSMsgType.CLOSE, CloseCode.SERVER_SHUTDOWN)

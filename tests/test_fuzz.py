@@ -36,7 +36,6 @@ import pytest
 from homeassistant.core import HomeAssistant
 
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.device.session import CloseCode
 from custom_components.xiaozhi.protocol.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
 from custom_components.xiaozhi.protocol.framing import (
     DEFAULT_MAX_FRAME_PAYLOAD,
@@ -48,7 +47,7 @@ from custom_components.xiaozhi.protocol.messages import (
     ListenMode,
 )
 from custom_components.xiaozhi.server.registry import async_get_server
-from custom_components.xiaozhi.transport.websocket import MAX_MESSAGE_BYTES
+from custom_components.xiaozhi.transport.websocket import MAX_MESSAGE_BYTES, CloseCode
 
 from .device_fixtures import DeviceFactory, Recorder, tone, wait_until
 from .device_sim import ChannelClosedError, SimTool, SimulatedDevice
@@ -478,7 +477,7 @@ class FuzzDevice:
             return
         session = self._runtime.session
         assert session is not None
-        for kind, count in session.bad_input.items():
+        for kind, count in session.link.bad_input.items():
             self._stats.bad_input[kind] = self._stats.bad_input.get(kind, 0) + count
         await device.close()
 
@@ -535,7 +534,7 @@ async def test_fuzzed_frames_never_break_the_server(
 
     server = async_get_server(ha_core)
     async with asyncio.timeout(10):
-        while server.connections:
+        while server.links:
             await asyncio.sleep(0.01)
     print(
         f"\nfuzz seed {FUZZ_SEED}: {stats.frames} frames in {len(all_batches)} "
@@ -564,10 +563,10 @@ async def test_fuzzed_frames_never_break_the_server(
     event = await recorder.next_event()
     assert event[0] == "listen_stop"
     assert event[1] > 0  # the audio arrived
-    assert (await session.call_tool("self.get_device_status")).text == "true"
+    assert (await session.link.call_tool("self.get_device_status")).text == "true"
     await fresh.close()
     async with asyncio.timeout(10):
-        while server.connections:
+        while server.links:
             await asyncio.sleep(0.01)
 
     for _ in range(50):

@@ -9,7 +9,7 @@ connections while Home Assistant stops, and a device that stops reading.
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 import json
 import logging
 from typing import Any, cast
@@ -30,15 +30,14 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import CoreState, HomeAssistant
 
 from custom_components.xiaozhi.const import WEBSOCKET_PATH
-from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.device.session import (
+from custom_components.xiaozhi.device.link import (
     MAX_LOGGED_DETAIL,
-    CloseCode,
-    DeviceSession,
-    SendTimeoutError,
-    SessionClosedError,
+    DeviceLink,
     log_excerpt,
 )
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.session import DeviceSession
+from custom_components.xiaozhi.device.supervisor import SessionClosedError
 from custom_components.xiaozhi.protocol.codec import MAX_OPUS_PACKET_BYTES, OpusEncoder
 from custom_components.xiaozhi.protocol.framing import (
     DEFAULT_MAX_FRAME_PAYLOAD,
@@ -49,20 +48,23 @@ from custom_components.xiaozhi.protocol.messages import (
     DEFAULT_MAX_JSON_SIZE,
     ListenMode,
 )
-from custom_components.xiaozhi.server.ratelimit import RateLimiter
-from custom_components.xiaozhi.server.registry import (
+from custom_components.xiaozhi.server.auth import AdmissionError, admit
+from custom_components.xiaozhi.server.limits import (
     MAX_SESSIONS,
     MESSAGE_BURST,
     MESSAGES_PER_SECOND,
     ConnectionLimits,
-    async_get_server,
 )
+from custom_components.xiaozhi.server.ratelimit import RateLimiter
+from custom_components.xiaozhi.server.registry import async_get_server
+from custom_components.xiaozhi.transport.base import EndReason, SendTimeoutError
 from custom_components.xiaozhi.transport.websocket import (
+    DATA_WEBSOCKET_LIMITS,
     MAX_MESSAGE_BYTES,
-    HandshakeError,
-    WebSocketTransport,
+    CloseCode,
+    WebSocketConnection,
+    WebSocketLimits,
     _async_receive,
-    admit,
 )
 
 from .device_fixtures import (
@@ -97,8 +99,16 @@ async def add_device_entry(
 
 
 def set_limits(hass: HomeAssistant, **changes: Any) -> None:
+    """Change limits of every transport and of the WebSocket transport, by name."""
     server = async_get_server(hass)
-    server.limits = replace(server.limits, **changes)
+    general = {field.name for field in fields(ConnectionLimits)}
+    server.limits = replace(
+        server.limits, **{k: v for k, v in changes.items() if k in general}
+    )
+    hass.data[DATA_WEBSOCKET_LIMITS] = replace(
+        hass.data[DATA_WEBSOCKET_LIMITS],
+        **{k: v for k, v in changes.items() if k not in general},
+    )
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -384,7 +394,7 @@ async def test_bad_input_is_logged_and_harms_nobody(
         assert session is not None
         assert session.ready
         if case.kind is not None:
-            assert session.bad_input.get(case.kind) == 1
+            assert session.link.bad_input.get(case.kind) == 1
     else:
         code, _ = await device.wait_closed()
         assert code == case.closes_with
@@ -430,7 +440,7 @@ async def test_the_largest_messages_are_accepted(
         await expect_listen_start(recorder)
     session = runtime.session
     assert session is not None
-    assert session.bad_input == {}
+    assert session.link.bad_input == {}
 
 
 def test_log_excerpts_are_bounded() -> None:
@@ -500,15 +510,16 @@ def test_the_default_rate_leaves_room_for_real_devices() -> None:
 
 def test_limits_must_be_positive() -> None:
     assert ConnectionLimits().max_sessions == 32
-    for field in (
-        "max_sessions",
-        "messages_per_second",
-        "message_burst",
-        "send_timeout",
-        "close_timeout",
-    ):
+    limits: list[tuple[ConnectionLimits | WebSocketLimits, str]] = [
+        (ConnectionLimits(), "max_sessions"),
+        (ConnectionLimits(), "messages_per_second"),
+        (ConnectionLimits(), "message_burst"),
+        (WebSocketLimits(), "send_timeout"),
+        (WebSocketLimits(), "close_timeout"),
+    ]
+    for defaults, field in limits:
         with pytest.raises(ValueError, match="must be positive"):
-            replace(ConnectionLimits(), **{field: 0})
+            replace(defaults, **{field: 0})
 
 
 # ---------------------------------------------------------------- sessions in total
@@ -542,7 +553,7 @@ async def test_devices_beyond_the_session_limit_are_refused(
     first_again = devices(features={})
     await first_again.open()
     assert (await first.wait_closed())[0] == CloseCode.REPLACED
-    assert set(async_get_server(ha_core).connections) == {MAC, second_mac}
+    assert set(async_get_server(ha_core).links) == {MAC, second_mac}
 
     # Once a device leaves, the next one gets in.
     await second.close()
@@ -586,7 +597,7 @@ async def test_thirty_two_devices_talk_at_once_and_a_thirty_third_waits(
         stop, audio_bytes = await recorder.next_event()
         assert stop == "listen_stop"
         assert audio_bytes > 0
-    assert len(async_get_server(ha_core).connections) == MAX_SESSIONS
+    assert len(async_get_server(ha_core).links) == MAX_SESSIONS
     assert recorders[MAX_SESSIONS].log == []
 
 
@@ -601,9 +612,9 @@ async def test_connections_are_refused_while_home_assistant_stops(
         assert err.value.status == 503
         # ... and our admission check closes the race of a request that got past it
         # just before HA began to stop (the upgrade awaits in between).
-        with pytest.raises(HandshakeError) as refused:
+        with pytest.raises(AdmissionError) as refused:
             admit(ha_core, async_get_server(ha_core), MAC)
-        assert refused.value.code == CloseCode.SERVER_SHUTDOWN
+        assert refused.value.reason is EndReason.SERVER_SHUTDOWN
         assert runtime.session is None
     finally:
         ha_core.set_state(CoreState.running)
@@ -653,7 +664,7 @@ async def test_a_device_that_stops_reading_is_dropped(
 
     sent = await send_until_closed(session)
     assert sent < 64 * 1024 * 1024
-    assert session.close_code == CloseCode.SEND_TIMEOUT
+    assert session.link.end_reason is EndReason.SEND_TIMEOUT
     assert "Closing the session of Kitchen speaker: the device stopped reading" in (
         caplog.text
     )
@@ -678,17 +689,25 @@ async def test_a_device_that_stops_reading_is_dropped(
 class FailingTransport:
     """A transport whose writes fail with an error it should never raise."""
 
+    session_ends_connection = True
+
     def __init__(self) -> None:
-        self.closed_with: tuple[int, str] | None = None
+        self.closed_with: tuple[EndReason, str] | None = None
+
+    def server_hello_fields(self) -> dict[str, Any]:
+        return {"transport": "websocket", "version": 1}
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {}
 
     async def send_text(self, text: str) -> None:
         raise RuntimeError("transport bug")
 
-    async def send_binary(self, data: bytes) -> None:
+    async def send_audio(self, packet: bytes) -> None:
         raise RuntimeError("transport bug")
 
-    async def close(self, code: int, reason: str) -> None:
-        self.closed_with = (code, reason)
+    async def close(self, reason: EndReason, detail: str) -> None:
+        self.closed_with = (reason, detail)
 
 
 class ScriptedWebSocket:
@@ -714,50 +733,47 @@ async def test_a_bug_while_handling_a_message_closes_only_that_session(
     hass: HomeAssistant, caplog: pytest.LogCaptureFixture
 ) -> None:
     transport = FailingTransport()
-    session = DeviceSession(
-        hass, DeviceRuntime(MAC), transport, mac=MAC, protocol_version=1
-    )
+    link = DeviceLink(hass, DeviceRuntime(MAC), transport, mac=MAC)
     hello_message = WSMessage(WSMsgType.TEXT, json.dumps({"type": "hello"}), None)
     listen = WSMessage(WSMsgType.TEXT, '{"type": "listen"}', None)
     ws = scripted(hello_message, listen)
-    await _async_receive(ws, session)
-    await session.async_wait_closed()
-    assert transport.closed_with == (CloseCode.INTERNAL_ERROR, "internal error")
+    await _async_receive(ws, link)
+    await link.async_wait_closed()
+    assert transport.closed_with == (EndReason.INTERNAL_ERROR, "internal error")
     assert cast(ScriptedWebSocket, ws).messages == [listen]
     assert "Unexpected error handling a message from" in caplog.text
     assert "RuntimeError: transport bug" in caplog.text
 
 
 @pytest.mark.parametrize(
-    ("error", "code", "reason"),
+    ("error", "end", "reason"),
     [
         (
             WebSocketError(WSCloseCode.MESSAGE_TOO_BIG, "too big"),
-            CloseCode.MESSAGE_TOO_BIG,
+            EndReason.MESSAGE_TOO_BIG,
             "bad frame: too big",
         ),
         (
             WebSocketError(WSCloseCode.UNSUPPORTED_DATA, "odd"),
-            CloseCode.PROTOCOL_ERROR,
+            EndReason.PROTOCOL_ERROR,
             "bad frame: odd",
         ),
         (
             ConnectionResetError("reset"),
-            CloseCode.NORMAL,
+            EndReason.NORMAL,
             "connection lost: ConnectionResetError('reset')",
         ),
     ],
 )
 async def test_receive_errors_end_the_session_with_the_code_sent(
-    hass: HomeAssistant, error: Exception, code: CloseCode, reason: str
+    hass: HomeAssistant, error: Exception, end: EndReason, reason: str
 ) -> None:
     transport = FailingTransport()
-    session = DeviceSession(
-        hass, DeviceRuntime(MAC), transport, mac=MAC, protocol_version=1
-    )
-    await _async_receive(scripted(WSMessage(WSMsgType.ERROR, error, None)), session)
-    await session.async_wait_closed()
-    assert (session.close_code, session.close_reason) == (code, reason)
+    link = DeviceLink(hass, DeviceRuntime(MAC), transport, mac=MAC)
+    await _async_receive(scripted(WSMessage(WSMsgType.ERROR, error, None)), link)
+    await link.async_wait_closed()
+    assert (link.end_reason, link.end_detail) == (end, reason)
+    assert transport.closed_with == (end, reason)
 
 
 class ClosingWebSocket:
@@ -785,7 +801,7 @@ async def test_a_close_that_cannot_complete_aborts_the_connection(
 ) -> None:
     aborts: list[bool] = []
     ws = ClosingWebSocket(hang=hang, close_code=close_code)
-    transport = WebSocketTransport(
+    transport = WebSocketConnection(
         cast(web.WebSocketResponse, ws),
         close_timeout=0.01,
         abort=lambda: aborts.append(True),
@@ -815,8 +831,8 @@ class SharedDrainWebSocket:
 
 def shared_drain_transport(
     ws: SharedDrainWebSocket, timeout: float, aborts: list[str], name: str
-) -> WebSocketTransport:
-    return WebSocketTransport(
+) -> WebSocketConnection:
+    return WebSocketConnection(
         cast(web.WebSocketResponse, ws),
         send_timeout=timeout,
         close_timeout=timeout,

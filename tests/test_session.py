@@ -1,8 +1,10 @@
-"""One device session: routing, handler interface, downlink API and lifetime.
+"""A device's link and voice session: routing, handler interface, downlink, lifetime.
 
-These tests give the session a recording transport instead of a socket, to reach
-the states a real device rarely produces (blocked sends, handler bugs, interrupted
-plays); test_websocket.py covers the same session behind a real WebSocket.
+These tests give the link the WebSocket transport over a recording connection
+instead of a socket, to reach the states a real device rarely produces (blocked
+sends, handler bugs, interrupted plays); test_websocket.py covers the same link
+behind a real WebSocket. A recording transport whose connection outlives its
+voice sessions (as MQTT's will) covers the sessions coming and going on one link.
 """
 
 import asyncio
@@ -10,24 +12,23 @@ from collections.abc import AsyncGenerator, Callable
 from datetime import timedelta
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
+from aiohttp import WSMessage, WSMsgType, web
 import pytest
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
+from custom_components.xiaozhi.device.handler import LoggingHandler
+from custom_components.xiaozhi.device.link import DeviceLink
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.device.session import (
     IDLE_CHECK_INTERVAL_S,
-    CloseCode,
     DeviceSession,
-    LoggingHandler,
-    SendTimeoutError,
-    SessionClosedError,
-    TransportError,
 )
+from custom_components.xiaozhi.device.supervisor import SessionClosedError
 from custom_components.xiaozhi.protocol.codec import OpusDecoder, OpusEncoder
 from custom_components.xiaozhi.protocol.framing import FrameType, decode_frame
 from custom_components.xiaozhi.protocol.mcp import McpClosedError, McpError, McpTool
@@ -41,14 +42,25 @@ from custom_components.xiaozhi.protocol.messages import (
     Mcp,
     Unknown,
 )
+from custom_components.xiaozhi.transport.base import (
+    EndReason,
+    SendTimeoutError,
+    TransportError,
+)
+from custom_components.xiaozhi.transport.websocket import (
+    CloseCode,
+    WebSocketConnection,
+    WebSocketTransport,
+    _async_receive,
+)
 
 from .device_fixtures import Recorder, RecordingHandler, dominant_hz, tone
 
 MAC = "aa:bb:cc:dd:ee:ff"
 
 
-class FakeTransport:
-    """Records what the session sends; sends can be blocked or made to fail."""
+class RecordingConnection:
+    """Records what the WebSocket transport puts on the wire; sends can be blocked or made to fail."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
@@ -89,44 +101,60 @@ class FakeTransport:
         ]
 
 
-type SessionFactory = Callable[..., DeviceSession]
+type LinkFactory = Callable[..., DeviceLink]
 
 
 @pytest.fixture
-async def make_session(hass: HomeAssistant) -> AsyncGenerator[SessionFactory]:
-    """Create started sessions; every one is ended (timers and tasks too) after."""
-    made: list[DeviceSession] = []
+async def make_link(hass: HomeAssistant) -> AsyncGenerator[LinkFactory]:
+    """Create started links; every one is ended (timers and tasks too) after."""
+    made: list[DeviceLink] = []
 
-    def make(
-        *, version: int = 1, runtime: DeviceRuntime | None = None
-    ) -> DeviceSession:
+    def make(*, version: int = 1, runtime: DeviceRuntime | None = None) -> DeviceLink:
         runtime = runtime or DeviceRuntime(MAC)
-        session = DeviceSession(
-            hass,
-            runtime,
-            FakeTransport(),
-            mac=MAC,
-            protocol_version=version,
-            name="Kitchen",
+        connection = cast(WebSocketConnection, RecordingConnection())
+        transport = WebSocketTransport(
+            connection, protocol_version=version, name="Kitchen"
         )
-        runtime.async_attach(session)
-        session.start()
-        made.append(session)
-        return session
+        link = DeviceLink(hass, runtime, transport, mac=MAC, name="Kitchen")
+        runtime.async_attach(link)
+        link.start()
+        made.append(link)
+        return link
 
     yield make
-    for session in made:
-        await session.async_close("test over")
+    for link in made:
+        await link.async_close("test over")
 
 
-def transport_of(session: DeviceSession) -> FakeTransport:
-    transport = session._transport
-    assert isinstance(transport, FakeTransport)
-    return transport
+def transport_of(owner: DeviceLink | DeviceSession) -> RecordingConnection:
+    """The recording connection under a link (or a session's link)."""
+    link = owner.link if isinstance(owner, DeviceSession) else owner
+    transport = link.transport
+    assert isinstance(transport, WebSocketTransport)
+    connection = transport._connection
+    assert isinstance(connection, RecordingConnection)
+    return connection
 
 
-async def say_hello(session: DeviceSession, **features: Any) -> None:
-    await session.async_handle_message(Hello(version=1, features=features))
+async def say_hello(link: DeviceLink, **features: Any) -> DeviceSession:
+    await link.async_handle_message(Hello(version=1, features=features))
+    assert link.session is not None
+    return link.session
+
+
+class Scripted:
+    """Yields prepared messages, as ``async for message in ws`` does."""
+
+    def __init__(self, messages: list[WSMessage]) -> None:
+        self.messages = messages
+
+    def __aiter__(self) -> Scripted:
+        return self
+
+    async def __anext__(self) -> WSMessage:
+        if not self.messages:
+            raise StopAsyncIteration
+        return self.messages.pop(0)
 
 
 def opus_packets(count: int) -> list[bytes]:
@@ -138,20 +166,20 @@ def opus_packets(count: int) -> list[bytes]:
 
 
 async def test_hello_is_answered_first_then_the_handler_is_connected(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
     runtime = DeviceRuntime(MAC)
     changes: list[bool] = []
     runtime.async_add_listener(lambda: changes.append(runtime.connected))
     recorder = Recorder(runtime)
-    session = make_session(runtime=runtime)
+    link = make_link(runtime=runtime)
     assert changes == [False]  # attached, no hello yet
-    ready_before_hello = session.ready
+    ready_before_hello = link.ready
     assert not ready_before_hello
-    handler_before_hello = session.handler
-    assert handler_before_hello is None
+    session_before_hello = link.session
+    assert session_before_hello is None
 
-    await say_hello(session)
+    session = await say_hello(link)
     hello = transport_of(session).messages[0]
     assert hello["type"] == "hello"
     assert hello["session_id"] == session.session_id
@@ -159,16 +187,17 @@ async def test_hello_is_answered_first_then_the_handler_is_connected(
     assert recorder.log[0][0] == "connected"
     assert isinstance(session.handler, RecordingHandler)
     assert session.ready
-    assert session.mcp_supported is False
+    assert link.ready
+    assert link.mcp_supported is False
     assert changes == [False, True]
 
 
 async def test_handlers_follow_the_registered_factory(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
     runtime = DeviceRuntime(MAC)
-    session = make_session(runtime=runtime)
-    await say_hello(session)
+    link = make_link(runtime=runtime)
+    session = await say_hello(link)
     assert isinstance(session.handler, LoggingHandler)
 
     recorder = Recorder(runtime)
@@ -187,13 +216,13 @@ async def test_handlers_follow_the_registered_factory(
 
 
 async def test_a_factory_registered_before_the_hello_waits_for_it(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
     runtime = DeviceRuntime(MAC)
-    session = make_session(runtime=runtime)
+    link = make_link(runtime=runtime)
     recorder = Recorder(runtime)
     assert recorder.log == []
-    await say_hello(session)
+    await say_hello(link)
     assert [event[0] for event in recorder.log] == ["connected"]
 
 
@@ -226,19 +255,19 @@ class BrokenHandler:
 
 
 async def test_handler_failures_are_logged_once_and_the_session_lives(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     runtime = DeviceRuntime(MAC)
     runtime.async_set_handler_factory(BrokenHandler)
-    session = make_session(runtime=runtime)
-    await say_hello(session)
+    link = make_link(runtime=runtime)
+    session = await say_hello(link)
     packet = opus_packets(1)[0]
     for _ in range(2):
-        await session.async_handle_message(Listen(ListenState.START, ListenMode.AUTO))
-        session.handle_audio(packet)
-        await session.async_handle_message(Listen(ListenState.DETECT, text="hi"))
-        await session.async_handle_message(Listen(ListenState.STOP))
-        await session.async_handle_message(Abort())
+        await link.async_handle_message(Listen(ListenState.START, ListenMode.AUTO))
+        link.handle_audio(packet)
+        await link.async_handle_message(Listen(ListenState.DETECT, text="hi"))
+        await link.async_handle_message(Listen(ListenState.STOP))
+        await link.async_handle_message(Abort())
     assert session.ready
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert sorted(r.getMessage().rsplit(" ", 1)[-1] for r in errors) == sorted(
@@ -251,27 +280,27 @@ async def test_handler_failures_are_logged_once_and_the_session_lives(
             "on_abort",
         ]
     )
-    assert session.bad_input["handler on_listen_start error"] == 2
-    session.end(CloseCode.NORMAL, "bye")
-    assert session.bad_input["handler on_disconnected error"] == 1
+    assert link.bad_input["handler on_listen_start error"] == 2
+    session.end(EndReason.NORMAL, "bye")
+    assert link.bad_input["handler on_disconnected error"] == 1
 
 
 async def test_the_logging_handler_drops_everything(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    session = make_session()
-    await say_hello(session)
-    await session.async_handle_message(Listen(ListenState.START, ListenMode.MANUAL))
+    link = make_link()
+    session = await say_hello(link)
+    await link.async_handle_message(Listen(ListenState.START, ListenMode.MANUAL))
     for packet in opus_packets(3):
-        session.handle_audio(packet)
-    await session.async_handle_message(Listen(ListenState.STOP))
-    await session.async_handle_message(Listen(ListenState.DETECT, text="你好小智"))
-    await session.async_handle_message(Abort("wake_word_detected"))
+        link.handle_audio(packet)
+    await link.async_handle_message(Listen(ListenState.STOP))
+    await link.async_handle_message(Listen(ListenState.DETECT, text="你好小智"))
+    await link.async_handle_message(Abort("wake_word_detected"))
     handler = session.handler
     assert isinstance(handler, LoggingHandler)
     assert handler.dropped_audio_bytes > 0
-    session.end(CloseCode.NORMAL, "bye")
+    session.end(EndReason.NORMAL, "bye")
     assert "No voice handler for Kitchen yet" in caplog.text
     assert "heard its wake word '你好小智'" in caplog.text
     assert "Dropped" in caplog.text
@@ -280,62 +309,67 @@ async def test_the_logging_handler_drops_everything(
 # ---------------------------------------------------------------- incoming messages
 
 
-async def test_listen_state_modes_and_defaults(make_session: SessionFactory) -> None:
+async def test_listen_state_modes_and_defaults(make_link: LinkFactory) -> None:
     runtime = DeviceRuntime(MAC)
     recorder = Recorder(runtime)
-    session = make_session(runtime=runtime)
-    await say_hello(session)
-    await session.async_handle_message(Listen(ListenState.START))
+    link = make_link(runtime=runtime)
+    session = await say_hello(link)
+    await link.async_handle_message(Listen(ListenState.START))
     listening = session.listening
     assert listening
     first_mode = session.listen_mode
     assert first_mode is ListenMode.AUTO
     assert recorder.log[-1][:2] == ("listen_start", ListenMode.AUTO)
-    await session.async_handle_message(Listen(ListenState.START, ListenMode.REALTIME))
+    await link.async_handle_message(Listen(ListenState.START, ListenMode.REALTIME))
     assert session.listen_mode is ListenMode.REALTIME
-    await session.async_handle_message(Listen(ListenState.STOP))
+    await link.async_handle_message(Listen(ListenState.STOP))
     assert not session.listening
-    await session.async_handle_message(Unknown("iot", {"type": "iot"}))
-    assert session.bad_input == {}
+    await link.async_handle_message(Unknown("iot", {"type": "iot"}))
+    assert link.bad_input == {}
 
 
-async def test_input_before_the_hello_is_dropped(make_session: SessionFactory) -> None:
+async def test_input_before_the_hello_is_dropped(make_link: LinkFactory) -> None:
     runtime = DeviceRuntime(MAC)
     recorder = Recorder(runtime)
-    session = make_session(runtime=runtime)
-    session.handle_audio(opus_packets(1)[0])
-    await session.async_handle_message(Listen(ListenState.START))
-    assert session.bad_input == {"audio before hello": 1, "message before hello": 1}
+    link = make_link(runtime=runtime)
+    link.handle_audio(opus_packets(1)[0])
+    await link.async_handle_message(Listen(ListenState.START))
+    assert link.bad_input == {"audio before hello": 1, "message before hello": 1}
     assert recorder.log == []
-    assert transport_of(session).sent == []
+    assert transport_of(link).sent == []
 
 
 async def test_hello_version_differing_from_the_handshake_keeps_the_handshake(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    session = make_session(version=3)
-    await session.async_handle_message(Hello(version=1))
-    assert session.protocol_version == 3
-    assert transport_of(session).messages[0]["version"] == 3
+    link = make_link(version=3)
+    hello = WSMessage(WSMsgType.TEXT, json.dumps({"type": "hello", "version": 1}), None)
+    await _async_receive(
+        cast(web.WebSocketResponse, Scripted([hello])), link, protocol_version=3
+    )
+    transport = link.transport
+    assert isinstance(transport, WebSocketTransport)
+    assert transport.protocol_version == 3
+    assert transport_of(link).messages[0]["version"] == 3
     assert "says version 1 in its hello, 3 in its handshake" in caplog.text
 
 
 async def test_a_hello_with_raw_pcm_uplink_is_refused(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session = make_session()
-    await session.async_handle_message(Hello(audio_params=AudioParams(format="pcm")))
-    await session.async_wait_closed()
-    assert transport_of(session).closed_with == (
+    link = make_link()
+    await link.async_handle_message(Hello(audio_params=AudioParams(format="pcm")))
+    await link.async_wait_closed()
+    assert transport_of(link).closed_with == (
         CloseCode.PROTOCOL_ERROR,
         "unsupported audio format 'pcm'",
     )
     assert "Closing the session of Kitchen: unsupported audio format" in caplog.text
     # Nothing is processed once the session ended.
-    session.handle_audio(b"x")
-    await session.async_handle_message(Hello())
-    assert transport_of(session).sent == []
+    link.handle_audio(b"x")
+    await link.async_handle_message(Hello())
+    assert transport_of(link).sent == []
 
 
 # ---------------------------------------------------------------- downlink
@@ -343,14 +377,14 @@ async def test_a_hello_with_raw_pcm_uplink_is_refused(
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 async def test_play_sends_tts_start_then_framed_audio(
-    make_session: SessionFactory, version: int
+    make_link: LinkFactory, version: int
 ) -> None:
-    session = make_session(version=version)
-    await say_hello(session)
+    link = make_link(version=version)
+    session = await say_hello(link)
     packets = opus_packets(7)
-    assert await session.play_opus(packets)
-    assert await session.play_opus([])  # a second play of the same reply
-    await session.stop_speaking()
+    assert await session.playback.play_opus(packets)
+    assert await session.playback.play_opus([])  # a second play of the same reply
+    await session.playback.stop_speaking()
     transport = transport_of(session)
     assert transport.kinds()[1:] == ["start"] + ["binary"] * 7 + ["stop"]
     for frame, packet in zip(transport.frames, packets, strict=True):
@@ -360,60 +394,60 @@ async def test_play_sends_tts_start_then_framed_audio(
     assert not session.speaking
 
 
-async def test_play_pcm_resamples_and_encodes(make_session: SessionFactory) -> None:
-    session = make_session()
-    await say_hello(session)
+async def test_play_pcm_resamples_and_encodes(make_link: LinkFactory) -> None:
+    link = make_link()
+    session = await say_hello(link)
 
     async def chunks() -> AsyncGenerator[bytes]:
         pcm = tone(880, 16000, 0.5)
         for start in range(0, len(pcm), 3001):
             yield pcm[start : start + 3001]
 
-    assert await session.play_pcm(chunks(), 16000)
+    assert await session.playback.play_pcm(chunks(), 16000)
     decoder = OpusDecoder(24000)
     pcm = b"".join(decoder.decode(frame) for frame in transport_of(session).frames)
     assert abs(dominant_hz(pcm, 24000) - 880) < 10
 
 
 async def test_unsendable_packets_are_skipped(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session = make_session(version=3)
-    await say_hello(session)
+    link = make_link(version=3)
+    session = await say_hello(link)
     good = opus_packets(1)[0]
-    assert await session.play_opus([b"", b"x" * 70000, good])
+    assert await session.playback.play_opus([b"", b"x" * 70000, good])
     assert transport_of(session).frames == [
         b"\x00\x00" + len(good).to_bytes(2, "big") + good
     ]
     assert "Not sending an Opus packet to Kitchen" in caplog.text
 
 
-async def test_stop_speaking_interrupts_a_play(make_session: SessionFactory) -> None:
-    session = make_session()
-    await say_hello(session)
+async def test_stop_speaking_interrupts_a_play(make_link: LinkFactory) -> None:
+    link = make_link()
+    session = await say_hello(link)
     transport = transport_of(session)
     transport.binary_gate = asyncio.Event()
-    first = asyncio.ensure_future(session.play_opus(opus_packets(20)))
+    first = asyncio.ensure_future(session.playback.play_opus(opus_packets(20)))
     await transport.binary_waiting.wait()
-    second = asyncio.ensure_future(session.play_opus(opus_packets(2)))
+    second = asyncio.ensure_future(session.playback.play_opus(opus_packets(2)))
     await asyncio.sleep(0)
-    await session.stop_speaking()
+    await session.playback.stop_speaking()
     assert await first is False
     assert await second is False  # queued behind the interrupted reply
     assert transport.kinds()[1:] == ["start", "stop"]
-    assert session.downlink.queued == 0
+    assert session.playback.downlink.queued == 0
 
     transport.binary_gate = None
-    assert await session.play_opus(opus_packets(1))
+    assert await session.playback.play_opus(opus_packets(1))
     assert transport.kinds()[3:] == ["start", "binary"]
 
 
 async def test_abort_stops_the_reply_before_the_handler_hears_it(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
     runtime = DeviceRuntime(MAC)
     seen: list[list[str]] = []
-    session = make_session(runtime=runtime)
+    link = make_link(runtime=runtime)
 
     class AbortHandler(RecordingHandler):
         async def on_abort(self, reason: str | None) -> None:
@@ -422,24 +456,24 @@ async def test_abort_stops_the_reply_before_the_handler_hears_it(
     runtime.async_set_handler_factory(
         lambda s: AbortHandler(s, Recorder(DeviceRuntime(MAC)))
     )
-    await say_hello(session)
-    await session.start_speaking()
-    await session.start_speaking()  # already speaking: no second tts start
-    await session.async_handle_message(Abort())
+    session = await say_hello(link)
+    await session.playback.start_speaking()
+    await session.playback.start_speaking()  # already speaking: no second tts start
+    await link.async_handle_message(Abort())
     assert seen == [["hello", "start", "stop"]]
     assert not session.speaking
-    await session.async_handle_message(Abort("wake_word_detected"))
+    await link.async_handle_message(Abort("wake_word_detected"))
     assert transport_of(session).kinds() == ["hello", "start", "stop"]
 
 
-async def test_messages_to_the_device(make_session: SessionFactory) -> None:
-    session = make_session()
-    await say_hello(session)
+async def test_messages_to_the_device(make_link: LinkFactory) -> None:
+    link = make_link()
+    session = await say_hello(link)
     await session.send_stt("hello")
     await session.send_emotion("thinking")
     await session.send_sentence("one")
-    await session.send_alert("Error", "Offline")
-    await session.reboot()
+    await link.send_alert("Error", "Offline")
+    await link.reboot()
     sid = session.session_id
     assert transport_of(session).messages[1:] == [
         {"session_id": sid, "type": "stt", "text": "hello"},
@@ -460,20 +494,20 @@ async def test_messages_to_the_device(make_session: SessionFactory) -> None:
 
 
 async def test_a_device_that_stops_reading_is_closed(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     runtime = DeviceRuntime(MAC)
     recorder = Recorder(runtime)
-    session = make_session(runtime=runtime)
-    await say_hello(session)
+    link = make_link(runtime=runtime)
+    session = await say_hello(link)
     transport = transport_of(session)
-    await session.start_speaking()
+    await session.playback.start_speaking()
     transport.error = SendTimeoutError("a send blocked for 5 s")
-    assert await session.play_opus(opus_packets(3)) is False
+    assert await session.playback.play_opus(opus_packets(3)) is False
     with pytest.raises(SessionClosedError):
         await session.send_stt("x")
-    await session.async_wait_closed()
-    assert session.close_code is CloseCode.SEND_TIMEOUT
+    await link.async_wait_closed()
+    assert link.end_reason is EndReason.SEND_TIMEOUT
     assert transport.closed_with == (
         CloseCode.SEND_TIMEOUT,
         "the device stopped reading",
@@ -484,56 +518,56 @@ async def test_a_device_that_stops_reading_is_closed(
 
 
 async def test_a_broken_connection_ends_the_session(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
-    session = make_session()
-    await say_hello(session)
+    link = make_link()
+    session = await say_hello(link)
     transport_of(session).error = TransportError("reset by peer")
     with pytest.raises(SessionClosedError):
         await session.send_emotion("happy")
-    assert session.close_code is CloseCode.NORMAL
-    assert session.close_reason == "connection lost: reset by peer"
+    assert link.end_reason is EndReason.NORMAL
+    assert link.end_detail == "connection lost: reset by peer"
 
 
 async def test_playback_stops_when_the_socket_breaks(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
-    session = make_session()
-    await say_hello(session)
-    await session.start_speaking()
+    link = make_link()
+    session = await say_hello(link)
+    await session.playback.start_speaking()
     transport_of(session).error = TransportError("reset by peer")
-    assert await session.play_opus(opus_packets(8)) is False
+    assert await session.playback.play_opus(opus_packets(8)) is False
     assert session.closed
 
 
-async def test_nothing_can_be_sent_after_the_end(make_session: SessionFactory) -> None:
-    session = make_session()
-    await say_hello(session, mcp=True)
-    session.end(CloseCode.SERVER_CLOSED, "gone")
-    session.end(CloseCode.NORMAL, "again")  # no effect
-    assert session.close_code is CloseCode.SERVER_CLOSED
+async def test_nothing_can_be_sent_after_the_end(make_link: LinkFactory) -> None:
+    link = make_link()
+    session = await say_hello(link, mcp=True)
+    session.end(EndReason.SERVER_CLOSED, "gone")
+    session.end(EndReason.NORMAL, "again")  # no effect
+    assert link.end_reason is EndReason.SERVER_CLOSED
     assert not session.ready
     with pytest.raises(SessionClosedError):
         await session.send_stt("x")
     with pytest.raises(SessionClosedError):
-        await session.play_opus([b"x"])
+        await session.playback.play_opus([b"x"])
     with pytest.raises(McpClosedError):
-        await session.call_tool("self.x")
+        await link.call_tool("self.x")
 
     async def never_awaited() -> None:
         """Closed by create_task, not left un-awaited."""
 
     with pytest.raises(SessionClosedError):
         session.create_task(never_awaited(), "late")
-    await session.async_wait_closed()
+    await link.async_wait_closed()
     assert transport_of(session).closed_with == (CloseCode.SERVER_CLOSED, "gone")
 
 
 async def test_session_tasks_end_with_the_session(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session = make_session()
-    await say_hello(session)
+    link = make_link()
+    session = await say_hello(link)
 
     async def fail(error: Exception) -> None:
         raise error
@@ -544,15 +578,15 @@ async def test_session_tasks_end_with_the_session(
     await asyncio.wait({broken, closed})
     assert "Task xiaozhi aa:bb:cc:dd:ee:ff broken of Kitchen failed" in caplog.text
     assert "closed of Kitchen failed" not in caplog.text
-    await session.async_close("bye")
+    await link.async_close("bye")
     assert forever.cancelled()
 
 
 async def test_idle_sessions_close_but_never_while_speaking(
-    hass: HomeAssistant, make_session: SessionFactory
+    hass: HomeAssistant, make_link: LinkFactory
 ) -> None:
-    session = make_session()
-    await say_hello(session)
+    link = make_link()
+    session = await say_hello(link)
 
     def check_idle() -> None:
         async_fire_time_changed(
@@ -561,27 +595,27 @@ async def test_idle_sessions_close_but_never_while_speaking(
 
     check_idle()
     check_idle()
-    session.note_incoming()  # a frame arrived: the count starts over
+    link.note_incoming()  # a frame arrived: the count starts over
     check_idle()
     check_idle()
     assert not session.closed
-    await session.start_speaking()
+    await session.playback.start_speaking()
     for _ in range(5):
         check_idle()
     assert not session.closed
-    await session.stop_speaking()
+    await session.playback.stop_speaking()
     check_idle()
     check_idle()
     assert not session.closed
     check_idle()
-    assert session.close_code is CloseCode.IDLE_TIMEOUT
+    assert link.end_reason is EndReason.IDLE_TIMEOUT
 
 
-async def test_hello_timeout(hass: HomeAssistant, make_session: SessionFactory) -> None:
-    session = make_session()
+async def test_hello_timeout(hass: HomeAssistant, make_link: LinkFactory) -> None:
+    link = make_link()
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=11))
-    await session.async_wait_closed()
-    assert transport_of(session).closed_with == (
+    await link.async_wait_closed()
+    assert transport_of(link).closed_with == (
         CloseCode.HELLO_TIMEOUT,
         "no hello within 10 s",
     )
@@ -591,12 +625,12 @@ async def test_hello_timeout(hass: HomeAssistant, make_session: SessionFactory) 
 
 
 async def test_tools_are_discovered_after_the_hello(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
     runtime = DeviceRuntime(MAC)
-    session = make_session(runtime=runtime)
-    await say_hello(session, mcp=True)
-    assert session.mcp_supported
+    link = make_link(runtime=runtime)
+    session = await say_hello(link, mcp=True)
+    assert link.mcp_supported
     transport = transport_of(session)
 
     async def reply(method: str, result: dict[str, Any]) -> None:
@@ -609,7 +643,7 @@ async def test_tools_are_discovered_after_the_hello(
             for m in transport.messages
             if m.get("payload", {}).get("method") == method
         )
-        await session.async_handle_message(
+        await link.async_handle_message(
             Mcp({"jsonrpc": "2.0", "id": request["id"], "result": result})
         )
 
@@ -622,36 +656,36 @@ async def test_tools_are_discovered_after_the_hello(
 
 
 async def test_discovery_errors_are_logged(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     runtime = DeviceRuntime(MAC)
-    session = make_session(runtime=runtime)
-    await say_hello(session, mcp=True)
+    link = make_link(runtime=runtime)
+    session = await say_hello(link, mcp=True)
     transport = transport_of(session)
     while not transport.messages[1:]:
         await asyncio.sleep(0)
     request = transport.messages[1]["payload"]
-    await session.async_handle_message(
+    await link.async_handle_message(
         Mcp({"jsonrpc": "2.0", "id": request["id"], "error": {"message": "busy"}})
     )
-    (discovery,) = [t for t in session._tasks if "mcp" in t.get_name()]
+    (discovery,) = [t for t in link._supervisor.tasks if "mcp" in t.get_name()]
     await discovery
     assert "Could not list the tools of Kitchen: busy" in caplog.text
     assert runtime.tools == ()
 
 
 async def test_discovery_ends_quietly_with_the_session(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    session = make_session()
-    await say_hello(session, mcp=True)
-    (discovery,) = [t for t in session._tasks if "mcp" in t.get_name()]
+    link = make_link()
+    await say_hello(link, mcp=True)
+    (discovery,) = [t for t in link._supervisor.tasks if "mcp" in t.get_name()]
     await asyncio.sleep(0)
-    session._mcp.close()
+    link._mcp.close()
     await discovery
     assert "Could not list" not in caplog.text
     with pytest.raises(McpError):
-        await session.call_tool("self.a", reply_timeout=0.01)
+        await link.call_tool("self.a", reply_timeout=0.01)
 
 
 # ---------------------------------------------------------------- runtime
@@ -679,10 +713,10 @@ def test_runtime_listeners_survive_a_failing_one(
 
 
 async def test_stop_while_the_producer_is_between_packets(
-    make_session: SessionFactory,
+    make_link: LinkFactory,
 ) -> None:
-    session = make_session()
-    await say_hello(session)
+    link = make_link()
+    session = await say_hello(link)
     packets = opus_packets(2)
     next_sentence = asyncio.Event()
 
@@ -691,10 +725,10 @@ async def test_stop_while_the_producer_is_between_packets(
         await next_sentence.wait()
         yield packets[1]
 
-    play = asyncio.ensure_future(session.play_opus(streaming_tts()))
-    while session.downlink.stats.frames_sent < 1:
+    play = asyncio.ensure_future(session.playback.play_opus(streaming_tts()))
+    while session.playback.downlink.stats.frames_sent < 1:
         await asyncio.sleep(0)
-    await session.stop_speaking()
+    await session.playback.stop_speaking()
     next_sentence.set()
     assert await play is False
     assert transport_of(session).kinds()[1:] == ["start", "binary", "stop"]
@@ -706,11 +740,11 @@ def test_a_replaced_session_leaving_does_not_detach_its_successor() -> None:
     runtime.async_attach(old)  # type: ignore[arg-type]
     runtime.async_attach(new)  # type: ignore[arg-type]
     runtime.async_detach(old)  # type: ignore[arg-type]
-    assert runtime.session is new
+    assert runtime.link is new
 
 
 async def test_a_failing_handler_factory_falls_back_to_logging(
-    make_session: SessionFactory, caplog: pytest.LogCaptureFixture
+    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     runtime = DeviceRuntime(MAC)
 
@@ -718,8 +752,109 @@ async def test_a_failing_handler_factory_falls_back_to_logging(
         raise RuntimeError("no pipeline")
 
     runtime.async_set_handler_factory(broken_factory)
-    session = make_session(runtime=runtime)
-    await say_hello(session)
+    link = make_link(runtime=runtime)
+    session = await say_hello(link)
     assert isinstance(session.handler, LoggingHandler)
     assert session.ready
     assert "Cannot create the voice handler of Kitchen" in caplog.text
+
+
+# ---------------------------------------------------------------- sessions on one link
+
+
+class LastingTransport:
+    """A connection that outlives its voice sessions, as MQTT's does."""
+
+    session_ends_connection = False
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.audio: list[bytes] = []
+        self.closed_with: tuple[EndReason, str] | None = None
+        self.sent = asyncio.Event()
+
+    def server_hello_fields(self) -> dict[str, Any]:
+        return {"transport": "udp", "version": 3, "udp": {"port": 8884}}
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {}
+
+    async def send_text(self, text: str) -> None:
+        self.messages.append(json.loads(text))
+        self.sent.set()
+
+    async def send_audio(self, packet: bytes) -> None:
+        self.audio.append(packet)
+
+    async def close(self, reason: EndReason, detail: str) -> None:
+        self.closed_with = (reason, detail)
+
+    async def next_type(self, message_type: str) -> dict[str, Any]:
+        while not any(m["type"] == message_type for m in self.messages):
+            self.sent.clear()
+            await self.sent.wait()
+        return next(m for m in self.messages if m["type"] == message_type)
+
+
+@pytest.fixture
+async def lasting_link(hass: HomeAssistant) -> AsyncGenerator[DeviceLink]:
+    runtime = DeviceRuntime(MAC)
+    link = DeviceLink(
+        hass, runtime, LastingTransport(), mac=MAC, name="Kitchen", hello_timeout=None
+    )
+    runtime.async_attach(link)
+    link.start()
+    yield link
+    await link.async_close("test over")
+
+
+def lasting_transport(link: DeviceLink) -> LastingTransport:
+    transport = link.transport
+    assert isinstance(transport, LastingTransport)
+    return transport
+
+
+async def test_a_link_that_outlives_sessions_says_goodbye_and_takes_the_next_hello(
+    hass: HomeAssistant, lasting_link: DeviceLink
+) -> None:
+    link = lasting_link
+    recorder = Recorder(link.runtime)
+    # No hello timeout: such a link may stay without a voice session.
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=11))
+    assert not link.closed
+
+    first = await say_hello(link, mcp=True)
+    transport = lasting_transport(link)
+    hello = transport.messages[0]
+    assert (hello["transport"], hello["udp"]) == ("udp", {"port": 8884})
+    first.end(EndReason.NORMAL, "the conversation is over")
+    goodbye = await transport.next_type("goodbye")
+    assert goodbye == {"session_id": first.session_id, "type": "goodbye"}
+    assert not link.closed
+    assert link.session is None
+    assert link.runtime.connected  # the device stays reachable
+    assert transport.closed_with is None
+
+    second = await say_hello(link)
+    assert second is not first
+    assert second.session_id != first.session_id
+    assert [event[0] for event in recorder.log] == [
+        "connected",
+        "disconnected",
+        "connected",
+    ]
+    # Ending the link ends its session, and only now the connection.
+    await link.async_close("gone")
+    assert second.closed
+    assert transport.closed_with == (EndReason.SERVER_CLOSED, "gone")
+
+
+async def test_an_unusable_hello_on_a_lasting_link_is_only_bad_input(
+    lasting_link: DeviceLink,
+) -> None:
+    link = lasting_link
+    await link.async_handle_message(Hello(audio_params=AudioParams(format="pcm")))
+    assert link.bad_input == {"unusable hello": 1}
+    assert link.session is None
+    assert not link.closed
+    assert lasting_transport(link).messages == []

@@ -58,7 +58,7 @@ from custom_components.xiaozhi.const import (
     DOMAIN,
 )
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.device.session import CloseCode, DeviceSession
+from custom_components.xiaozhi.device.session import DeviceSession
 from custom_components.xiaozhi.protocol.codec import (
     OpusEncoder,
     PcmResampler,
@@ -66,6 +66,7 @@ from custom_components.xiaozhi.protocol.codec import (
     pcm_to_wav,
 )
 from custom_components.xiaozhi.protocol.messages import ListenMode
+from custom_components.xiaozhi.transport.base import EndReason
 from simulator import audio, checkin, console as sim_console, state as sim_state
 from simulator.board import SimBoard
 from simulator.checkin import Activation, OtaClient, PairingTiming, obtain_websocket
@@ -550,11 +551,11 @@ def ha_url_of(state_file: Path) -> str:
 
 
 async def end_session(session: DeviceSession) -> None:
-    session.end(CloseCode.NORMAL, "the conversation is over")
+    session.end(EndReason.NORMAL, "the conversation is over")
 
 
 async def send_alert(session: DeviceSession) -> None:
-    await session.send_alert("错误", "出错了", "sad")
+    await session.link.send_alert("错误", "出错了", "sad")
 
 
 @pytest.mark.parametrize(
@@ -609,8 +610,8 @@ async def test_audio_outside_an_answer_is_dropped_like_the_firmware(
     async def answer(session: DeviceSession) -> None:
         await session.send_json({"type": "tts", "state": "stop"})
         await session._async_send_audio(bytes(20))  # stray audio
-        await session.play_pcm([tone(400, RATE_OUT, 0.3)], RATE_OUT)
-        await session.stop_speaking()
+        await session.playback.play_pcm([tone(400, RATE_OUT, 0.3)], RATE_OUT)
+        await session.playback.stop_speaking()
 
     script_handler(device_entry, answer)
     reply = tmp_path / "reply.wav"

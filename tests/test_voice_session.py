@@ -503,7 +503,7 @@ async def test_a_disconnect_mid_answer_leaves_nothing_running(
 
     closed = await fake_provider.wait_stream_closed()
     assert closed.path == CHAT_PATH
-    await session.async_wait_closed()
+    await session.link.async_wait_closed()
     await until(lambda: not new_tasks(before))
     assert satellite(ha_core).state == AssistSatelliteState.IDLE
 

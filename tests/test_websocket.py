@@ -21,23 +21,26 @@ from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import WEBSOCKET_PATH
+from custom_components.xiaozhi.device.handler import LoggingHandler
+from custom_components.xiaozhi.device.link import DeviceLink
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.device.session import (
-    CloseCode,
-    DeviceSession,
-    LoggingHandler,
-    SendTimeoutError,
-    TransportError,
-)
+from custom_components.xiaozhi.device.session import DeviceSession
+from custom_components.xiaozhi.protocol.identity import bearer_token
 from custom_components.xiaozhi.protocol.mcp import McpError, McpTimeoutError
 from custom_components.xiaozhi.protocol.messages import ListenMode
 from custom_components.xiaozhi.server.registry import async_get_server
+from custom_components.xiaozhi.transport.base import (
+    EndReason,
+    SendTimeoutError,
+    TransportError,
+)
 from custom_components.xiaozhi.transport.websocket import (
     MAX_MESSAGE_BYTES,
+    CloseCode,
     Handshake,
+    WebSocketConnection,
     WebSocketTransport,
     _async_receive,
-    bearer_token,
     close_message,
 )
 
@@ -47,6 +50,7 @@ from .device_fixtures import (  # noqa: F401 (older test modules import these fr
     DeviceFactory,
     Recorder,
     RecordingHandler,
+    assert_link_gone,
     assert_session_gone,
     device_entry_data,
     dominant_hz,
@@ -57,6 +61,15 @@ from .device_fixtures import (  # noqa: F401 (older test modules import these fr
     wait_until,
 )
 from .device_sim import SimTool, SimulatedDevice
+
+
+def framing_version(session: DeviceSession | None) -> int:
+    """The binary framing version the session's WebSocket speaks."""
+    assert session is not None
+    transport = session.link.transport
+    assert isinstance(transport, WebSocketTransport)
+    return transport.protocol_version
+
 
 # ---------------------------------------------------------------- the happy path
 
@@ -89,9 +102,9 @@ async def test_device_talks_and_listens_over_each_framing(
     assert session is not None
     connected = runtime.connected
     assert connected
-    assert session.protocol_version == version
+    assert framing_version(session) == version
     assert session.session_id == hello["session_id"]
-    assert async_get_server(ha_core).connections[MAC] is session
+    assert async_get_server(ha_core).links[MAC] is session.link
     await wait_until(runtime, lambda: len(runtime.tools) == 2)
     assert [tool.name for tool in runtime.tools] == [t.name for t in tools]
 
@@ -123,10 +136,10 @@ async def test_device_talks_and_listens_over_each_framing(
     # Downlink: tts start precedes the audio, framed the connection's way.
     await session.send_stt("打开灯")
     await session.send_emotion("happy", "😀")
-    await session.start_speaking()
+    await session.playback.start_speaking()
     await session.send_sentence("好的")
-    assert await session.play_pcm([tone(660, 16000, 0.6)], 16000)
-    await session.stop_speaking()
+    assert await session.playback.play_pcm([tone(660, 16000, 0.6)], 16000)
+    await session.playback.stop_speaking()
     for expected_message in (
         {"type": "stt", "text": "打开灯"},
         {"type": "llm", "emotion": "happy", "text": "😀"},
@@ -138,11 +151,11 @@ async def test_device_talks_and_listens_over_each_framing(
         assert message == {"session_id": session.session_id, **expected_message}
     assert device.dropped_audio == 0
     assert len(device.received_audio) >= 10  # 600 ms (+ the encoder's tail)
-    assert len(device.received_audio) == session.downlink.stats.frames_sent
+    assert len(device.received_audio) == session.playback.downlink.stats.frames_sent
     assert abs(dominant_hz(device.received_pcm(), 24000) - 660) < 10
 
-    await session.send_alert("Warning", "Battery low", "sad")
-    await session.reboot()
+    await session.link.send_alert("Warning", "Battery low", "sad")
+    await session.link.reboot()
     assert await device.next_message() == {
         "session_id": session.session_id,
         "type": "alert",
@@ -156,7 +169,7 @@ async def test_device_talks_and_listens_over_each_framing(
     assert await recorder.next_event() == ("disconnected",)
     await assert_session_gone(ha_core, session)
     assert not runtime.connected
-    assert session.close_code == CloseCode.NORMAL
+    assert session.link.end_reason is EndReason.NORMAL
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -187,7 +200,7 @@ async def test_audio_without_a_voice_handler_is_dropped(
     await device.send_pcm(tone(440, 16000, 0.3))
     await device.wake_word("hi")
     await device.close()
-    await session.async_wait_closed()
+    await session.link.async_wait_closed()
     handler = session.handler
     assert isinstance(handler, LoggingHandler)
     assert handler.dropped_audio_bytes > 0
@@ -242,7 +255,7 @@ async def test_query_parameters_and_bare_tokens_are_accepted(
     device = devices(credentials_in_query=True, protocol_version=3, features={})
     await device.open()
     assert runtime.session is not None
-    assert runtime.session.protocol_version == 3
+    assert framing_version(runtime.session) == 3
     await device.close()
 
     bare = devices(bearer_prefix=False, features={})
@@ -321,13 +334,13 @@ async def test_second_connection_replaces_the_first(
     second_session = runtime.session
     assert second_session is not None
     assert second_session is not first_session
-    assert async_get_server(ha_core).connections[MAC] is second_session
+    assert async_get_server(ha_core).links[MAC] is second_session.link
     assert [(event[0], event[-1]) for event in recorder.log] == [
         ("connected", first_session),
         ("disconnected", first_session),
         ("connected", second_session),
     ]
-    await first_session.async_wait_closed()
+    await first_session.link.async_wait_closed()
 
     await second.listen_start()
     while (await recorder.next_event())[0] != "listen_start":
@@ -340,16 +353,16 @@ async def test_hello_timeout_closes_the_socket(
 ) -> None:
     device = devices()
     await device.connect()
-    await wait_until(runtime, lambda: runtime.session is not None)
-    session = runtime.session
-    assert session is not None
+    await wait_until(runtime, lambda: runtime.link is not None)
+    link = runtime.link
+    assert link is not None
     assert not runtime.connected  # authenticated, but no hello yet
     async_fire_time_changed(ha_core, dt_util.utcnow() + timedelta(seconds=11))
     assert await device.wait_closed() == (
         CloseCode.HELLO_TIMEOUT,
         "no hello within 10 s",
     )
-    await assert_session_gone(ha_core, session)
+    await assert_link_gone(ha_core, link)
 
 
 async def test_unloading_the_device_entry_closes_its_session(
@@ -458,28 +471,30 @@ async def test_tool_calls_results_errors_and_timeouts(
     session = runtime.session
     assert session is not None
 
-    result = await session.call_tool("self.audio_speaker.set_volume", {"volume": 30})
+    result = await session.link.call_tool(
+        "self.audio_speaker.set_volume", {"volume": 30}
+    )
     assert result.text == "true"
     assert not result.is_error
-    status = await session.call_tool("self.get_device_status")
+    status = await session.link.call_tool("self.get_device_status")
     assert json.loads(status.text) == {"volume": 40}
 
     with pytest.raises(McpError, match=r"Unknown tool: self\.nope") as err:
-        await session.call_tool("self.nope")
+        await session.link.call_tool("self.nope")
     assert err.value.code is None
     with pytest.raises(McpError, match="Missing valid argument: volume"):
-        await session.call_tool("self.audio_speaker.set_volume", {"volume": 300})
+        await session.link.call_tool("self.audio_speaker.set_volume", {"volume": 300})
 
     device.answer_mcp = False
     with pytest.raises(McpTimeoutError):
-        await session.call_tool("self.get_device_status", reply_timeout=0.05)
+        await session.link.call_tool("self.get_device_status", reply_timeout=0.05)
     late_id = device.mcp_requests[-1]["id"]
     # A late reply, a string id and an unknown id are all dropped harmlessly.
     await device.mcp_reply(late_id, result={"content": []})
     await device.mcp_reply(str(late_id + 1), result={})
     await device.mcp_reply(9999, result={})
     device.answer_mcp = True
-    again = await session.call_tool("self.get_device_status")
+    again = await session.link.call_tool("self.get_device_status")
     assert json.loads(again.text) == {"volume": 40}
     assert session.ready
 
@@ -492,7 +507,7 @@ async def test_device_without_mcp_gets_no_mcp_requests(
     session = runtime.session
     assert session is not None
     with pytest.raises(McpError, match="does not serve MCP tools"):
-        await session.call_tool("self.get_device_status")
+        await session.link.call_tool("self.get_device_status")
     assert device.mcp_requests == []
     assert runtime.tools == ()
 
@@ -563,7 +578,7 @@ async def test_bad_input_is_logged_and_the_session_stays_healthy(
 
     await device.listen_start("manual")
     assert await recorder.next_event() == ("listen_start", ListenMode.MANUAL)
-    assert session.bad_input == {
+    assert session.link.bad_input == {
         "audio before hello": 1,
         "message before hello": 1,
         "malformed message": 3,
@@ -628,9 +643,11 @@ async def test_device_that_vanishes_mid_reply_ends_cleanly(
     await device.open()
     session = runtime.session
     assert session is not None
-    await session.start_speaking()
-    play = asyncio.ensure_future(session.play_pcm([tone(300, 24000, 5.0)], 24000))
-    while session.downlink.stats.frames_sent < 3:
+    await session.playback.start_speaking()
+    play = asyncio.ensure_future(
+        session.playback.play_pcm([tone(300, 24000, 5.0)], 24000)
+    )
+    while session.playback.downlink.stats.frames_sent < 3:
         await asyncio.sleep(0.01)
     await device.close()
     assert await play is False
@@ -663,8 +680,8 @@ class StuckWebSocket:
         await self._write()
 
 
-def transport_over(ws: StuckWebSocket) -> WebSocketTransport:
-    return WebSocketTransport(
+def transport_over(ws: StuckWebSocket) -> WebSocketConnection:
+    return WebSocketConnection(
         cast(web.WebSocketResponse, ws), send_timeout=0.01, close_timeout=0.01
     )
 
@@ -705,16 +722,15 @@ async def test_receive_loop_stops_when_a_reply_cannot_be_sent(
 ) -> None:
     runtime = DeviceRuntime(MAC)
     ws = StuckWebSocket(ConnectionResetError("gone"))
-    session = DeviceSession(
-        hass, runtime, transport_over(ws), mac=MAC, protocol_version=1
-    )
+    transport = WebSocketTransport(transport_over(ws), protocol_version=1, name=MAC)
+    link = DeviceLink(hass, runtime, transport, mac=MAC)
     hello = WSMessage(WSMsgType.TEXT, json.dumps({"type": "hello"}), None)
     listen = WSMessage(WSMsgType.TEXT, json.dumps({"type": "listen"}), None)
     scripted = ScriptedWebSocket([hello, listen])
-    await _async_receive(cast(web.WebSocketResponse, scripted), session)
+    await _async_receive(cast(web.WebSocketResponse, scripted), link)
     assert scripted.messages == [listen]  # nothing read after the failure
-    assert session.close_reason == "connection lost: gone"
-    await session.async_wait_closed()
+    assert link.end_detail == "connection lost: gone"
+    await link.async_wait_closed()
 
 
 async def test_one_misbehaving_device_does_not_disturb_another(
@@ -743,4 +759,4 @@ async def test_one_misbehaving_device_does_not_disturb_another(
     assert await recorder.next_event() == ("connected",)
     assert await recorder.next_event() == ("listen_start", ListenMode.AUTO)
     assert other_runtime.connected
-    assert set(async_get_server(ha_core).connections) == {other_mac}
+    assert set(async_get_server(ha_core).links) == {other_mac}

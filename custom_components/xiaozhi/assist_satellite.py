@@ -35,7 +35,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .const import CONF_DEVICE_LANGUAGE, DOMAIN, LOGGER
 from .device.entity import XiaozhiDeviceEntity
 from .device.runtime import DeviceConfigEntry
-from .device.session import DeviceSession, SessionClosedError
+from .device.session import DeviceSession
+from .device.supervisor import SessionClosedError
 from .select import pipeline_select_unique_id, vad_sensitivity_select_unique_id
 from .voice.announce import AnnouncementError, announcement_audio
 from .voice.session import DeviceDisconnectedError, VoiceSession

@@ -3,7 +3,7 @@
 import openai
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_API_KEY, Platform
+from homeassistant.const import CONF_API_KEY, EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv, device_registry as dr
@@ -50,10 +50,11 @@ def _platforms(entry: ConfigEntry) -> tuple[Platform, ...]:
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Start the device server: its HTTP views live as long as HA, entries come and go."""
-    hass.data[DATA_SERVER] = XiaozhiServer(hass)
+    server = hass.data[DATA_SERVER] = XiaozhiServer(hass)
     hass.http.register_view(OtaView())
     hass.http.register_view(ActivateView())
     async_setup_websocket(hass)
+    hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, server.async_shutdown)
     return True
 
 

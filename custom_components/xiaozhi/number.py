@@ -37,8 +37,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN, LOGGER
 from .device.entity import XiaozhiDeviceEntity
+from .device.link import DeviceLink
 from .device.runtime import DeviceConfigEntry, DeviceRuntime
-from .device.session import DeviceSession
 from .protocol.mcp import McpClosedError, McpError, McpTimeoutError, McpTool
 
 # Device calls go over the device's own socket, which takes them in parallel.
@@ -185,8 +185,8 @@ class DeviceNumbers:
     @property
     def available(self) -> bool:
         """Return whether the device can take tool calls now."""
-        session = self.runtime.session
-        return self.runtime.connected and session is not None and session.mcp_supported
+        link = self.runtime.link
+        return self.runtime.connected and link is not None and link.mcp_supported
 
     @callback
     def async_start(self) -> CALLBACK_TYPE:
@@ -238,14 +238,14 @@ class DeviceNumbers:
                 self.entry, data={**self.entry.data, CONF_MCP_TOOLS: sorted(names)}
             )
         self._async_sync_entities(names)
-        session = self.runtime.session
+        link = self.runtime.link
         if (
             self.entities
             and STATUS_TOOL in names
-            and session is not None
+            and link is not None
             and self.available
         ):
-            session.create_task(self._async_read_status(session), "read status")
+            link.create_task(self._async_read_status(link), "read status")
 
     @callback
     def _async_sync_entities(self, tool_names: Iterable[str]) -> None:
@@ -280,9 +280,9 @@ class DeviceNumbers:
             )
             registry.async_remove(entity_id)
 
-    async def _async_read_status(self, session: DeviceSession) -> None:
+    async def _async_read_status(self, link: DeviceLink) -> None:
         try:
-            result = await session.call_tool(STATUS_TOOL, reply_timeout=TOOL_TIMEOUT_S)
+            result = await link.call_tool(STATUS_TOOL, reply_timeout=TOOL_TIMEOUT_S)
         except McpError as err:
             LOGGER.debug("Could not read the status of %s: %s", self._name, err)
             return
@@ -302,11 +302,11 @@ class DeviceNumbers:
             HomeAssistantError: The device is not connected, went away, did not
                 answer in time or refused the value.
         """
-        session = self.runtime.session
-        if session is None or not self.available:
+        link = self.runtime.link
+        if link is None or not self.available:
             raise self._error("device_not_connected")
         try:
-            result = await session.call_tool(
+            result = await link.call_tool(
                 description.tool,
                 {description.argument: value},
                 reply_timeout=TOOL_TIMEOUT_S,

@@ -27,10 +27,10 @@ def async_track_firmware_features(
 
     @callback
     def check() -> None:
-        session = entry.runtime_data.session
-        if session is None or session.hello is None:
+        link = entry.runtime_data.link
+        if link is None or link.hello is None:
             return
-        if session.hello.mcp:
+        if link.hello.mcp:
             ir.async_delete_issue(hass, DOMAIN, firmware_issue_id(entry))
             return
         ir.async_create_issue(

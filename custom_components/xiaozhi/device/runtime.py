@@ -13,7 +13,9 @@ from ..const import CONF_ENTRY_KIND, ENTRY_KIND_DEVICE, ENTRY_KIND_PROVIDER, LOG
 
 if TYPE_CHECKING:
     from ..protocol.mcp import McpTool
-    from .session import DeviceSession, SessionHandler
+    from .handler import SessionHandler
+    from .link import DeviceLink
+    from .session import DeviceSession
 
 
 def entry_kind(entry: ConfigEntry) -> str:
@@ -42,7 +44,7 @@ type SessionHandlerFactory = Callable[[DeviceSession], SessionHandler]
 
 
 class DeviceRuntime:
-    """What a loaded device entry holds: its live session, its tools, its listeners.
+    """What a loaded device entry holds: its live link, its tools, its listeners.
 
     Entities subscribe with :meth:`async_add_listener`; listeners are called without
     arguments whenever the device connects, becomes ready, disconnects, starts or
@@ -51,7 +53,7 @@ class DeviceRuntime:
 
     Attributes:
         mac: The device's MAC address.
-        session: The live session, from authentication until it ends.
+        link: The live link, from authentication until it ends.
         tools: The MCP tools the device offered when it last connected.
         handler_factory: Creates the voice handler of each new session; None
             until the voice layer registers one.
@@ -60,15 +62,20 @@ class DeviceRuntime:
     def __init__(self, mac: str) -> None:
         """Start disconnected, without tools or handler."""
         self.mac = mac
-        self.session: DeviceSession | None = None
+        self.link: DeviceLink | None = None
         self.tools: tuple[McpTool, ...] = ()
         self.handler_factory: SessionHandlerFactory | None = None
         self._listeners: list[CALLBACK_TYPE] = []
 
     @property
     def connected(self) -> bool:
-        """Return whether a session is open and has exchanged its hello."""
-        return self.session is not None and self.session.ready
+        """Return whether a link is open and the device said hello on it."""
+        return self.link is not None and self.link.ready
+
+    @property
+    def session(self) -> DeviceSession | None:
+        """Return the live voice session, if any."""
+        return None if self.link is None else self.link.session
 
     @callback
     def async_add_listener(self, update_callback: CALLBACK_TYPE) -> CALLBACK_TYPE:
@@ -113,20 +120,20 @@ class DeviceRuntime:
 
     @callback
     def _async_refresh_session_handler(self) -> None:
-        if self.session is not None:
-            self.session.refresh_handler()
+        if (session := self.session) is not None:
+            session.refresh_handler()
 
     @callback
-    def async_attach(self, session: DeviceSession) -> None:
-        """Make ``session`` the device's live session (the caller ended the old one)."""
-        self.session = session
+    def async_attach(self, link: DeviceLink) -> None:
+        """Make ``link`` the device's live link (the caller ended the old one)."""
+        self.link = link
         self.async_update_listeners()
 
     @callback
-    def async_detach(self, session: DeviceSession) -> None:
-        """Forget ``session`` if it is still the live one."""
-        if self.session is session:
-            self.session = None
+    def async_detach(self, link: DeviceLink) -> None:
+        """Forget ``link`` if it is still the live one."""
+        if self.link is link:
+            self.link = None
             self.async_update_listeners()
 
     @callback

@@ -404,6 +404,15 @@ def system_reboot_message(*, session_id: str) -> dict[str, Any]:
     }
 
 
+def goodbye_message(*, session_id: str) -> dict[str, Any]:
+    """Build ``goodbye``: the voice session is over, back to idle.
+
+    The firmware reads it only on transports that outlive a conversation (MQTT),
+    and only with its current ``session_id``.
+    """
+    return {"session_id": session_id, "type": "goodbye"}
+
+
 def encode_message(message: Mapping[str, Any]) -> str:
     """Serialise an outgoing message as compact JSON for a WebSocket text frame.
 

@@ -1,8 +1,9 @@
 """The firmware's OTA check and activation endpoints (no HA login: devices have none).
 
-The OTA check tells a paired device where and how to connect (websocket URL and its
-token), and gives an unknown device an activation code to speak. It never answers
-`mqtt`: its presence would switch the firmware to MQTT+UDP.
+The OTA check tells a paired device where and how to connect: each transport
+adds its own section (``websocket``: URL, token, framing version; see
+``XiaozhiServer.ota_sections``). The firmware picks MQTT+UDP whenever an
+``mqtt`` section is present. An unknown device gets an activation code to speak.
 """
 
 from http import HTTPStatus
@@ -14,7 +15,6 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from homeassistant.config_entries import ConfigEntry, ConfigEntryState
-from homeassistant.const import CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
 from homeassistant.util import dt as dt_util
@@ -24,14 +24,12 @@ from ..const import (
     CONF_BOARD,
     CONF_CLIENT_ID,
     CONF_FIRMWARE_VERSION,
-    CONF_PROTOCOL_VERSION,
     LOGGER,
     OTA_PATH,
-    WEBSOCKET_PATH,
 )
 from ..device.messages import device_message
-from ..protocol.firmware import DEFAULT_PROTOCOL_VERSION
 from ..protocol.identity import normalize_mac
+from .auth import request_value
 from .pairing import DeviceIdentity, PairingFullError
 from .registry import XiaozhiServer, async_get_server
 
@@ -40,16 +38,6 @@ MAX_OTA_BODY_BYTES = 16 * 1024
 
 class BadCheckInError(ValueError):
     """The request does not identify a device."""
-
-
-def request_value(request: web.Request, name: str) -> str:
-    """Return a header, or the same-named query parameter some clients send instead."""
-    return (
-        request.headers.get(name)
-        or request.query.get(name.lower())
-        or request.query.get(name)
-        or ""
-    ).strip()
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -105,13 +93,6 @@ def public_base_url(hass: HomeAssistant, request: web.Request) -> str:
         if configured and urlsplit(configured).hostname == host:
             return configured.rstrip("/")
     return f"{request.scheme}://{request.host}"
-
-
-def websocket_url(hass: HomeAssistant, request: web.Request) -> str:
-    """Return the ws:// or wss:// URL the device should connect to."""
-    base = urlsplit(public_base_url(hass, request))
-    scheme = "wss" if base.scheme == "https" else "ws"
-    return f"{scheme}://{base.netloc}{base.path.rstrip('/')}{WEBSOCKET_PATH}"
 
 
 def server_time() -> dict[str, int]:
@@ -183,13 +164,8 @@ class OtaView(HomeAssistantView):
         if is_paired(entry, device):
             assert entry is not None
             _async_refresh_device_info(hass, entry, device)
-            answer["websocket"] = {
-                "url": websocket_url(hass, request),
-                "token": entry.data[CONF_TOKEN],
-                "version": entry.data.get(
-                    CONF_PROTOCOL_VERSION, DEFAULT_PROTOCOL_VERSION
-                ),
-            }
+            for key, section in server.ota_sections.items():
+                answer[key] = section(request, entry)
             return self.json(answer)
         activation = _activation(server, device)
         if activation is None:

@@ -1,10 +1,20 @@
-"""The device server shared by all entries: HTTP views, pairings and live sessions."""
+"""The device server shared by all entries: pairings, live links, transports' offers.
 
-from dataclasses import dataclass
-from typing import Final, Protocol
+One :class:`XiaozhiServer` lives in ``hass.data`` from the integration's setup
+on. Transports register their live links here (one per device: the newest
+wins) and what they add to the OTA answer (how a device reaches them); the OTA
+view and the config flow find paired devices and pairings here, and Home
+Assistant stopping closes every link, of any transport.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
 
 from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY, ConfigEntry
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import discovery_flow
 from homeassistant.util.hass_dict import HassKey
 
@@ -17,83 +27,37 @@ from ..const import (
     DOMAIN,
     LOGGER,
 )
+from ..device.link import DeviceLink
 from ..device.runtime import is_device_entry
+from ..transport.base import EndReason
+from .limits import HTTP_BURST, HTTP_REQUESTS_PER_SECOND, ConnectionLimits
 from .pairing import DeviceIdentity, PairingRegistry
 from .ratelimit import RateLimiter
 
-# Check-ins and activation polls per client address: a device polls /activate every
-# 3 s while its code is shown; this leaves room for several devices behind one NAT.
-HTTP_REQUESTS_PER_SECOND = 1.0
-HTTP_BURST = 30
-
-# Devices connected at once; one more is refused (close code 4009). A device has one
-# session at a time, so only a household with many devices (or a broken proxy) gets
-# here; a device replacing its own session is never refused.
-MAX_SESSIONS: Final = 32
-# Messages a device socket may send per second, sustained and in a burst (else it is
-# closed, code 4008). A device sends 17 (60 ms frames) to 50 (20 ms frames) audio
-# frames a second plus a few JSON messages; the burst takes frames that Wi-Fi held
-# back and delivers at once (4 to 12 s of audio).
-MESSAGES_PER_SECOND: Final = 100.0
-MESSAGE_BURST: Final = 200
-# A send that blocks this long means the device no longer reads (close code 4007).
-SEND_TIMEOUT_S: Final = 5.0
-# How long closing waits for the device's close frame before dropping the connection.
-CLOSE_TIMEOUT_S: Final = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """Bounds on device connections (the close codes are listed in websocket.py).
-
-    Attributes:
-        max_sessions: Devices connected at once; more are refused.
-        messages_per_second: Sustained rate of messages one socket may send.
-        message_burst: Messages one socket may send at once above that rate.
-        send_timeout: Seconds a send may block before the device counts as gone.
-        close_timeout: Seconds to wait for the device's close frame.
-    """
-
-    max_sessions: int = MAX_SESSIONS
-    messages_per_second: float = MESSAGES_PER_SECOND
-    message_burst: int = MESSAGE_BURST
-    send_timeout: float = SEND_TIMEOUT_S
-    close_timeout: float = CLOSE_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        """Refuse limits that would refuse every device.
-
-        Raises:
-            ValueError: A limit is not positive.
-        """
-        limits = (
-            self.max_sessions,
-            self.messages_per_second,
-            self.message_burst,
-            self.send_timeout,
-            self.close_timeout,
-        )
-        if any(limit <= 0 for limit in limits):
-            raise ValueError(f"connection limits must be positive: {self}")
-
-
-class DeviceConnection(Protocol):
-    """What the server needs of a live device connection."""
-
-    async def async_close(self, reason: str) -> None:
-        """Close the connection, telling the device why where possible."""
+type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any]]
+"""Builds a transport's section of the OTA answer for a paired device's entry."""
 
 
 class XiaozhiServer:
-    """State of the device server, one per Home Assistant instance."""
+    """State of the device server, one per Home Assistant instance.
+
+    Attributes:
+        pairings: The pairings waiting for a person to type their code.
+        http_limiter: Rate limit of the device-facing HTTP endpoints.
+        links: The live link of each connected device, by MAC.
+        limits: Bounds on device connections of every transport.
+        ota_sections: What each transport adds to a paired device's OTA answer,
+            by the answer's key (``websocket``).
+    """
 
     def __init__(self, hass: HomeAssistant) -> None:
-        """Start with no pairings and no connections."""
+        """Start with no pairings, links or transports."""
         self.hass = hass
         self.pairings = PairingRegistry()
         self.http_limiter = RateLimiter(HTTP_REQUESTS_PER_SECOND, HTTP_BURST)
-        self.connections: dict[str, DeviceConnection] = {}
+        self.links: dict[str, DeviceLink] = {}
         self.limits = ConnectionLimits()
+        self.ota_sections: dict[str, OtaSection] = {}
 
     @callback
     def device_entry(self, mac: str) -> ConfigEntry | None:
@@ -121,12 +85,36 @@ class XiaozhiServer:
             },
         )
 
+    @callback
+    def async_register_link(self, link: DeviceLink) -> None:
+        """Make ``link`` its device's live link; an older one of the device ends."""
+        previous = link.runtime.link
+        if previous is not None:
+            previous.end(
+                EndReason.REPLACED, "replaced by a new connection of the device"
+            )
+        link.runtime.async_attach(link)
+        self.links[link.mac] = link
+
+    @callback
+    def async_unregister_link(self, link: DeviceLink) -> None:
+        """Forget ``link`` unless a newer link of the device replaced it."""
+        if self.links.get(link.mac) is link:
+            del self.links[link.mac]
+
     async def async_disconnect(self, mac: str, reason: str) -> None:
-        """Close the device's live connection, if it has one."""
-        connection = self.connections.pop(mac, None)
-        if connection is not None:
+        """Close the device's live link, if it has one."""
+        link = self.links.pop(mac, None)
+        if link is not None:
             LOGGER.debug("Closing connection of %s: %s", mac, reason)
-            await connection.async_close(reason)
+            await link.async_close(reason)
+
+    async def async_shutdown(self, event: Event) -> None:
+        """Close every link as Home Assistant stops; returns once all are closed."""
+        links = list(self.links.values())
+        for link in links:
+            link.end(EndReason.SERVER_SHUTDOWN, "Home Assistant is stopping")
+        await asyncio.gather(*(link.async_wait_closed() for link in links))
 
 
 DATA_SERVER: HassKey[XiaozhiServer] = HassKey(DOMAIN)

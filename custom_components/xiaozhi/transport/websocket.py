@@ -1,4 +1,4 @@
-"""The device WebSocket endpoint: authentication, handshake and the receive loop.
+"""The WebSocket transport: the device endpoint, its framing and close codes.
 
 A paired device connects to ``/xiaozhi/v1/`` (the URL its OTA answer gave it) with
 ``Authorization: Bearer <token>``, ``Device-Id: <mac>``, ``Client-Id`` and
@@ -8,8 +8,10 @@ parameters instead. The ``Bearer`` prefix is optional (the firmware omits it whe
 the token contains a space). Nothing from a socket is read before it is
 authenticated. The token is never logged.
 
-Close codes (the reason text says more; every close is logged, as a warning when
-the device misbehaved):
+The connection is the device's link (``device/link.py``) and carries one voice
+session: the link ends with it (the firmware has no other way back to idle), and
+every ``transport.base.EndReason`` becomes one close code (the reason text says
+more; every close is logged, as a warning when the device misbehaved):
 
 ====  ===============  ===================================================
 Code  Name             Meaning
@@ -38,22 +40,17 @@ Code  Name             Meaning
 4009  SERVER_BUSY      Too many devices are connected already.
 ====  ===============  ===================================================
 
-Limits (defaults; :class:`server.ConnectionLimits` holds the per-connection ones):
-
-* ``MAX_MESSAGE_BYTES`` (65,552): the largest WebSocket message; larger closes 1009.
-* ``protocol.DEFAULT_MAX_JSON_SIZE`` (65,536 bytes): the largest JSON message and
-  ``protocol.DEFAULT_MAX_FRAME_PAYLOAD`` (65,536): the largest v2/v3 payload;
-  ``codec.MAX_OPUS_PACKET_BYTES`` (7,680): the largest Opus packet. Larger ones
-  are dropped and logged; the session stays open.
-* ``MESSAGES_PER_SECOND`` (100) sustained, ``MESSAGE_BURST`` (200) at once, per
-  socket; over that closes 4008.
-* ``MAX_SESSIONS`` (32) devices connected at once; one more is refused with 4009
-  (a device replacing its own connection is not counted twice).
-* ``session.HELLO_TIMEOUT_S`` (10 s) to say hello (4003); 135 to 180 s of silence
-  from the device, outside replies, closes 4006.
-* ``SEND_TIMEOUT_S`` (5 s) for one send to the device (4007); ``CLOSE_TIMEOUT_S``
-  (2 s) for the device to answer a close frame. Past either, the connection is
-  dropped with whatever the device never read.
+Limits. This transport's own: ``MAX_MESSAGE_BYTES`` (65,552, a v2 frame with the
+largest payload) for one WebSocket message, larger closes 1009; and
+:class:`WebSocketLimits`: ``SEND_TIMEOUT_S`` (5 s) for one send to the device
+(4007) and ``CLOSE_TIMEOUT_S`` (2 s) for the device to answer a close frame; past
+either, the connection is dropped with whatever the device never read. Those of
+every transport (``server.limits``): the devices connected at once (one more is
+refused with 4009; a device replacing its own connection is not counted twice)
+and the messages per second a device may send (4008). The protocol's: the
+largest JSON message, v2/v3 payload and Opus packet (larger ones are dropped and
+logged, the session stays open); the hello timeout (4003) and the idle timeout
+(4006, never while a reply plays) of ``device.link`` and ``device.session``.
 
 aiohttp answers pings itself: they do not reach the session, so they count neither
 against the message rate nor as signs of life for the idle timeout.
@@ -67,28 +64,25 @@ makes a send wait once 64 KiB are unsent; the downlink queues at most 50 frames.
 """
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-import hmac
+from enum import IntEnum
 from http import HTTPStatus
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
-from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import CONF_TOKEN, EVENT_HOMEASSISTANT_STOP
-from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_TOKEN
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
+from homeassistant.util.hass_dict import HassKey
 
-from ..const import LOGGER, WEBSOCKET_PATH
-from ..device.runtime import DeviceRuntime
-from ..device.session import (
-    CloseCode,
-    DeviceSession,
-    SendTimeoutError,
-    SessionClosedError,
-    TransportError,
-)
+from ..const import DOMAIN, LOGGER, WEBSOCKET_PATH
+from ..device.link import DeviceLink
+from ..device.supervisor import SessionClosedError
+from ..protocol.firmware import DEFAULT_PROTOCOL_VERSION, TRANSPORT_WEBSOCKET
 from ..protocol.framing import (
     DEFAULT_MAX_FRAME_PAYLOAD,
     V2_HEADER_SIZE,
@@ -96,35 +90,106 @@ from ..protocol.framing import (
     FrameType,
     ProtocolVersionError,
     decode_frame,
+    encode_audio_frame,
     parse_protocol_version,
 )
-from ..protocol.identity import bearer_token, normalize_mac
-from ..protocol.messages import parse_message
-from ..server.ota import request_value
-from ..server.ratelimit import RateLimiter
-from ..server.registry import (
-    CLOSE_TIMEOUT_S,
-    SEND_TIMEOUT_S,
-    ConnectionLimits,
-    XiaozhiServer,
-    async_get_server,
+from ..protocol.identity import bearer_token
+from ..protocol.messages import Hello, parse_message
+from ..server.auth import (
+    AdmissionError,
+    AuthenticatedDevice,
+    admit,
+    authenticate,
+    device_mac,
+    request_value,
 )
+from ..server.limits import ConnectionLimits
+from ..server.ota import public_base_url
+from ..server.ratelimit import RateLimiter
+from ..server.registry import XiaozhiServer, async_get_server
+from .base import EndReason, SendTimeoutError, TransportError
 
 # The largest message read from a device (a v2 frame with the largest payload);
 # larger ones close the socket (1009).
 MAX_MESSAGE_BYTES: Final = DEFAULT_MAX_FRAME_PAYLOAD + V2_HEADER_SIZE
+# A send that blocks this long means the device no longer reads (close code 4007).
+SEND_TIMEOUT_S: Final = 5.0
+# How long closing waits for the device's close frame before dropping the connection.
+CLOSE_TIMEOUT_S: Final = 2.0
+# The binary framing we hand out: v1 (raw Opus) is what every firmware and client
+# speaks and the leanest; a device may still connect with 2 or 3.
+OTA_PROTOCOL_VERSION: Final = DEFAULT_PROTOCOL_VERSION
 # RFC 6455: a close reason is at most 123 bytes of UTF-8.
 _MAX_CLOSE_REASON_BYTES: Final = 123
 
 
-class HandshakeError(Exception):
-    """A connection is refused; ``code`` and ``reason`` go to the device."""
+class CloseCode(IntEnum):
+    """The WebSocket close codes this transport sends (see the module docstring)."""
 
-    def __init__(self, code: CloseCode, reason: str) -> None:
-        """Keep the close code and reason."""
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+    NORMAL = 1000
+    SERVER_SHUTDOWN = 1001
+    BAD_FRAME = 1002
+    INVALID_TEXT = 1007
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    PROTOCOL_ERROR = 4000
+    UNAUTHORIZED = 4001
+    BAD_HANDSHAKE = 4002
+    HELLO_TIMEOUT = 4003
+    REPLACED = 4004
+    SERVER_CLOSED = 4005
+    IDLE_TIMEOUT = 4006
+    SEND_TIMEOUT = 4007
+    RATE_LIMITED = 4008
+    SERVER_BUSY = 4009
+
+
+# The code each end is told with.
+CLOSE_CODES: Final[Mapping[EndReason, CloseCode]] = {
+    EndReason.NORMAL: CloseCode.NORMAL,
+    EndReason.SERVER_SHUTDOWN: CloseCode.SERVER_SHUTDOWN,
+    EndReason.BAD_FRAME: CloseCode.BAD_FRAME,
+    EndReason.INVALID_TEXT: CloseCode.INVALID_TEXT,
+    EndReason.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
+    EndReason.INTERNAL_ERROR: CloseCode.INTERNAL_ERROR,
+    EndReason.PROTOCOL_ERROR: CloseCode.PROTOCOL_ERROR,
+    EndReason.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
+    EndReason.BAD_HANDSHAKE: CloseCode.BAD_HANDSHAKE,
+    EndReason.HELLO_TIMEOUT: CloseCode.HELLO_TIMEOUT,
+    EndReason.REPLACED: CloseCode.REPLACED,
+    EndReason.SERVER_CLOSED: CloseCode.SERVER_CLOSED,
+    EndReason.IDLE_TIMEOUT: CloseCode.IDLE_TIMEOUT,
+    EndReason.SEND_TIMEOUT: CloseCode.SEND_TIMEOUT,
+    EndReason.RATE_LIMITED: CloseCode.RATE_LIMITED,
+    EndReason.SERVER_BUSY: CloseCode.SERVER_BUSY,
+}
+# What a close code aiohttp sent on a receive error means.
+_END_REASONS: Final = {code: reason for reason, code in CLOSE_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketLimits:
+    """Timeouts of device WebSockets.
+
+    Attributes:
+        send_timeout: Seconds a send may block before the device counts as gone.
+        close_timeout: Seconds to wait for the device's close frame.
+    """
+
+    send_timeout: float = SEND_TIMEOUT_S
+    close_timeout: float = CLOSE_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        """Refuse timeouts that would drop every device.
+
+        Raises:
+            ValueError: A timeout is not positive.
+        """
+        if self.send_timeout <= 0 or self.close_timeout <= 0:
+            raise ValueError(f"WebSocket limits must be positive: {self}")
+
+
+DATA_WEBSOCKET_LIMITS: HassKey[WebSocketLimits] = HassKey(f"{DOMAIN}_websocket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +202,6 @@ class Handshake:
     client_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class AuthenticatedDevice:
-    """A connection that proved to be a paired, loaded device."""
-
-    mac: str
-    protocol_version: int
-    runtime: DeviceRuntime
-    name: str
-
-
 def read_handshake(request: web.Request) -> Handshake:
     """Collect the device's claims from its request headers or query parameters."""
     return Handshake(
@@ -157,63 +212,22 @@ def read_handshake(request: web.Request) -> Handshake:
     )
 
 
-def authenticate(server: XiaozhiServer, handshake: Handshake) -> AuthenticatedDevice:
-    """Check a handshake against the paired devices.
+def authenticate_handshake(
+    server: XiaozhiServer, handshake: Handshake
+) -> tuple[AuthenticatedDevice, int]:
+    """Check a handshake; returns the device and the framing version it speaks.
 
     Raises:
-        HandshakeError: The connection must be refused (see the close codes).
+        AdmissionError: The connection must be refused (see the close codes).
     """
-    try:
-        mac = normalize_mac(handshake.device_id)
-    except ValueError:
-        raise HandshakeError(
-            CloseCode.BAD_HANDSHAKE, "missing or invalid Device-Id"
-        ) from None
+    mac = device_mac(handshake.device_id)
     try:
         version = parse_protocol_version(handshake.protocol_version)
     except ProtocolVersionError:
-        raise HandshakeError(
-            CloseCode.BAD_HANDSHAKE, "unsupported Protocol-Version"
+        raise AdmissionError(
+            EndReason.BAD_HANDSHAKE, "unsupported Protocol-Version"
         ) from None
-    entry = server.device_entry(mac)
-    if entry is None:
-        raise HandshakeError(
-            CloseCode.UNAUTHORIZED, "device not paired: check in through OTA first"
-        )
-    if not handshake.token:
-        raise HandshakeError(CloseCode.UNAUTHORIZED, "missing token")
-    expected = str(entry.data.get(CONF_TOKEN, ""))
-    if not expected or not hmac.compare_digest(
-        handshake.token.encode(), expected.encode()
-    ):
-        raise HandshakeError(CloseCode.UNAUTHORIZED, "invalid token")
-    runtime = getattr(entry, "runtime_data", None)
-    if entry.state is not ConfigEntryState.LOADED or not isinstance(
-        runtime, DeviceRuntime
-    ):
-        raise HandshakeError(
-            CloseCode.UNAUTHORIZED, "device is not enabled in Home Assistant"
-        )
-    return AuthenticatedDevice(
-        mac=mac, protocol_version=version, runtime=runtime, name=entry.title or mac
-    )
-
-
-def admit(hass: HomeAssistant, server: XiaozhiServer, mac: str) -> None:
-    """Check that an authenticated device may open a session now.
-
-    Raises:
-        HandshakeError: Home Assistant is stopping, or ``max_sessions`` other
-            devices are connected (the device's own old session does not count:
-            the new one replaces it).
-    """
-    if hass.is_stopping:
-        raise HandshakeError(CloseCode.SERVER_SHUTDOWN, "Home Assistant is stopping")
-    limit = server.limits.max_sessions
-    if mac not in server.connections and len(server.connections) >= limit:
-        raise HandshakeError(
-            CloseCode.SERVER_BUSY, f"too many devices connected (limit {limit})"
-        )
+    return authenticate(server, mac, handshake.token), version
 
 
 def close_message(reason: str) -> bytes:
@@ -233,8 +247,8 @@ def _cancelled_from_outside() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-class WebSocketTransport:
-    """A session's writes to an aiohttp WebSocket, bounded in time.
+class WebSocketConnection:
+    """Writes to an aiohttp WebSocket, bounded in time.
 
     Once a send timed out, the device is taken to be gone: later sends fail at once
     and closing drops the connection with ``abort`` instead of queueing a close
@@ -259,11 +273,16 @@ class WebSocketTransport:
         self._stuck = False
 
     async def send_text(self, text: str) -> None:
-        """Send a text message (see :class:`session.Transport`)."""
+        """Send a text message.
+
+        Raises:
+            TransportError: It could not be delivered (:class:`SendTimeoutError`
+                when the device stopped reading).
+        """
         await self._send(self._ws.send_str(text))
 
     async def send_binary(self, data: bytes) -> None:
-        """Send a binary message (see :class:`session.Transport`)."""
+        """Send a binary message (raises as :meth:`send_text`)."""
         await self._send(self._ws.send_bytes(data))
 
     async def _send(self, sending: Coroutine[Any, Any, None]) -> None:
@@ -306,6 +325,68 @@ class WebSocketTransport:
             self._abort()
 
 
+class WebSocketTransport:
+    """A device's WebSocket as its link's transport (see ``transport.base``).
+
+    Audio goes out framed in the version of the device's handshake; ends go out as
+    the close codes of :data:`CLOSE_CODES`.
+
+    Attributes:
+        protocol_version: The binary framing of the connection (1, 2 or 3).
+    """
+
+    session_ends_connection = True
+
+    def __init__(
+        self, connection: WebSocketConnection, *, protocol_version: int, name: str
+    ) -> None:
+        """Serve the device ``name`` over ``connection``."""
+        self.protocol_version = protocol_version
+        self._connection = connection
+        self._name = name
+
+    def server_hello_fields(self) -> Mapping[str, Any]:
+        """Return the hello's transport and version."""
+        return {"transport": TRANSPORT_WEBSOCKET, "version": self.protocol_version}
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return the connection's framing version."""
+        return {"protocol_version": self.protocol_version}
+
+    async def send_text(self, text: str) -> None:
+        """Send one JSON message as a text frame."""
+        await self._connection.send_text(text)
+
+    async def send_audio(self, packet: bytes) -> None:
+        """Send one Opus packet as a binary frame of the connection's version."""
+        try:
+            frame = encode_audio_frame(packet, self.protocol_version)
+        except FrameError as err:
+            LOGGER.warning("Not sending an Opus packet to %s: %s", self._name, err)
+            return
+        await self._connection.send_binary(frame)
+
+    async def close(self, reason: EndReason, detail: str) -> None:
+        """Close with the reason's close code."""
+        await self._connection.close(CLOSE_CODES[reason], detail)
+
+
+def websocket_url(hass: HomeAssistant, request: web.Request) -> str:
+    """Return the ws:// or wss:// URL the device should connect to."""
+    base = urlsplit(public_base_url(hass, request))
+    scheme = "wss" if base.scheme == "https" else "ws"
+    return f"{scheme}://{base.netloc}{base.path.rstrip('/')}{WEBSOCKET_PATH}"
+
+
+def ota_section(request: web.Request, entry: ConfigEntry) -> dict[str, Any]:
+    """Return the OTA answer's ``websocket`` section for a paired device."""
+    return {
+        "url": websocket_url(request.app[KEY_HASS], request),
+        "token": entry.data[CONF_TOKEN],
+        "version": OTA_PROTOCOL_VERSION,
+    }
+
+
 def _dropper(request: web.Request) -> Callable[[], None] | None:
     """Return what drops the request's connection unless it is closing cleanly.
 
@@ -336,7 +417,7 @@ class DeviceWebSocketView(HomeAssistantView):
         """Upgrade, authenticate, then serve the device until it goes away."""
         hass = request.app[KEY_HASS]
         server = async_get_server(hass)
-        limits = server.limits
+        limits = hass.data[DATA_WEBSOCKET_LIMITS]
         ws = web.WebSocketResponse(
             max_msg_size=MAX_MESSAGE_BYTES + 1,  # aiohttp refuses sizes >= this
             compress=False,
@@ -347,7 +428,7 @@ class DeviceWebSocketView(HomeAssistantView):
                 "expected a WebSocket upgrade", HTTPStatus.BAD_REQUEST
             )
         await ws.prepare(request)
-        transport = WebSocketTransport(
+        connection = WebSocketConnection(
             ws,
             send_timeout=limits.send_timeout,
             close_timeout=limits.close_timeout,
@@ -355,17 +436,20 @@ class DeviceWebSocketView(HomeAssistantView):
         )
         handshake = read_handshake(request)
         try:
-            device = authenticate(server, handshake)
+            device, version = authenticate_handshake(server, handshake)
             admit(hass, server, device.mac)
-        except HandshakeError as err:
+        except AdmissionError as err:
             LOGGER.warning(
                 "Refused device connection from %s (Device-Id %r): %s",
                 request.remote,
                 handshake.device_id[:64],
-                err.reason,
+                err.detail,
             )
-            await transport.close(err.code, err.reason)
+            await connection.close(CLOSE_CODES[err.reason], err.detail)
             return ws
+        transport = WebSocketTransport(
+            connection, protocol_version=version, name=device.name
+        )
         await _async_serve(hass, server, ws, transport, device)
         return ws
 
@@ -377,120 +461,118 @@ async def _async_serve(
     transport: WebSocketTransport,
     device: AuthenticatedDevice,
 ) -> None:
-    session = DeviceSession(
-        hass,
-        device.runtime,
-        transport,
-        mac=device.mac,
-        protocol_version=device.protocol_version,
-        name=device.name,
-    )
-    previous = device.runtime.session
-    if previous is not None:
-        previous.end(CloseCode.REPLACED, "replaced by a new connection of the device")
-    device.runtime.async_attach(session)
-    server.connections[device.mac] = session
-    session.start()
+    link = DeviceLink(hass, device.runtime, transport, mac=device.mac, name=device.name)
+    server.async_register_link(link)
+    link.start()
     LOGGER.debug(
-        "%s connected (protocol version %d)", device.name, device.protocol_version
+        "%s connected (protocol version %d)", device.name, transport.protocol_version
     )
     try:
-        await _async_receive(ws, session, server.limits)
+        await _async_receive(
+            ws, link, server.limits, protocol_version=transport.protocol_version
+        )
     finally:
-        session.end(
-            CloseCode.NORMAL,
+        link.end(
+            EndReason.NORMAL,
             f"the device closed the connection (code {ws.close_code})",
         )
-        if server.connections.get(device.mac) is session:
-            del server.connections[device.mac]
-        await session.async_wait_closed()
+        server.async_unregister_link(link)
+        await link.async_wait_closed()
 
 
 async def _async_receive(
     ws: web.WebSocketResponse,
-    session: DeviceSession,
+    link: DeviceLink,
     limits: ConnectionLimits | None = None,
+    *,
+    protocol_version: int = DEFAULT_PROTOCOL_VERSION,
 ) -> None:
-    """Hand each message of the socket to the session until either ends."""
+    """Hand each message of the socket to the link until either ends."""
     limits = limits or ConnectionLimits()
     budget = RateLimiter(limits.messages_per_second, limits.message_burst, max_keys=1)
     async for message in ws:
-        session.note_incoming()
-        if not budget.allow(session.mac):
-            session.end(
-                CloseCode.RATE_LIMITED,
+        link.note_incoming()
+        if not budget.allow(link.mac):
+            link.end(
+                EndReason.RATE_LIMITED,
                 f"more than {limits.messages_per_second:g} messages per second "
                 f"(bursts of {limits.message_burst})",
             )
             return
         try:
-            await _async_handle_message(session, message)
+            await _async_handle_message(link, message, protocol_version)
         except SessionClosedError:
             return
         except Exception:  # one bad message must not take down the server
-            LOGGER.exception(
-                "Unexpected error handling a message from %s", session.name
-            )
-            session.end(CloseCode.INTERNAL_ERROR, "internal error")
+            LOGGER.exception("Unexpected error handling a message from %s", link.name)
+            link.end(EndReason.INTERNAL_ERROR, "internal error")
             return
-        if session.closed:
+        if link.closed:
             return
 
 
-async def _async_handle_message(session: DeviceSession, message: WSMessage) -> None:
+async def _async_handle_message(
+    link: DeviceLink, message: WSMessage, protocol_version: int
+) -> None:
     if message.type is WSMsgType.TEXT:
-        await _async_handle_json(session, message.data)
+        await _async_handle_json(link, message.data, protocol_version)
     elif message.type is WSMsgType.BINARY:
-        await _async_handle_binary(session, message.data)
+        await _async_handle_binary(link, message.data, protocol_version)
     else:  # ERROR: aiohttp has closed the socket already
-        session.end(*_error_close(message.data))
+        link.end(*_error_end(message.data))
 
 
-def _error_close(error: object) -> tuple[CloseCode, str]:
-    """Return the close code aiohttp sent for a receive error, and a reason."""
+def _error_end(error: object) -> tuple[EndReason, str]:
+    """Return why a receive error ended the link (the code aiohttp sent)."""
     if isinstance(error, WebSocketError):
         try:
-            code = CloseCode(error.code)
+            reason = _END_REASONS[CloseCode(error.code)]
         except ValueError:
-            code = CloseCode.PROTOCOL_ERROR
-        return code, f"bad frame: {error}"
-    return CloseCode.NORMAL, f"connection lost: {error!r}"
+            reason = EndReason.PROTOCOL_ERROR
+        return reason, f"bad frame: {error}"
+    return EndReason.NORMAL, f"connection lost: {error!r}"
 
 
-async def _async_handle_json(session: DeviceSession, data: str | bytes) -> None:
+async def _async_handle_json(
+    link: DeviceLink, data: str | bytes, protocol_version: int
+) -> None:
     try:
         message = parse_message(data)
     except ValueError as err:  # MessageError, or a limit of json itself (huge ints)
-        session.report_bad_input("malformed message", err)
+        link.report_bad_input("malformed message", err)
         return
-    await session.async_handle_message(message)
+    if (
+        isinstance(message, Hello)
+        and link.session is None
+        and message.version != protocol_version
+    ):
+        LOGGER.debug(
+            "%s says version %d in its hello, %d in its handshake: using %d",
+            link.name,
+            message.version,
+            protocol_version,
+            protocol_version,
+        )
+    await link.async_handle_message(message)
 
 
-async def _async_handle_binary(session: DeviceSession, data: bytes) -> None:
+async def _async_handle_binary(
+    link: DeviceLink, data: bytes, protocol_version: int
+) -> None:
     try:
-        frame = decode_frame(data, session.protocol_version)
+        frame = decode_frame(data, protocol_version)
     except FrameError as err:
-        session.report_bad_input("malformed frame", err)
+        link.report_bad_input("malformed frame", err)
         return
     if frame.type is FrameType.JSON:
-        await _async_handle_json(session, frame.payload)
+        await _async_handle_json(link, frame.payload, protocol_version)
     else:
-        session.handle_audio(frame.payload)
+        link.handle_audio(frame.payload)
 
 
 @callback
 def async_setup_websocket(hass: HomeAssistant) -> None:
-    """Register the device endpoint and close every session when HA stops."""
+    """Serve devices over WebSocket: the endpoint and its part of the OTA answer."""
+    hass.data[DATA_WEBSOCKET_LIMITS] = WebSocketLimits()
     hass.http.register_view(DeviceWebSocketView())
-
-    async def _async_close_all(event: Event) -> None:
-        sessions = [
-            connection
-            for connection in async_get_server(hass).connections.values()
-            if isinstance(connection, DeviceSession)
-        ]
-        for session in sessions:
-            session.end(CloseCode.SERVER_SHUTDOWN, "Home Assistant is stopping")
-        await asyncio.gather(*(session.async_wait_closed() for session in sessions))
-
-    hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_close_all)
+    async_get_server(hass).ota_sections["websocket"] = ota_section

@@ -69,9 +69,9 @@ class DeviceSpeech:
         self.started_at = time.monotonic()
         if self._on_start is not None:
             self._on_start()
-        await self._session.start_speaking()
+        await self._session.playback.start_speaking()
         self._playback = self._session.create_task(
-            self._session.play_pcm(self._pcm(), SPEECH_SAMPLE_RATE), "playback"
+            self._session.playback.play_pcm(self._pcm(), SPEECH_SAMPLE_RATE), "playback"
         )
         self._playback.add_done_callback(self._playback_done)
 
@@ -93,12 +93,12 @@ class DeviceSpeech:
         if self._playback is not None:
             await self._put(None)
             self.played = await self._playback
-        await self._session.stop_speaking()
+        await self._session.playback.stop_speaking()
 
     async def alert(self, message: str) -> None:
         """Show ``message`` as an error alert."""
         title = device_message("error_title", self._device_language)
-        await self._session.send_alert(title, message, ALERT_EMOTION)
+        await self._session.link.send_alert(title, message, ALERT_EMOTION)
 
     def close(self) -> None:
         """Stop the playback now (barge-in); later calls are no-ops."""
@@ -118,7 +118,7 @@ class DeviceSpeech:
     async def _pcm(self) -> AsyncGenerator[bytes]:
         while (item := await self._items.get()) is not None:
             if isinstance(item, _Sentence):
-                if not await self._session.downlink.drain():
+                if not await self._session.playback.downlink.drain():
                     return
                 await self._session.send_sentence(item.text)
                 continue

@@ -25,8 +25,9 @@ from collections.abc import AsyncGenerator
 import contextlib
 
 from ..const import LOGGER
-from ..device.session import CloseCode, DeviceSession
+from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
+from ..transport.base import EndReason
 from .tts_audio import SPEECH_SAMPLE_RATE
 from .turn import SatelliteHost, TurnEnd, VoiceTurn
 
@@ -64,7 +65,9 @@ class VoiceSession:
             return
         self._turn_task.cancel()
         if self._session.speaking and not self._session.closed:
-            self._session.create_task(self._session.stop_speaking(), "stop speaking")
+            self._session.create_task(
+                self._session.playback.stop_speaking(), "stop speaking"
+            )
 
     async def on_listen_start(self, mode: ListenMode) -> None:
         """Begin a turn, interrupting the one running."""
@@ -113,13 +116,15 @@ class VoiceSession:
         self, audio: AsyncGenerator[bytes], message: str
     ) -> None:
         async with contextlib.aclosing(audio):
-            await self._session.start_speaking()
+            await self._session.playback.start_speaking()
             if message:
                 await self._session.send_sentence(message)
             try:
-                played = await self._session.play_pcm(audio, SPEECH_SAMPLE_RATE)
+                played = await self._session.playback.play_pcm(
+                    audio, SPEECH_SAMPLE_RATE
+                )
             finally:
-                await self._session.stop_speaking()
+                await self._session.playback.stop_speaking()
         if played and self._session.listen_mode is ListenMode.REALTIME:
             self._start_turn(ListenMode.REALTIME)
 
@@ -138,7 +143,7 @@ class VoiceSession:
         LOGGER.debug("Turn of %s ended: %s", self._session.name, end.name)
         match end:
             case TurnEnd.END_CONVERSATION if turn.mode is not ListenMode.MANUAL:
-                self._session.end(CloseCode.NORMAL, "the conversation is over")
+                self._session.end(EndReason.NORMAL, "the conversation is over")
             case TurnEnd.LISTEN_AGAIN if self._device_still_listens(turn):
                 self._start_turn(turn.mode)
 
@@ -154,8 +159,8 @@ class VoiceSession:
         while (task := self._turn_task) is not None:
             task.cancel()
             # The audio stops now, not after the turn has cleaned up.
-            await self._session.stop_speaking()
+            await self._session.playback.stop_speaking()
             await asyncio.wait({task})
             if self._turn_task is task:
                 self._turn = self._turn_task = None
-        await self._session.stop_speaking()
+        await self._session.playback.stop_speaking()
