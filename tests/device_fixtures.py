@@ -20,7 +20,6 @@ from custom_components.xiaozhi.const import (
     CONF_ENTRY_KIND,
     CONF_FIRMWARE_VERSION,
     CONF_MAC,
-    CONF_PROTOCOL_VERSION,
     DOMAIN,
     ENTRY_KIND_DEVICE,
     WEBSOCKET_PATH,
@@ -51,7 +50,6 @@ def device_entry_data(mac: str = MAC, token: str = TOKEN) -> dict[str, Any]:
         CONF_BOARD: "bread-compact-wifi",
         CONF_FIRMWARE_VERSION: "1.9.2",
         CONF_DEVICE_LANGUAGE: "zh-CN",
-        CONF_PROTOCOL_VERSION: 1,
         CONF_TOKEN: token,
     }
 

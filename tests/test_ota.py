@@ -27,7 +27,6 @@ from custom_components.xiaozhi.const import (
     CONF_ENTRY_KIND,
     CONF_FIRMWARE_VERSION,
     CONF_MAC,
-    CONF_PROTOCOL_VERSION,
     DOMAIN,
     ENTRY_KIND_DEVICE,
 )
@@ -182,7 +181,7 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     assert answer["websocket"] == {
         "url": f"ws://127.0.0.1:{port}/xiaozhi/v1/",
         "token": entry.data[CONF_TOKEN],
-        "version": entry.data[CONF_PROTOCOL_VERSION],
+        "version": 1,
     }
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from .integration import (
         CONFIG_SCHEMA as CONFIG_SCHEMA,
+        async_migrate_entry as async_migrate_entry,
         async_remove_entry as async_remove_entry,
         async_setup as async_setup,
         async_setup_entry as async_setup_entry,
@@ -36,6 +37,7 @@ ENTRY_POINTS: Final = frozenset(
         "async_setup_entry",
         "async_unload_entry",
         "async_remove_entry",
+        "async_migrate_entry",
     }
 )
 

@@ -55,7 +55,6 @@ from .const import (
     CONF_MAX_TOKENS,
     CONF_MODEL,
     CONF_PRESET,
-    CONF_PROTOCOL_VERSION,
     CONF_SPEED,
     CONF_SUPPORTS_AUDIO,
     CONF_TEMPERATURE,
@@ -85,7 +84,6 @@ from .const import (
     tts_defaults,
 )
 from .device.runtime import ProviderConfigEntry, is_device_entry
-from .protocol.firmware import DEFAULT_PROTOCOL_VERSION
 from .provider.client import (
     PRESET_TITLES,
     async_create_client,
@@ -171,7 +169,8 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
     """Add an OpenAI-compatible service."""
 
     VERSION = 1
-    MINOR_VERSION = 1
+    # 1.2: device entries no longer store the WebSocket framing version.
+    MINOR_VERSION = 2
 
     def __init__(self) -> None:
         """Start with no preset chosen and no device discovered."""
@@ -370,7 +369,6 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             CONF_BOARD: device.get(CONF_BOARD, ""),
             CONF_FIRMWARE_VERSION: device.get(CONF_FIRMWARE_VERSION, ""),
             CONF_DEVICE_LANGUAGE: device.get(CONF_DEVICE_LANGUAGE, ""),
-            CONF_PROTOCOL_VERSION: DEFAULT_PROTOCOL_VERSION,
             # A fresh token on every pairing: a re-paired device's old token dies.
             CONF_TOKEN: secrets.token_urlsafe(32),
         }

@@ -157,7 +157,6 @@ CONF_CLIENT_ID: Final = "client_id"
 CONF_BOARD: Final = "board"
 CONF_FIRMWARE_VERSION: Final = "firmware_version"
 CONF_DEVICE_LANGUAGE: Final = "device_language"
-CONF_PROTOCOL_VERSION: Final = "protocol_version"
 
 # HTTP paths the firmware uses (its OTA URL setting points at OTA_PATH).
 OTA_PATH: Final = "/xiaozhi/ota/"

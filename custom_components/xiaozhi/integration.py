@@ -1,5 +1,7 @@
 """The Xiaozhi integration: Home Assistant as the server for Xiaozhi voice devices."""
 
+from typing import Final
+
 import openai
 
 from homeassistant.config_entries import ConfigEntry
@@ -9,6 +11,7 @@ from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
+from .config_flow import XiaozhiConfigFlow
 from .const import CONF_BASE_URL, CONF_MAC, DOMAIN
 from .device.entity import device_registry_info
 from .device.firmware_check import (
@@ -28,6 +31,10 @@ from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
 from .transport.websocket import async_setup_websocket
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+# Entry data that version 1.1 kept on device entries: the WebSocket framing they
+# were handed (always 1), which the WebSocket transport owns now.
+_STALE_DEVICE_KEYS: Final = ("protocol_version",)
 
 PROVIDER_PLATFORMS: tuple[Platform, ...] = (
     Platform.CONVERSATION,
@@ -108,6 +115,24 @@ async def _async_setup_provider(
             translation_placeholders={"error": str(err)},
         ) from err
     entry.runtime_data = ProviderRuntime(client=client, models=models)
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    """Bring an entry stored by an older version of the integration up to date.
+
+    Returns False for an entry of a newer major version (after a downgrade):
+    this version cannot know what it means.
+    """
+    if entry.version > XiaozhiConfigFlow.VERSION:
+        return False
+    if entry.minor_version < 2:
+        data = {
+            key: value
+            for key, value in entry.data.items()
+            if key not in _STALE_DEVICE_KEYS
+        }
+        hass.config_entries.async_update_entry(entry, data=data, minor_version=2)
+    return True
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
