@@ -91,7 +91,8 @@ async def home_assistant(
     # isort: on
     import custom_components.xiaozhi  # noqa: F401 (HA finds the integration here)
     from custom_components.xiaozhi.config_flow import default_subentries
-    from custom_components.xiaozhi.const import DOMAIN, PRESET_CUSTOM
+    from custom_components.xiaozhi.const import DOMAIN
+    from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
     from tests.conftest import provider_entry_data
     from tests.device_fixtures import device_entry_data
 

@@ -24,8 +24,8 @@ from custom_components.xiaozhi.const import (
     CONF_SUPPORTS_AUDIO,
     DOMAIN,
     ENTRY_KIND_PROVIDER,
-    PRESET_CUSTOM,
 )
+from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
 
 from .device_fixtures import client, device_entry, devices, runtime  # noqa: F401
 from .fake_provider import FakeProvider, fake_provider  # noqa: F401

@@ -19,15 +19,10 @@ from homeassistant.const import CONF_PROMPT
 from homeassistant.core import HomeAssistant
 
 from custom_components.xiaozhi.config_flow import default_subentries
-from custom_components.xiaozhi.const import (
-    CONF_LANGUAGE,
-    CONF_MODEL,
-    PRESET_CUSTOM,
-    SUBENTRY_STT,
-)
-from custom_components.xiaozhi.stt import (
+from custom_components.xiaozhi.const import CONF_LANGUAGE, CONF_MODEL, SUBENTRY_STT
+from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM, SPEECH_LANGUAGES
+from custom_components.xiaozhi.provider.transcription import (
     MAX_AUDIO_SECONDS,
-    SPEECH_LANGUAGES,
     Utterance,
     api_language,
     rms_dbfs,

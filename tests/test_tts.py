@@ -27,20 +27,19 @@ from custom_components.xiaozhi.const import (
     CONF_MODEL,
     CONF_SPEED,
     CONF_VOICE,
-    OPENAI_VOICES,
-    PRESET_CUSTOM,
     SUBENTRY_TTS,
 )
 from custom_components.xiaozhi.protocol.codec import parse_wav
-from custom_components.xiaozhi.provider.lookahead import synthesize_in_order
-from custom_components.xiaozhi.tts import (
+from custom_components.xiaozhi.provider.presets import OPENAI_VOICES, PRESET_CUSTOM
+from custom_components.xiaozhi.provider.speech import (
     PROVIDER_SAMPLE_RATE,
     AudioOutput,
     PcmConverter,
-    XiaozhiTextToSpeechEntity,
     audio_output,
     format_audio,
 )
+from custom_components.xiaozhi.text.lookahead import synthesize_in_order
+from custom_components.xiaozhi.tts import XiaozhiTextToSpeechEntity
 
 from .fake_provider import SPEECH_PATH, FakeProvider
 

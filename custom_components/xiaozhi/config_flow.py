@@ -59,10 +59,6 @@ from .const import (
     CONF_SUPPORTS_AUDIO,
     CONF_TEMPERATURE,
     CONF_VOICE,
-    CUSTOM_DEFAULT_CHAT_MODEL,
-    CUSTOM_DEFAULT_STT_MODEL,
-    CUSTOM_DEFAULT_TTS_MODEL,
-    CUSTOM_DEFAULT_TTS_VOICE,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_STT_NAME,
     DEFAULT_TTS_NAME,
@@ -70,26 +66,33 @@ from .const import (
     ENTRY_KIND_DEVICE,
     ENTRY_KIND_PROVIDER,
     LOGGER,
-    OPENAI_VOICES,
-    PRESET_CUSTOM,
-    PRESETS,
     RECOMMENDED_MAX_TOKENS,
     RECOMMENDED_SPEED,
     RECOMMENDED_TEMPERATURE,
     SUBENTRY_CONVERSATION,
     SUBENTRY_STT,
     SUBENTRY_TTS,
-    conversation_defaults,
-    stt_defaults,
-    tts_defaults,
 )
-from .device.runtime import ProviderConfigEntry, is_device_entry
+from .device.runtime import is_device_entry
 from .provider.client import (
-    PRESET_TITLES,
+    ProviderConfigEntry,
     async_create_client,
     async_list_models,
     normalize_base_url,
     provider_title,
+)
+from .provider.presets import (
+    CUSTOM_DEFAULT_CHAT_MODEL,
+    CUSTOM_DEFAULT_STT_MODEL,
+    CUSTOM_DEFAULT_TTS_MODEL,
+    CUSTOM_DEFAULT_TTS_VOICE,
+    OPENAI_VOICES,
+    PRESET_CUSTOM,
+    PRESET_TITLES,
+    PRESETS,
+    conversation_defaults,
+    stt_defaults,
+    tts_defaults,
 )
 from .server.pairing import PairingError
 from .server.registry import async_get_server

@@ -28,7 +28,6 @@ from .const import (
     RECOMMENDED_TEMPERATURE,
     SUBENTRY_CONVERSATION,
 )
-from .device.runtime import ProviderConfigEntry
 from .provider.chat_stream import (
     ERROR_INVALID_AUTH,
     ContentDelta,
@@ -38,6 +37,7 @@ from .provider.chat_stream import (
     format_tool,
     transform_stream,
 )
+from .provider.client import ProviderConfigEntry
 from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities
 
 PARALLEL_UPDATES = 0

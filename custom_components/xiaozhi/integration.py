@@ -18,14 +18,13 @@ from .device.firmware_check import (
     async_forget_firmware_issue,
     async_track_firmware_features,
 )
-from .device.runtime import (
-    DeviceConfigEntry,
-    DeviceRuntime,
+from .device.runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
+from .provider.client import (
     ProviderConfigEntry,
     ProviderRuntime,
-    is_device_entry,
+    async_create_client,
+    async_list_models,
 )
-from .provider.client import async_create_client, async_list_models
 from .server.ota import ActivateView, OtaView
 from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
 from .transport.websocket import async_setup_websocket

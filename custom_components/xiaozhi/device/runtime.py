@@ -1,10 +1,7 @@
-"""Runtime data kept on config entries."""
+"""What a loaded device entry holds: its live link, tools and listeners."""
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-import openai
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, callback
@@ -27,17 +24,6 @@ def entry_kind(entry: ConfigEntry) -> str:
 def is_device_entry(entry: ConfigEntry) -> bool:
     """Return whether the entry is a paired device."""
     return entry_kind(entry) == ENTRY_KIND_DEVICE
-
-
-@dataclass(slots=True)
-class ProviderRuntime:
-    """What a loaded provider entry holds: the client and what the service offers."""
-
-    client: openai.AsyncOpenAI
-    models: list[str] = field(default_factory=list)
-
-
-type ProviderConfigEntry = ConfigEntry[ProviderRuntime]
 
 
 type SessionHandlerFactory = Callable[[DeviceSession], SessionHandler]

@@ -1,23 +1,34 @@
-"""The OpenAI-compatible provider client: construction and validation."""
+"""The OpenAI-compatible provider client: construction, validation, errors."""
 
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
+import httpx
+import httpx2
 import openai
 
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.httpx_client import get_async_client
 
 from ..const import NO_API_KEY, VALIDATION_TIMEOUT
+from .presets import PRESET_TITLES
 
-PRESET_TITLES: dict[str, str] = {
-    "openai": "OpenAI",
-    "dashscope": "DashScope (Qwen)",
-    "zhipu": "Zhipu (GLM)",
-    "deepseek": "DeepSeek",
-    "siliconflow": "SiliconFlow",
-    "ollama": "Ollama",
-}
+# What the provider and its HTTP client raise: SDK errors, and transport errors
+# while a streamed response is read (HA's httpx client or the SDK's own httpx2).
+PROVIDER_ERRORS: Final = (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError)
+
+
+@dataclass(slots=True)
+class ProviderRuntime:
+    """What a loaded provider entry holds: the client and what the service offers."""
+
+    client: openai.AsyncOpenAI
+    models: list[str] = field(default_factory=list)
+
+
+type ProviderConfigEntry = ConfigEntry[ProviderRuntime]
 
 
 def provider_title(preset: str, base_url: str) -> str:

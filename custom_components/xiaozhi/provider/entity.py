@@ -10,8 +10,7 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from ..const import CONF_BASE_URL, CONF_MODEL, CONF_PRESET, DOMAIN
-from ..device.runtime import ProviderConfigEntry
-from .client import provider_title
+from .client import ProviderConfigEntry, provider_title
 
 
 class ProviderSubentryEntity(Entity):
