@@ -1,60 +1,95 @@
-"""Ordered speech synthesis of a sentence stream with bounded look-ahead.
+"""Ordered speech synthesis of a stream of texts, with bounded look-ahead.
 
-A reply is spoken sentence by sentence. Synthesis of a sentence starts as soon as
-the sentence is complete, and while the audio of one sentence is handed out, the
-requests for up to ``lookahead`` following sentences are already in flight, their
-audio buffered in memory. The audio comes out in sentence order, each chunk as
-soon as it arrived from the synthesizer.
+A reply is spoken piece by piece (sentences, or the speaker's segments). Synthesis
+of a piece starts as soon as the piece exists, and while the audio of one piece
+is handed out, the requests for up to ``lookahead`` following pieces are already
+in flight, their audio buffered in memory. The audio comes out in order, each
+chunk as soon as it arrived from the synthesizer.
 
-This module knows nothing about Home Assistant or the provider: the synthesizer
-is any function turning one sentence into an async generator of audio bytes.
+The one engine of the integration: the TTS entity uses :func:`synthesize_in_order`
+(one audio stream), the device's speaker :func:`syntheses_in_order` (one
+:class:`Synthesis` per piece, to know where each piece's audio starts). It knows
+nothing about Home Assistant or the provider: a synthesizer is any function
+turning one piece into an async generator of audio bytes.
 """
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 import contextlib
+from typing import Final
 
-type Synthesizer = Callable[[str], AsyncGenerator[bytes]]
-"""Turns one sentence into its audio, streamed. Closing the generator cancels it."""
+type Synthesizer[T] = Callable[[T], AsyncGenerator[bytes]]
+"""Turns one piece into its audio, streamed. Closing the generator cancels it."""
 
-DEFAULT_LOOKAHEAD = 1
+# One piece synthesized ahead of the one playing: enough to hide a request's
+# latency behind the audio before it, without holding much of a reply in memory.
+DEFAULT_LOOKAHEAD: Final = 1
 
 
-class _Synthesis:
-    """One sentence being synthesized in its own task, its audio queued."""
+class Synthesis[T]:
+    """One piece being synthesized in its own task, its audio queued.
 
-    def __init__(self, text: str, synthesize: Synthesizer) -> None:
+    Attributes:
+        item: The piece.
+    """
+
+    def __init__(self, item: T, synthesize: Synthesizer[T], *, name: str) -> None:
+        """Start synthesizing ``item`` now, in a task called ``name``."""
+        self.item = item
         # None marks the end, whether the synthesis succeeded or failed.
-        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run(text, synthesize))
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(synthesize), name=name)
 
-    async def _run(self, text: str, synthesize: Synthesizer) -> None:
+    async def _run(self, synthesize: Synthesizer[T]) -> None:
         try:
-            async with contextlib.aclosing(synthesize(text)) as audio:
+            async with contextlib.aclosing(synthesize(self.item)) as audio:
                 async for chunk in audio:
                     if chunk:
-                        self.chunks.put_nowait(chunk)
+                        self._chunks.put_nowait(chunk)
         finally:
-            self.chunks.put_nowait(None)
+            self._chunks.put_nowait(None)
+
+    async def audio(self) -> AsyncGenerator[bytes]:
+        """Yield the piece's audio as it arrives.
+
+        Raises:
+            Exception: Whatever the synthesizer raised, after the audio it
+                produced before failing.
+        """
+        while (chunk := await self._chunks.get()) is not None:
+            yield chunk
+        await self.task
+
+    async def cancel(self) -> None:
+        """Stop the synthesis (if it still runs) and wait until it is closed."""
+        if self.task.done():
+            if not self.task.cancelled():
+                self.task.exception()  # a skipped piece's failure is no news
+            return
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
-class _Scheduler:
-    """Starts syntheses in sentence order, at most ``lookahead + 1`` unconsumed."""
+class _Scheduler[T]:
+    """Starts syntheses in order, at most ``lookahead + 1`` not yet handed out."""
 
-    def __init__(self, synthesize: Synthesizer, lookahead: int) -> None:
+    def __init__(self, synthesize: Synthesizer[T], lookahead: int, name: str) -> None:
         self._synthesize = synthesize
+        self._name = name
         self._slots = asyncio.Semaphore(lookahead + 1)
-        # None marks the end of the sentences (or a failure reading them).
-        self.started: asyncio.Queue[_Synthesis | None] = asyncio.Queue()
-        self.running: set[_Synthesis] = set()
+        # None marks the end of the pieces (or a failure reading them).
+        self.started: asyncio.Queue[Synthesis[T] | None] = asyncio.Queue()
+        self.running: set[Synthesis[T]] = set()
 
-    async def start_all(self, sentences: AsyncIterable[str]) -> None:
-        """Start a synthesis per sentence, waiting for a free slot before each."""
-        iterator = aiter(sentences)
+    async def start_all(self, items: AsyncIterable[T]) -> None:
+        """Start a synthesis per piece, waiting for a free slot before each."""
+        iterator = aiter(items)
         try:
-            async for text in iterator:
+            async for item in iterator:
                 await self._slots.acquire()
-                synthesis = _Synthesis(text, self._synthesize)
+                synthesis = Synthesis(
+                    item, self._synthesize, name=f"{self._name}.synthesis"
+                )
                 self.running.add(synthesis)
                 self.started.put_nowait(synthesis)
         finally:
@@ -62,22 +97,62 @@ class _Scheduler:
             if isinstance(iterator, AsyncGenerator):
                 await iterator.aclose()
 
-    def finished(self, synthesis: _Synthesis) -> None:
-        """Free the slot of a synthesis whose audio was handed out completely."""
+    async def finished(self, synthesis: Synthesis[T]) -> None:
+        """Free the slot of a synthesis whose audio was handed out (or skipped)."""
+        await synthesis.cancel()
         self.running.discard(synthesis)
         self._slots.release()
 
     async def cancel(self) -> None:
         """Cancel every synthesis still running and wait until they are closed."""
-        tasks = [synthesis.task for synthesis in self.running]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(synthesis.cancel() for synthesis in self.running))
+
+
+async def syntheses_in_order[T](
+    items: AsyncIterable[T],
+    synthesize: Synthesizer[T],
+    *,
+    lookahead: int = DEFAULT_LOOKAHEAD,
+    name: str = "xiaozhi.lookahead",
+) -> AsyncGenerator[Synthesis[T]]:
+    """Yield the synthesis of each piece in order, the next ones started ahead.
+
+    Read a synthesis's :meth:`Synthesis.audio` before asking for the next one;
+    asking for the next one stops whatever is left of the current one (a piece
+    the caller skips).
+
+    Args:
+        items: The pieces to speak, as they come.
+        synthesize: Produces the audio of one piece.
+        lookahead: How many pieces after the one being handed out may be
+            synthesized at the same time; 0 synthesizes strictly one by one.
+        name: What the engine's task names start with.
+
+    Raises:
+        ValueError: ``lookahead`` is negative.
+        Exception: Whatever ``items`` raised, after the pieces before it.
+
+    Closing or cancelling the generator cancels every synthesis in flight, which
+    closes their generators (and so their requests).
+    """
+    if lookahead < 0:
+        raise ValueError(f"lookahead must not be negative: {lookahead}")
+    scheduler = _Scheduler(synthesize, lookahead, name)
+    producer = asyncio.create_task(scheduler.start_all(items), name=f"{name}.requests")
+    try:
+        while (synthesis := await scheduler.started.get()) is not None:
+            yield synthesis
+            await scheduler.finished(synthesis)
+        await producer
+    finally:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+        await scheduler.cancel()
 
 
 async def synthesize_in_order(
     sentences: AsyncIterable[str],
-    synthesize: Synthesizer,
+    synthesize: Synthesizer[str],
     *,
     lookahead: int = DEFAULT_LOOKAHEAD,
 ) -> AsyncGenerator[bytes]:
@@ -100,18 +175,9 @@ async def synthesize_in_order(
     Closing or cancelling the generator cancels every synthesis in flight, which
     closes their generators (and so their provider requests).
     """
-    if lookahead < 0:
-        raise ValueError(f"lookahead must not be negative: {lookahead}")
-    scheduler = _Scheduler(synthesize, lookahead)
-    producer = asyncio.create_task(scheduler.start_all(sentences))
-    try:
-        while (synthesis := await scheduler.started.get()) is not None:
-            while (chunk := await synthesis.chunks.get()) is not None:
-                yield chunk
-            await synthesis.task  # raises the synthesis error, if any
-            scheduler.finished(synthesis)
-        await producer
-    finally:
-        producer.cancel()
-        await asyncio.gather(producer, return_exceptions=True)
-        await scheduler.cancel()
+    syntheses = syntheses_in_order(sentences, synthesize, lookahead=lookahead)
+    async with contextlib.aclosing(syntheses):
+        async for synthesis in syntheses:
+            async with contextlib.aclosing(synthesis.audio()) as audio:
+                async for chunk in audio:
+                    yield chunk

@@ -58,6 +58,7 @@ from homeassistant.core import HomeAssistant
 from ..const import LOGGER
 from ..device.messages import device_message
 from ..text.emotion import emotion_for_emojis
+from ..text.lookahead import DEFAULT_LOOKAHEAD, Synthesis, syntheses_in_order
 from ..text.splitter import Segment, SentenceSplitter, SplitterOptions
 from .tts_audio import (
     SPEECH_SAMPLE_RATE,
@@ -68,7 +69,6 @@ from .tts_audio import (
     start_message_stream,
 )
 
-DEFAULT_LOOKAHEAD: Final = 1
 # PCM is handed to the sink in pieces of at most one Opus frame, so sentence
 # starts and the emotion can go out between them.
 AUDIO_CHUNK_MS: Final = 60
@@ -193,6 +193,15 @@ def _pieces(pcm: bytes) -> list[bytes]:
     ]
 
 
+async def _chained(
+    first: Segment, rest: AsyncIterator[Segment]
+) -> AsyncGenerator[Segment]:
+    """The reply's segments, the first already read (closing this leaves ``rest`` open)."""
+    yield first
+    async for segment in rest:
+        yield segment
+
+
 async def _queued_texts(texts: asyncio.Queue[str | None]) -> AsyncGenerator[str]:
     """The message stream of a streaming TTS request; ``None`` ends it."""
     while (text := await texts.get()) is not None:
@@ -210,15 +219,6 @@ class _Voice:
 
     def open_stream(self) -> ResultStream:
         return open_tts_stream(self.hass, self.engine, self.language, self.options)
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """A segment and its TTS request (no stream: nothing to play)."""
-
-    segment: Segment
-    stream: ResultStream | None = None
-    error: TtsError | None = None
 
 
 class _ReplySpeaker:
@@ -352,60 +352,36 @@ class _ReplySpeaker:
     async def _speak_per_segment(
         self, stream: ResultStream, first: Segment, segments: AsyncIterator[Segment]
     ) -> None:
-        parts: asyncio.Queue[_Part | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self._lookahead + 1)
-        async with asyncio.TaskGroup() as group:
-            group.create_task(
-                self._request_in_order(stream, first, segments, parts, slots),
-                name="xiaozhi.speaker.requests",
-            )
-            await self._play_in_order(parts, slots)
+        unused: list[ResultStream] = [stream]  # opened to learn the engine's kind
 
-    async def _request_in_order(
-        self,
-        stream: ResultStream,
-        first: Segment,
-        segments: AsyncIterator[Segment],
-        parts: asyncio.Queue[_Part | None],
-        slots: asyncio.Semaphore,
-    ) -> None:
-        await slots.acquire()
-        parts.put_nowait(self._request(first, stream))
-        async for segment in segments:
-            await slots.acquire()
-            parts.put_nowait(self._request(segment, None))
-        parts.put_nowait(None)
+        async def synthesize(segment: Segment) -> AsyncGenerator[bytes]:
+            if self._tts_failed:
+                return
+            request = unused.pop() if unused else self._voice.open_stream()
+            start_message(request, segment.text)
+            async with contextlib.aclosing(pcm_from_stream(request)) as audio:
+                async for pcm in audio:
+                    yield pcm
 
-    def _request(self, segment: Segment, stream: ResultStream | None) -> _Part:
+        syntheses = syntheses_in_order(
+            _chained(first, segments),
+            synthesize,
+            lookahead=self._lookahead,
+            name="xiaozhi.speaker",
+        )
+        async with contextlib.aclosing(syntheses):
+            async for synthesis in syntheses:
+                await self._play_synthesis(synthesis)
+
+    async def _play_synthesis(self, synthesis: Synthesis[Segment]) -> None:
         if self._tts_failed:
-            return _Part(segment)
-        try:
-            stream = stream or self._voice.open_stream()
-            start_message(stream, segment.text)
-        except TtsError as err:
-            return _Part(segment, error=err)
-        return _Part(segment, stream)
-
-    async def _play_in_order(
-        self, parts: asyncio.Queue[_Part | None], slots: asyncio.Semaphore
-    ) -> None:
-        while (part := await parts.get()) is not None:
-            try:
-                await self._play_part(part)
-            finally:
-                slots.release()
-
-    async def _play_part(self, part: _Part) -> None:
-        if part.error is not None:
-            await self._fail_tts(part.error)
-        if part.stream is None or self._tts_failed:
             return
         announced = False
         try:
-            async with contextlib.aclosing(pcm_from_stream(part.stream)) as audio:
+            async with contextlib.aclosing(synthesis.audio()) as audio:
                 async for pcm in audio:
                     if not announced:
-                        await self._announce(part.segment)
+                        await self._announce(synthesis.item)
                         announced = True
                     await self._play(pcm)
         except TtsError as err:
