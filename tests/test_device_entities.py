@@ -48,17 +48,16 @@ from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.number import (
+from custom_components.xiaozhi.device.settings import (
     BRIGHTNESS_TOOL,
     CONF_MCP_TOOLS,
     STATUS_TOOL,
     VOLUME_TOOL,
     DeviceNumbers,
-    XiaozhiNumber,
-    offered_numbers,
     parse_device_status,
     stored_tool_names,
 )
+from custom_components.xiaozhi.number import XiaozhiNumber, new_number, offered_numbers
 from custom_components.xiaozhi.select import (
     pipeline_select_unique_id,
     vad_sensitivity_select_unique_id,
@@ -811,7 +810,7 @@ async def test_a_value_reported_before_the_entity_is_added_is_kept(
     ) -> None:
         raise AssertionError("nothing is added before async_start")
 
-    numbers = DeviceNumbers(ha_core, device_entry, add_entities)
+    numbers = DeviceNumbers(ha_core, device_entry, add_entities, new_number)
     (volume,) = offered_numbers([VOLUME_TOOL])
     entity = XiaozhiNumber(numbers, volume)
     entity.async_show_value(33)
