@@ -49,8 +49,8 @@ from custom_components.xiaozhi.device.messages import device_message
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.protocol.codec import parse_wav
 from custom_components.xiaozhi.protocol.messages import EMOTIONS
+from custom_components.xiaozhi.voice.pipeline import error_message_key
 from custom_components.xiaozhi.voice.session import VoiceSession
-from custom_components.xiaozhi.voice.turn import error_message_key
 
 from .device_fixtures import MAC, DeviceFactory, Recorder, dominant_hz
 from .device_sim import SimulatedDevice

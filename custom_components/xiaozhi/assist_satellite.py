@@ -39,9 +39,9 @@ from .device.session import DeviceSession
 from .device.supervisor import SessionClosedError
 from .select import pipeline_select_unique_id, vad_sensitivity_select_unique_id
 from .voice.announce import AnnouncementError, announcement_audio
+from .voice.pipeline import PipelineListener
 from .voice.session import DeviceDisconnectedError, VoiceSession
 from .voice.tts_audio import WAV_FORMAT, TtsError
-from .voice.turn import PipelineListener
 
 PARALLEL_UPDATES = 0
 

@@ -20,34 +20,35 @@ this way is kept in the conversation's chat history as far as it was written.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 import time
 from typing import Any, Final, Protocol
 
-from homeassistant.components import conversation, tts
 from homeassistant.components.assist_pipeline import PipelineEvent, PipelineEventType
-from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import chat_session
 
 from ..const import LOGGER
 from ..device.messages import device_message
 from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
 from .device_sink import DeviceSpeech
+from .pipeline import (
+    PipelineListener,
+    PipelineVoice,
+    error_message_key,
+    keep_partial_answer,
+    pipeline_voice,
+)
 from .reply_text import ReplyText
-from .speaking import ERROR_AGENT, ERROR_TTS, SpeakResult, speak_reply
+from .speaking import ERROR_AGENT, SpeakResult, speak_reply
 from .utterance import UtteranceAudio
 
-ERROR_STT: Final = "error_stt"
 # Another satellite answered the same wake word: this device stays quiet.
 _SILENT_ERRORS: Final = frozenset({"duplicate_wake_up_detected"})
 # Failures of one utterance, not of the pipeline: the conversation goes on.
 _UTTERANCE_ERRORS: Final = frozenset({"stt-stream-failed", "stt-no-text-recognized"})
-
-type PipelineListener = Callable[[PipelineEvent], None]
 
 
 class SatelliteHost(Protocol):
@@ -94,44 +95,6 @@ class TurnEnd(Enum):
     """Home Assistant cancelled the run (an announcement takes over)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineVoice:
-    """The TTS engine, language and options of a pipeline.
-
-    ``engine`` is empty when the pipeline has none (the speaker then alerts).
-    """
-
-    engine: str
-    language: str | None
-    options: dict[str, Any] | None
-
-
-@callback
-def pipeline_voice(hass: HomeAssistant, pipeline_id: str | None) -> PipelineVoice:
-    """Return the voice of a pipeline, as its own TTS stage would use it.
-
-    Raises:
-        PipelineNotFound: There is no such pipeline.
-    """
-    pipeline = async_get_pipeline(hass, pipeline_id)
-    engine = None
-    if pipeline.tts_engine is not None:
-        engine = tts.async_resolve_engine(hass, pipeline.tts_engine)
-    options = None
-    if pipeline.tts_voice is not None:
-        options = {tts.ATTR_VOICE: pipeline.tts_voice}
-    return PipelineVoice(engine or "", pipeline.tts_language, options)
-
-
-def error_message_key(code: str) -> str:
-    """Return the `device_messages` key telling the user a pipeline error."""
-    if code.startswith("stt-"):
-        return ERROR_STT
-    if code.startswith("tts-"):
-        return ERROR_TTS
-    return ERROR_AGENT
-
-
 def _speech_of(event_data: Mapping[str, Any]) -> str:
     output = event_data.get("intent_output") or {}
     speech = output.get("response", {}).get("speech", {}).get("plain", {})
@@ -141,28 +104,6 @@ def _speech_of(event_data: Mapping[str, Any]) -> str:
 
 async def _one_text(text: str) -> AsyncGenerator[str | None]:
     yield text
-
-
-@callback
-def keep_partial_answer(
-    hass: HomeAssistant,
-    conversation_id: str,
-    agent_id: str,
-    question: str,
-    answer: str,
-) -> None:
-    """Add a question and its interrupted answer to a conversation's history.
-
-    The pipeline keeps a turn's chat log only when the agent finished it.
-    """
-    with (
-        chat_session.async_get_chat_session(hass, conversation_id) as session,
-        conversation.async_get_chat_log(hass, session) as chat_log,
-    ):
-        chat_log.async_add_user_content(conversation.UserContent(question))
-        chat_log.async_add_assistant_content_without_tools(
-            conversation.AssistantContent(agent_id=agent_id, content=answer)
-        )
 
 
 @dataclass(slots=True)
