@@ -16,15 +16,12 @@ from collections.abc import AsyncIterable
 from typing import Final, override
 
 from homeassistant.components.assist_pipeline import PipelineEvent
-from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.components.assist_satellite import (
     AssistSatelliteAnnouncement,
     AssistSatelliteConfiguration,
-    AssistSatelliteEntity,
     AssistSatelliteEntityDescription,
     AssistSatelliteEntityFeature,
 )
-from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.tts import ATTR_PREFERRED_FORMAT
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
@@ -32,6 +29,7 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import chat_session, entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from . import ha_internals
 from .const import CONF_DEVICE_LANGUAGE, DOMAIN, LOGGER
 from .device.entity import XiaozhiDeviceEntity
 from .device.runtime import DeviceConfigEntry
@@ -63,7 +61,7 @@ async def async_setup_entry(
     async_add_entities([XiaozhiAssistSatellite(entry)])
 
 
-class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
+class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunSilence):
     """A Xiaozhi device as an Assist satellite."""
 
     entity_description = AssistSatelliteEntityDescription(
@@ -132,10 +130,8 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
         self._run_listener = listener
         self._manual_run = manual
         try:
-            await self.async_accept_pipeline_from_satellite(
-                audio,
-                end_stage=PipelineStage.INTENT,
-                wake_word_phrase=wake_word_phrase,
+            await ha_internals.run_pipeline_to_intent(
+                self, audio, wake_word_phrase=wake_word_phrase
             )
         finally:
             if self._run_listener is listener:
@@ -148,18 +144,16 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
         by a barge-in would otherwise start the next turn in a new conversation.
         """
         with chat_session.async_get_chat_session(
-            self.hass, self._conversation_id
+            self.hass, ha_internals.satellite_conversation_id(self)
         ) as session:
-            self._conversation_id = session.conversation_id
+            ha_internals.set_satellite_conversation_id(self, session.conversation_id)
 
     @callback
     def async_set_responding(self) -> None:
         """Show the device answering until `async_response_finished`."""
         # The run ends at the intent stage, so HA's own TTS stage never says the
-        # run has speech; without this flag the run's end would show idle while
-        # the answer is still playing.
-        self._run_has_tts = True
-        self._set_state(AssistSatelliteState.RESPONDING)
+        # run has speech: its end would show idle while the answer still plays.
+        ha_internals.show_satellite_responding(self)
 
     @callback
     def async_response_finished(self) -> None:
@@ -167,12 +161,10 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
         if not self._announcing:
             self.tts_response_finished()
 
-    @callback
     @override
-    def _resolve_vad_sensitivity(self) -> float:
-        if self._manual_run:
-            return MANUAL_SILENCE_SECONDS
-        return super()._resolve_vad_sensitivity()
+    def run_silence_seconds(self) -> float | None:
+        """Return push to talk's silence; auto runs use the VAD select's."""
+        return MANUAL_SILENCE_SECONDS if self._manual_run else None
 
     @override
     def on_pipeline_event(self, event: PipelineEvent) -> None:

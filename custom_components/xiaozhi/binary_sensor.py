@@ -6,13 +6,13 @@ of the time between conversations; that is normal, not a fault.
 """
 
 from homeassistant.components.binary_sensor import BinarySensorEntity
-from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .device.entity import XiaozhiDeviceEntity
 from .device.runtime import DeviceConfigEntry
+from .ha_internals import BinarySensorDeviceClass
 
 # Nothing is polled or sent: the state comes from the device's session.
 PARALLEL_UPDATES = 0

@@ -7,7 +7,6 @@ import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionFunctionToolParam
 
 from homeassistant.components import conversation
-from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
 from homeassistant.core import HomeAssistant
@@ -28,6 +27,7 @@ from .const import (
     RECOMMENDED_TEMPERATURE,
     SUBENTRY_CONVERSATION,
 )
+from .ha_internals import AbstractConversationAgent
 from .provider.chat_stream import (
     ERROR_INVALID_AUTH,
     ContentDelta,

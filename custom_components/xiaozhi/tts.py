@@ -20,7 +20,6 @@ from homeassistant.components.tts import (
     TtsAudioType,
     Voice,
 )
-from homeassistant.components.tts.entity import TTSAudioRequest
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
@@ -35,6 +34,7 @@ from .const import (
     RECOMMENDED_SPEED,
     SUBENTRY_TTS,
 )
+from .ha_internals import TTSAudioRequest
 from .protocol.codec import pcm_to_wav
 from .provider.client import PROVIDER_ERRORS, ProviderConfigEntry
 from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities

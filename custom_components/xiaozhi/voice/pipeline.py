@@ -11,10 +11,10 @@ from typing import Any, Final
 
 from homeassistant.components import conversation, tts
 from homeassistant.components.assist_pipeline import PipelineEvent
-from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import chat_session
 
+from .. import ha_internals
 from .speaking import ERROR_AGENT, ERROR_TTS
 
 ERROR_STT: Final = "error_stt"
@@ -41,7 +41,7 @@ def pipeline_voice(hass: HomeAssistant, pipeline_id: str | None) -> PipelineVoic
     Raises:
         PipelineNotFound: There is no such pipeline.
     """
-    pipeline = async_get_pipeline(hass, pipeline_id)
+    pipeline = ha_internals.pipeline_by_id(hass, pipeline_id)
     engine = None
     if pipeline.tts_engine is not None:
         engine = tts.async_resolve_engine(hass, pipeline.tts_engine)
