@@ -47,6 +47,10 @@ from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import DOMAIN
+from custom_components.xiaozhi.device.entity import (
+    pipeline_select_unique_id,
+    vad_sensitivity_select_unique_id,
+)
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.device.settings import (
     BRIGHTNESS_TOOL,
@@ -58,10 +62,6 @@ from custom_components.xiaozhi.device.settings import (
     stored_tool_names,
 )
 from custom_components.xiaozhi.number import XiaozhiNumber, new_number, offered_numbers
-from custom_components.xiaozhi.select import (
-    pipeline_select_unique_id,
-    vad_sensitivity_select_unique_id,
-)
 
 from .device_fixtures import (
     MAC,

@@ -31,11 +31,14 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import ha_internals
 from .const import CONF_DEVICE_LANGUAGE, DOMAIN, LOGGER
-from .device.entity import XiaozhiDeviceEntity
+from .device.entity import (
+    XiaozhiDeviceEntity,
+    pipeline_select_unique_id,
+    vad_sensitivity_select_unique_id,
+)
 from .device.runtime import DeviceConfigEntry
 from .device.session import DeviceSession
 from .device.supervisor import SessionClosedError
-from .select import pipeline_select_unique_id, vad_sensitivity_select_unique_id
 from .voice.announce import AnnouncementError, announcement_audio
 from .voice.pipeline import PipelineListener
 from .voice.session import DeviceDisconnectedError, VoiceSession

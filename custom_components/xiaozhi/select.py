@@ -16,25 +16,11 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_MAC, DOMAIN
-from .device.entity import XiaozhiDeviceEntity
+from .device.entity import PIPELINE_KEY, VAD_SENSITIVITY_KEY, XiaozhiDeviceEntity
 from .device.runtime import DeviceConfigEntry
 
 # Choosing an option only stores it; nothing is sent to the device.
 PARALLEL_UPDATES = 0
-
-# The keys assist_pipeline's selects put after the unique id prefix (the MAC).
-PIPELINE_KEY = "pipeline"
-VAD_SENSITIVITY_KEY = "vad_sensitivity"
-
-
-def pipeline_select_unique_id(mac: str) -> str:
-    """Return the unique id of the pipeline select of the device with ``mac``."""
-    return f"{mac}-{PIPELINE_KEY}"
-
-
-def vad_sensitivity_select_unique_id(mac: str) -> str:
-    """Return the unique id of the VAD sensitivity select of the device with ``mac``."""
-    return f"{mac}-{VAD_SENSITIVITY_KEY}"
 
 
 async def async_setup_entry(

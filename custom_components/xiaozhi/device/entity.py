@@ -1,4 +1,4 @@
-"""Base for the entities of a paired Xiaozhi device."""
+"""The entities of a paired Xiaozhi device: their base, registry info, unique ids."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +11,20 @@ from ..const import CONF_BOARD, CONF_FIRMWARE_VERSION, CONF_MAC, DOMAIN
 from .runtime import DeviceConfigEntry, DeviceRuntime
 
 MANUFACTURER = "Xiaozhi (xiaozhi-esp32)"
+
+# The keys assist_pipeline's selects put after the unique id prefix (the MAC).
+PIPELINE_KEY = "pipeline"
+VAD_SENSITIVITY_KEY = "vad_sensitivity"
+
+
+def pipeline_select_unique_id(mac: str) -> str:
+    """Return the unique id of the pipeline select of the device with ``mac``."""
+    return f"{mac}-{PIPELINE_KEY}"
+
+
+def vad_sensitivity_select_unique_id(mac: str) -> str:
+    """Return the unique id of the VAD sensitivity select of the device with ``mac``."""
+    return f"{mac}-{VAD_SENSITIVITY_KEY}"
 
 
 def device_registry_info(data: Mapping[str, Any]) -> dict[str, Any]:
