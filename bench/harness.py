@@ -93,8 +93,8 @@ async def home_assistant(
     from custom_components.xiaozhi.config_flow import default_subentries
     from custom_components.xiaozhi.const import DOMAIN
     from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
-    from tests.conftest import provider_entry_data
-    from tests.device_fixtures import device_entry_data
+    from tests.helpers.devices import device_entry_data
+    from tests.helpers.providers import provider_entry_data
 
     with tempfile.TemporaryDirectory() as config_dir:
         async with async_test_home_assistant(config_dir=config_dir) as hass:

@@ -24,11 +24,10 @@ from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.protocol.codec import pcm_to_wav
 from custom_components.xiaozhi.voice.announce import AnnouncementError, url_audio
-
-from .device_fixtures import DeviceFactory, Recorder, dominant_hz, tone
-from .device_sim import SimulatedDevice
-from .fake_provider import ChatReply, FakeProvider
-from .test_voice_session import (
+from simulator.device import SimulatedDevice
+from tests.fake_provider import ChatReply, FakeProvider
+from tests.helpers.devices import DeviceFactory, Recorder, dominant_hz, tone
+from tests.helpers.voice import (
     ANSWER,
     FRAME_BYTES_OUT,
     RATE_OUT,
@@ -37,7 +36,6 @@ from .test_voice_session import (
     answer_messages,
     chat_messages,
     kinds,
-    pipeline,  # noqa: F401 (fixture)
     satellite,
     satellite_id,
     say,
@@ -79,7 +77,7 @@ async def media_server(socket_enabled: None) -> AsyncGenerator[TestServer]:
 
 
 @pytest.fixture
-async def device(pipeline: Pipeline, devices: DeviceFactory) -> SimulatedDevice:  # noqa: F811
+async def device(pipeline: Pipeline, devices: DeviceFactory) -> SimulatedDevice:
     sim = devices(features={})
     await sim.open()
     return sim
@@ -155,7 +153,7 @@ async def test_home_assistants_own_preannounce_sound_is_fetched_from_it(
 
 async def test_announcing_needs_a_connected_device(
     ha_core: HomeAssistant,
-    pipeline: Pipeline,  # noqa: F811
+    pipeline: Pipeline,
     runtime: DeviceRuntime,
 ) -> None:
     with pytest.raises(HomeAssistantError) as raised:

@@ -30,9 +30,8 @@ from custom_components.xiaozhi.const import (
     SUBENTRY_STT,
     SUBENTRY_TTS,
 )
-
-from .conftest import provider_entry_data
-from .fake_provider import FakeProvider
+from tests.fake_provider import FakeProvider
+from tests.helpers.providers import provider_entry_data
 
 
 def closed_port_url() -> str:

@@ -62,8 +62,8 @@ from custom_components.xiaozhi.device.settings import (
     stored_tool_names,
 )
 from custom_components.xiaozhi.number import XiaozhiNumber, new_number, offered_numbers
-
-from .device_fixtures import (
+from simulator.device import SimTool, SimulatedDevice
+from tests.helpers.devices import (
     MAC,
     DeviceFactory,
     assert_link_gone,
@@ -73,7 +73,6 @@ from .device_fixtures import (
     session_tasks,
     wait_until,
 )
-from .device_sim import SimTool, SimulatedDevice
 
 # ---------------------------------------------------------------- the firmware
 

@@ -13,26 +13,19 @@ from homeassistant.core import HomeAssistant
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.device.session import DeviceSession
 from custom_components.xiaozhi.voice.device_sink import MAX_QUEUED_CHUNKS, DeviceSpeech
-
-from .device_fixtures import tone
-from .test_session import (
-    MAC,
-    LinkFactory,
-    make_link,  # noqa: F401 (fixture)
-    say_hello,
-    transport_of,
-)
+from tests.helpers.devices import MAC, tone
+from tests.helpers.links import LinkFactory, say_hello, transport_of
 
 TIMEOUT = 5.0
 CHUNK = tone(400, 24000, 0.06)
 
 
-async def ready_session(make_link: LinkFactory) -> DeviceSession:  # noqa: F811
+async def ready_session(make_link: LinkFactory) -> DeviceSession:
     return await say_hello(make_link(runtime=DeviceRuntime(MAC)))
 
 
 async def test_a_reply_plays_with_its_sentences_in_band(
-    make_link: LinkFactory,  # noqa: F811
+    make_link: LinkFactory,
 ) -> None:
     session = await ready_session(make_link)
     started: list[bool] = []
@@ -62,7 +55,7 @@ async def test_a_reply_plays_with_its_sentences_in_band(
 
 
 async def test_stopping_without_anything_to_play_sends_only_tts_stop(
-    make_link: LinkFactory,  # noqa: F811
+    make_link: LinkFactory,
 ) -> None:
     session = await ready_session(make_link)
     speech = DeviceSpeech(session, None)
@@ -76,7 +69,7 @@ async def test_stopping_without_anything_to_play_sends_only_tts_stop(
 
 async def test_an_interrupted_play_releases_a_producer_waiting_for_room(
     hass: HomeAssistant,
-    make_link: LinkFactory,  # noqa: F811
+    make_link: LinkFactory,
 ) -> None:
     session = await ready_session(make_link)
     transport = transport_of(session)
@@ -105,7 +98,7 @@ async def test_an_interrupted_play_releases_a_producer_waiting_for_room(
 
 async def test_a_sentence_waiting_for_earlier_audio_is_dropped_when_stopped(
     hass: HomeAssistant,
-    make_link: LinkFactory,  # noqa: F811
+    make_link: LinkFactory,
 ) -> None:
     session = await ready_session(make_link)
     transport = transport_of(session)
@@ -126,7 +119,7 @@ async def test_a_sentence_waiting_for_earlier_audio_is_dropped_when_stopped(
 
 
 async def test_alerts_carry_the_title_in_the_device_language(
-    make_link: LinkFactory,  # noqa: F811
+    make_link: LinkFactory,
 ) -> None:
     session = await ready_session(make_link)
     speech = DeviceSpeech(session, "zh-CN")

@@ -30,8 +30,8 @@ from custom_components.xiaozhi.transport.websocket import (
     DATA_WEBSOCKET_LIMITS,
     CloseCode,
 )
-
-from .device_fixtures import (
+from simulator.device import SimTool, SimulatedDevice
+from tests.helpers.devices import (
     MAC,
     TOKEN,
     DeviceFactory,
@@ -45,7 +45,6 @@ from .device_fixtures import (
     until_disconnected,
     wait_until,
 )
-from .device_sim import SimTool, SimulatedDevice
 
 TOOLS = [SimTool("self.get_device_status", "Status"), SimTool("self.reboot")]
 

@@ -8,8 +8,7 @@ from homeassistant.helpers import issue_registry as ir
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.device.firmware_check import firmware_issue_id
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-
-from .device_fixtures import DeviceFactory, wait_until
+from tests.helpers.devices import DeviceFactory, wait_until
 
 
 async def test_old_firmware_gets_a_repair_issue_until_it_has_mcp(

@@ -48,9 +48,8 @@ from custom_components.xiaozhi.protocol.messages import (
 )
 from custom_components.xiaozhi.server.registry import async_get_server
 from custom_components.xiaozhi.transport.websocket import MAX_MESSAGE_BYTES, CloseCode
-
-from .device_fixtures import DeviceFactory, Recorder, tone, wait_until
-from .device_sim import ChannelClosedError, SimTool, SimulatedDevice
+from simulator.device import ChannelClosedError, SimTool, SimulatedDevice
+from tests.helpers.devices import DeviceFactory, Recorder, tone, wait_until
 
 FUZZ_SEED = int(os.environ.get("XIAOZHI_FUZZ_SEED", "20261125"))
 BATCHES = int(os.environ.get("XIAOZHI_FUZZ_BATCHES", "300"))

@@ -66,8 +66,8 @@ from custom_components.xiaozhi.transport.websocket import (
     WebSocketLimits,
     _async_receive,
 )
-
-from .device_fixtures import (
+from simulator.device import SimTool, SimulatedDevice
+from tests.helpers.devices import (
     MAC,
     TOKEN,
     DeviceFactory,
@@ -79,7 +79,6 @@ from .device_fixtures import (
     until_disconnected,
     wait_until,
 )
-from .device_sim import SimTool, SimulatedDevice
 
 OTHER_MAC = "aa:bb:cc:dd:ee:01"
 OTHER_TOKEN = "another-device-token-0123456789"

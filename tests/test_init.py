@@ -9,10 +9,9 @@ from homeassistant.core import HomeAssistant
 import custom_components.xiaozhi as package
 from custom_components.xiaozhi import integration
 from custom_components.xiaozhi.const import DOMAIN
-
-from .conftest import provider_entry_data
-from .device_fixtures import MAC, device_entry_data
-from .fake_provider import FakeProvider
+from tests.fake_provider import FakeProvider
+from tests.helpers.devices import MAC, device_entry_data
+from tests.helpers.providers import provider_entry_data
 
 
 @pytest.mark.parametrize("name", sorted(package.ENTRY_POINTS))

@@ -72,13 +72,11 @@ from simulator.board import SimBoard
 from simulator.checkin import Activation, OtaClient, PairingTiming, obtain_websocket
 from simulator.cli import Options, async_main, parse_options
 from simulator.conversation import Timing, TurnRecorder, speak, split_frames
-from simulator.device import ChannelClosedError, SimulatedDevice
+from simulator.device import DEFAULT_CLIENT_ID, ChannelClosedError, SimulatedDevice
 from simulator.errors import SimulatorError
 from simulator.state import DeviceState, StateFileError, WebsocketSettings
-
-from .device_fixtures import MAC, TOKEN, dominant_hz, tone
-from .device_sim import DEFAULT_CLIENT_ID
-from .fake_provider import ChatReply, FakeProvider
+from tests.fake_provider import ChatReply, FakeProvider
+from tests.helpers.devices import MAC, TOKEN, dominant_hz, tone
 
 TIMEOUT = 40.0
 STT_ENTITY = "stt.xiaozhi_stt"

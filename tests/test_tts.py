@@ -40,8 +40,7 @@ from custom_components.xiaozhi.provider.speech import (
 )
 from custom_components.xiaozhi.text.lookahead import synthesize_in_order
 from custom_components.xiaozhi.tts import XiaozhiTextToSpeechEntity
-
-from .fake_provider import SPEECH_PATH, FakeProvider
+from tests.fake_provider import SPEECH_PATH, FakeProvider
 
 TTS_ENTITY = "tts.xiaozhi_tts"
 TIMEOUT = 10.0

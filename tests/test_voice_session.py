@@ -9,8 +9,6 @@ never with timing.
 """
 
 import asyncio
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -23,9 +21,7 @@ from homeassistant.components.assist_pipeline import (
     async_update_pipeline,
 )
 from homeassistant.components.assist_pipeline.const import DATA_LAST_WAKE_UP
-from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
-from homeassistant.components.assist_satellite import DOMAIN as SATELLITE_DOMAIN
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.components.select import (
@@ -33,117 +29,51 @@ from homeassistant.components.select import (
     DOMAIN as SELECT_DOMAIN,
     SERVICE_SELECT_OPTION,
 )
-from homeassistant.components.tts.const import DATA_TTS_MANAGER
 from homeassistant.const import ATTR_ENTITY_ID, MATCH_ALL, STATE_OFF, STATE_ON
-from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
-from homeassistant.helpers import entity_registry as er
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.chat_session import async_get_chat_session
-from homeassistant.helpers.event import async_track_state_change_event
 
-from custom_components.xiaozhi.assist_satellite import (
-    MANUAL_SILENCE_SECONDS,
-    XiaozhiAssistSatellite,
-)
-from custom_components.xiaozhi.const import DOMAIN
+from custom_components.xiaozhi.assist_satellite import MANUAL_SILENCE_SECONDS
 from custom_components.xiaozhi.device.messages import device_message
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.protocol.codec import parse_wav
 from custom_components.xiaozhi.protocol.messages import EMOTIONS
 from custom_components.xiaozhi.voice.pipeline import error_message_key
 from custom_components.xiaozhi.voice.session import VoiceSession
+from simulator.device import SimulatedDevice
+from tests.fake_provider import CHAT_PATH, ChatReply, FakeProvider
+from tests.helpers.devices import DeviceFactory, Recorder, dominant_hz
+from tests.helpers.translations import message as agent_message
+from tests.helpers.tts_engines import PlainTTS, setup_tts_entities
+from tests.helpers.voice import (
+    AGENT_ENTITY,
+    ANSWER,
+    FRAME_BYTES_OUT,
+    RATE_IN,
+    RATE_OUT,
+    STT_ENTITY,
+    TIMEOUT,
+    TRANSCRIPT,
+    answer_messages,
+    chat_messages,
+    kinds,
+    next_tts,
+    satellite,
+    satellite_id,
+    say,
+    sentences,
+    silence,
+    track_states,
+    until,
+    utterance,
+)
 
-from .device_fixtures import MAC, DeviceFactory, Recorder, dominant_hz
-from .device_sim import SimulatedDevice
-from .fake_provider import CHAT_PATH, ChatReply, FakeProvider
-from .test_conversation import message as agent_message
-from .test_speaker import PlainTTS, setup_tts_entities
-
-STT_ENTITY = "stt.xiaozhi_stt"
-TTS_ENTITY = "tts.xiaozhi_tts"
-AGENT_ENTITY = "conversation.xiaozhi_conversation"
 PLAIN_TTS = "tts.plain"
 TURN_ON = "intent__HassTurnOn"
-TIMEOUT = 20.0
-RATE_IN = 16000
-RATE_OUT = 24000
-FRAME_BYTES_OUT = RATE_OUT * 2 * 60 // 1000
 
-UTTERANCE = Path(__file__).parent / "fixtures" / "zh_turn_on_the_light.wav"
-TRANSCRIPT = "打开客厅灯"
 FIRST_CLAUSE = "好的，"
-ANSWER = "客厅灯已经打开了。"
-
-type StateLog = list[str]
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def silence(seconds: float) -> bytes:
-    return bytes(int(RATE_IN * seconds) * 2)
-
-
-def utterance() -> bytes:
-    """The fixture's speech with silence around it, so HA's VAD ends it."""
-    wav = parse_wav(UTTERANCE.read_bytes())
-    assert (wav.rate, wav.channels, wav.width) == (RATE_IN, 1, 2)
-    return silence(1.0) + wav.pcm + silence(1.5)
-
-
-async def say(device: SimulatedDevice, mode: str = "auto") -> None:
-    await device.listen_start(mode)
-    await device.send_pcm(utterance())
-
-
-async def answer_messages(device: SimulatedDevice) -> list[dict[str, Any]]:
-    """Every message up to and including ``tts stop``."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        message = await device.next_message(timeout=TIMEOUT)
-        messages.append(message)
-        if message["type"] == "tts" and message["state"] == "stop":
-            return messages
-
-
-async def next_tts(device: SimulatedDevice, state: str) -> dict[str, Any]:
-    """The next ``tts`` message in ``state`` (others are skipped)."""
-    while (message := await device.next_message("tts", timeout=TIMEOUT))[
-        "state"
-    ] != state:
-        pass
-    return message
-
-
-def kinds(messages: list[dict[str, Any]]) -> list[str]:
-    return [
-        m.get("state", m["type"]) if m["type"] == "tts" else m["type"] for m in messages
-    ]
-
-
-def sentences(messages: list[dict[str, Any]]) -> list[str]:
-    return [m["text"] for m in messages if m.get("state") == "sentence_start"]
-
-
-async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-def satellite_id(hass: HomeAssistant) -> str:
-    entity_id = er.async_get(hass).async_get_entity_id(
-        SATELLITE_DOMAIN, DOMAIN, f"{MAC}-assist_satellite"
-    )
-    assert entity_id is not None
-    return entity_id
-
-
-def satellite(hass: HomeAssistant) -> XiaozhiAssistSatellite:
-    entity = hass.data["entity_components"][SATELLITE_DOMAIN].get_entity(
-        satellite_id(hass)
-    )
-    assert isinstance(entity, XiaozhiAssistSatellite)
-    return entity
 
 
 def voice_session(runtime: DeviceRuntime) -> VoiceSession:
@@ -153,29 +83,10 @@ def voice_session(runtime: DeviceRuntime) -> VoiceSession:
     return handler
 
 
-def track_states(hass: HomeAssistant, entity_id: str) -> StateLog:
-    """Record the entity's states, without repeats."""
-    states: StateLog = []
-
-    @callback
-    def changed(event: Event[EventStateChangedData]) -> None:
-        new = event.data["new_state"]
-        if new is not None and (not states or states[-1] != new.state):
-            states.append(new.state)
-
-    async_track_state_change_event(hass, [entity_id], changed)
-    return states
-
-
 def light_state(hass: HomeAssistant, entity_id: str) -> str:
     state = hass.states.get(entity_id)
     assert state is not None
     return state.state
-
-
-def chat_messages(provider: FakeProvider, index: int) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = provider.chat_requests[index]["messages"]
-    return messages
 
 
 def turn_on_then_answer() -> tuple[ChatReply, ChatReply]:
@@ -201,21 +112,6 @@ def new_tasks(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-async def pipeline(ha_core: HomeAssistant, provider_entry: MockConfigEntry) -> Pipeline:
-    """The preferred pipeline: our STT, agent and streaming TTS."""
-    ha_core.data[DATA_TTS_MANAGER].use_file_cache = False
-    created = await async_create_default_pipeline(
-        ha_core, STT_ENTITY, TTS_ENTITY, "Xiaozhi"
-    )
-    assert created is not None
-    await async_update_pipeline(ha_core, created, conversation_engine=AGENT_ENTITY)
-    ha_core.data[KEY_ASSIST_PIPELINE].pipeline_store.async_set_preferred_item(
-        created.id
-    )
-    return async_get_pipeline(ha_core, created.id)
 
 
 @pytest.fixture
@@ -317,7 +213,7 @@ async def test_an_engine_without_streaming_input_speaks_each_segment(
 
 
 def plain_tts_bytes(*texts: str) -> int:
-    from .test_speaker import speech_pcm
+    from tests.helpers.tts_engines import speech_pcm
 
     return sum(len(speech_pcm(text)) for text in texts)
 

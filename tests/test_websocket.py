@@ -43,16 +43,14 @@ from custom_components.xiaozhi.transport.websocket import (
     _async_receive,
     close_message,
 )
-
-from .device_fixtures import (  # noqa: F401 (older test modules import these from here)
+from simulator.device import SimTool, SimulatedDevice
+from tests.helpers.devices import (
     MAC,
     TOKEN,
     DeviceFactory,
     Recorder,
-    RecordingHandler,
     assert_link_gone,
     assert_session_gone,
-    device_entry_data,
     dominant_hz,
     make_device_entry,
     runtime_of,
@@ -60,7 +58,6 @@ from .device_fixtures import (  # noqa: F401 (older test modules import these fr
     tone,
     wait_until,
 )
-from .device_sim import SimTool, SimulatedDevice
 
 
 def framing_version(session: DeviceSession | None) -> int:

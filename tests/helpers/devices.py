@@ -29,8 +29,7 @@ from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.device.session import DeviceSession
 from custom_components.xiaozhi.protocol.messages import ListenMode
 from custom_components.xiaozhi.server.registry import async_get_server
-
-from .device_sim import DEFAULT_CLIENT_ID, DEFAULT_MAC, SimulatedDevice
+from simulator.device import DEFAULT_CLIENT_ID, DEFAULT_MAC, SimulatedDevice
 
 MAC = DEFAULT_MAC
 TOKEN = "Zx8-device-token_0123456789abcdefghij"
