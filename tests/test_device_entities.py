@@ -58,7 +58,6 @@ from custom_components.xiaozhi.device.settings import (
     STATUS_TOOL,
     VOLUME_TOOL,
     DeviceNumbers,
-    parse_device_status,
     stored_tool_names,
 )
 from custom_components.xiaozhi.number import XiaozhiNumber, new_number, offered_numbers
@@ -779,23 +778,6 @@ async def test_an_empty_listing_changes_nothing(
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def test_parse_device_status() -> None:
-    assert parse_device_status(
-        '{"audio_speaker":{"volume":70},"screen":{"brightness":75,"theme":"dark"},'
-        '"battery":{"level":80,"charging":false},"network":{"type":"wifi"}}'
-    ) == {"volume": 70, "screen_brightness": 75}
-    assert parse_device_status('{"audio_speaker":{},"screen":{}}') == {}
-    assert parse_device_status('{"audio_speaker":{"volume":69.6}}') == {"volume": 70}
-    assert parse_device_status('{"audio_speaker":{"volume":true}}') == {}
-    assert parse_device_status('{"audio_speaker":{"volume":"70"}}') == {}
-    assert parse_device_status('{"audio_speaker":{"volume":NaN}}') == {}
-    assert parse_device_status('{"audio_speaker":[70]}') == {}
-    assert parse_device_status("[1, 2]") == {}
-    assert parse_device_status("true") == {}
-    assert parse_device_status("") == {}
-    assert parse_device_status("not json") == {}
 
 
 async def test_a_value_reported_before_the_entity_is_added_is_kept(

@@ -46,3 +46,14 @@ def metadata(language: str = "en") -> stt.SpeechMetadata:
         sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
         channel=stt.AudioChannels.CHANNEL_MONO,
     )
+
+
+def noise_pcm(seconds: float, dbfs: float) -> bytes:
+    """Return white noise whose RMS is about ``dbfs``."""
+    noise = random.Random(7)
+    amplitude = 32768 * 10 ** (dbfs / 20) * math.sqrt(3)
+    count = round(seconds * RATE)
+    return struct.pack(
+        f"<{count}h",
+        *(round(noise.uniform(-amplitude, amplitude)) for _ in range(count)),
+    )

@@ -49,7 +49,7 @@ RATE_OUT = 24000
 FRAME_BYTES_OUT = RATE_OUT * 2 * 60 // 1000
 
 
-UTTERANCE = Path(__file__).parent.parent / "fixtures" / "zh_turn_on_the_light.wav"
+UTTERANCE = Path(__file__).parents[1] / "fixtures" / "zh_turn_on_the_light.wav"
 
 
 TRANSCRIPT = "打开客厅灯"

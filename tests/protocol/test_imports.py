@@ -11,7 +11,7 @@ import sys
 
 import custom_components.xiaozhi as package
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = Path(package.__file__).parent
 STANDALONE_PACKAGES = ("protocol", "text")
 

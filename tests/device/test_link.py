@@ -1,14 +1,13 @@
-"""A device's link and voice session: routing, handler interface, downlink, lifetime.
+"""A device's link: its hello, routing, MCP, failures and lifetime.
 
 These tests give the link the WebSocket transport over a recording connection
-instead of a socket, to reach the states a real device rarely produces (blocked
-sends, handler bugs, interrupted plays); test_websocket.py covers the same link
-behind a real WebSocket. A recording transport whose connection outlives its
+instead of a socket (tests/helpers/links.py), to reach the states a real device
+rarely produces (blocked sends, interrupted plays); tests/transport/ covers the
+same link behind a real WebSocket. A transport whose connection outlives its
 voice sessions (as MQTT's will) covers the sessions coming and going on one link.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator
 from datetime import timedelta
 import json
 import logging
@@ -21,26 +20,16 @@ from pytest_homeassistant_custom_component.common import async_fire_time_changed
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
-from custom_components.xiaozhi.device.handler import LoggingHandler
 from custom_components.xiaozhi.device.link import DeviceLink
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
-from custom_components.xiaozhi.device.session import (
-    IDLE_CHECK_INTERVAL_S,
-    DeviceSession,
-)
 from custom_components.xiaozhi.device.supervisor import SessionClosedError
-from custom_components.xiaozhi.protocol.codec import OpusDecoder
-from custom_components.xiaozhi.protocol.framing import FrameType, decode_frame
 from custom_components.xiaozhi.protocol.mcp import McpClosedError, McpError, McpTool
 from custom_components.xiaozhi.protocol.messages import (
-    Abort,
     AudioParams,
     Hello,
     Listen,
-    ListenMode,
     ListenState,
     Mcp,
-    Unknown,
 )
 from custom_components.xiaozhi.transport.base import (
     EndReason,
@@ -52,7 +41,7 @@ from custom_components.xiaozhi.transport.websocket import (
     WebSocketTransport,
     _async_receive,
 )
-from tests.helpers.devices import MAC, Recorder, RecordingHandler, dominant_hz, tone
+from tests.helpers.devices import MAC, Recorder, RecordingHandler
 from tests.helpers.links import (
     LinkFactory,
     Scripted,
@@ -92,140 +81,7 @@ async def test_hello_is_answered_first_then_the_handler_is_connected(
     assert changes == [False, True]
 
 
-async def test_handlers_follow_the_registered_factory(
-    make_link: LinkFactory,
-) -> None:
-    runtime = DeviceRuntime(MAC)
-    link = make_link(runtime=runtime)
-    session = await say_hello(link)
-    assert isinstance(session.handler, LoggingHandler)
-
-    recorder = Recorder(runtime)
-    assert [event[0] for event in recorder.log] == ["connected"]
-    assert isinstance(session.handler, RecordingHandler)
-    recorder.unregister()
-    assert [event[0] for event in recorder.log] == ["connected", "disconnected"]
-    assert isinstance(session.handler, LoggingHandler)
-    recorder.unregister()  # a second call changes nothing
-    assert isinstance(session.handler, LoggingHandler)
-
-    other = Recorder(runtime)
-    Recorder(runtime).unregister()  # not the registered factory: no change
-    assert runtime.handler_factory is None
-    assert [event[0] for event in other.log] == ["connected", "disconnected"]
-
-
-async def test_a_factory_registered_before_the_hello_waits_for_it(
-    make_link: LinkFactory,
-) -> None:
-    runtime = DeviceRuntime(MAC)
-    link = make_link(runtime=runtime)
-    recorder = Recorder(runtime)
-    assert recorder.log == []
-    await say_hello(link)
-    assert [event[0] for event in recorder.log] == ["connected"]
-
-
-class BrokenHandler:
-    """A voice handler whose every method raises."""
-
-    def __init__(self, session: DeviceSession) -> None:
-        self.session = session
-
-    def on_connected(self) -> None:
-        raise RuntimeError("connected")
-
-    def on_disconnected(self) -> None:
-        raise RuntimeError("disconnected")
-
-    async def on_listen_start(self, mode: ListenMode) -> None:
-        raise RuntimeError("listen start")
-
-    async def on_listen_stop(self) -> None:
-        raise RuntimeError("listen stop")
-
-    async def on_wake_word(self, text: str) -> None:
-        raise RuntimeError("wake word")
-
-    async def on_abort(self, reason: str | None) -> None:
-        raise RuntimeError("abort")
-
-    def on_audio(self, pcm: bytes) -> None:
-        raise RuntimeError("audio")
-
-
-async def test_handler_failures_are_logged_once_and_the_session_lives(
-    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    runtime = DeviceRuntime(MAC)
-    runtime.async_set_handler_factory(BrokenHandler)
-    link = make_link(runtime=runtime)
-    session = await say_hello(link)
-    packet = opus_packets(1)[0]
-    for _ in range(2):
-        await link.async_handle_message(Listen(ListenState.START, ListenMode.AUTO))
-        link.handle_audio(packet)
-        await link.async_handle_message(Listen(ListenState.DETECT, text="hi"))
-        await link.async_handle_message(Listen(ListenState.STOP))
-        await link.async_handle_message(Abort())
-    assert session.ready
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert sorted(r.getMessage().rsplit(" ", 1)[-1] for r in errors) == sorted(
-        [
-            "on_connected",
-            "on_listen_start",
-            "on_audio",
-            "on_wake_word",
-            "on_listen_stop",
-            "on_abort",
-        ]
-    )
-    assert link.bad_input["handler on_listen_start error"] == 2
-    session.end(EndReason.NORMAL, "bye")
-    assert link.bad_input["handler on_disconnected error"] == 1
-
-
-async def test_the_logging_handler_drops_everything(
-    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    link = make_link()
-    session = await say_hello(link)
-    await link.async_handle_message(Listen(ListenState.START, ListenMode.MANUAL))
-    for packet in opus_packets(3):
-        link.handle_audio(packet)
-    await link.async_handle_message(Listen(ListenState.STOP))
-    await link.async_handle_message(Listen(ListenState.DETECT, text="你好小智"))
-    await link.async_handle_message(Abort("wake_word_detected"))
-    handler = session.handler
-    assert isinstance(handler, LoggingHandler)
-    assert handler.dropped_audio_bytes > 0
-    session.end(EndReason.NORMAL, "bye")
-    assert "No voice handler for Kitchen yet" in caplog.text
-    assert "heard its wake word '你好小智'" in caplog.text
-    assert "Dropped" in caplog.text
-
-
 # ---------------------------------------------------------------- incoming messages
-
-
-async def test_listen_state_modes_and_defaults(make_link: LinkFactory) -> None:
-    runtime = DeviceRuntime(MAC)
-    recorder = Recorder(runtime)
-    link = make_link(runtime=runtime)
-    session = await say_hello(link)
-    await link.async_handle_message(Listen(ListenState.START))
-    listening = session.listening
-    assert listening
-    first_mode = session.listen_mode
-    assert first_mode is ListenMode.AUTO
-    assert recorder.log[-1][:2] == ("listen_start", ListenMode.AUTO)
-    await link.async_handle_message(Listen(ListenState.START, ListenMode.REALTIME))
-    assert session.listen_mode is ListenMode.REALTIME
-    await link.async_handle_message(Listen(ListenState.STOP))
-    assert not session.listening
-    await link.async_handle_message(Unknown("iot", {"type": "iot"}))
-    assert link.bad_input == {}
 
 
 async def test_input_before_the_hello_is_dropped(make_link: LinkFactory) -> None:
@@ -273,97 +129,6 @@ async def test_a_hello_with_raw_pcm_uplink_is_refused(
 
 
 # ---------------------------------------------------------------- downlink
-
-
-@pytest.mark.parametrize("version", [1, 2, 3])
-async def test_play_sends_tts_start_then_framed_audio(
-    make_link: LinkFactory, version: int
-) -> None:
-    link = make_link(version=version)
-    session = await say_hello(link)
-    packets = opus_packets(7)
-    assert await session.playback.play_opus(packets)
-    assert await session.playback.play_opus([])  # a second play of the same reply
-    await session.playback.stop_speaking()
-    transport = transport_of(session)
-    assert transport.kinds()[1:] == ["start"] + ["binary"] * 7 + ["stop"]
-    for frame, packet in zip(transport.frames, packets, strict=True):
-        decoded = decode_frame(frame, version)
-        assert decoded.type is FrameType.OPUS
-        assert decoded.payload == packet
-    assert not session.speaking
-
-
-async def test_play_pcm_resamples_and_encodes(make_link: LinkFactory) -> None:
-    link = make_link()
-    session = await say_hello(link)
-
-    async def chunks() -> AsyncGenerator[bytes]:
-        pcm = tone(880, 16000, 0.5)
-        for start in range(0, len(pcm), 3001):
-            yield pcm[start : start + 3001]
-
-    assert await session.playback.play_pcm(chunks(), 16000)
-    decoder = OpusDecoder(24000)
-    pcm = b"".join(decoder.decode(frame) for frame in transport_of(session).frames)
-    assert abs(dominant_hz(pcm, 24000) - 880) < 10
-
-
-async def test_unsendable_packets_are_skipped(
-    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    link = make_link(version=3)
-    session = await say_hello(link)
-    good = opus_packets(1)[0]
-    assert await session.playback.play_opus([b"", b"x" * 70000, good])
-    assert transport_of(session).frames == [
-        b"\x00\x00" + len(good).to_bytes(2, "big") + good
-    ]
-    assert "Not sending an Opus packet to Kitchen" in caplog.text
-
-
-async def test_stop_speaking_interrupts_a_play(make_link: LinkFactory) -> None:
-    link = make_link()
-    session = await say_hello(link)
-    transport = transport_of(session)
-    transport.binary_gate = asyncio.Event()
-    first = asyncio.ensure_future(session.playback.play_opus(opus_packets(20)))
-    await transport.binary_waiting.wait()
-    second = asyncio.ensure_future(session.playback.play_opus(opus_packets(2)))
-    await asyncio.sleep(0)
-    await session.playback.stop_speaking()
-    assert await first is False
-    assert await second is False  # queued behind the interrupted reply
-    assert transport.kinds()[1:] == ["start", "stop"]
-    assert session.playback.downlink.queued == 0
-
-    transport.binary_gate = None
-    assert await session.playback.play_opus(opus_packets(1))
-    assert transport.kinds()[3:] == ["start", "binary"]
-
-
-async def test_abort_stops_the_reply_before_the_handler_hears_it(
-    make_link: LinkFactory,
-) -> None:
-    runtime = DeviceRuntime(MAC)
-    seen: list[list[str]] = []
-    link = make_link(runtime=runtime)
-
-    class AbortHandler(RecordingHandler):
-        async def on_abort(self, reason: str | None) -> None:
-            seen.append(transport_of(session).kinds())
-
-    runtime.async_set_handler_factory(
-        lambda s: AbortHandler(s, Recorder(DeviceRuntime(MAC)))
-    )
-    session = await say_hello(link)
-    await session.playback.start_speaking()
-    await session.playback.start_speaking()  # already speaking: no second tts start
-    await link.async_handle_message(Abort())
-    assert seen == [["hello", "start", "stop"]]
-    assert not session.speaking
-    await link.async_handle_message(Abort("wake_word_detected"))
-    assert transport_of(session).kinds() == ["hello", "start", "stop"]
 
 
 async def test_messages_to_the_device(make_link: LinkFactory) -> None:
@@ -429,17 +194,6 @@ async def test_a_broken_connection_ends_the_session(
     assert link.end_detail == "connection lost: reset by peer"
 
 
-async def test_playback_stops_when_the_socket_breaks(
-    make_link: LinkFactory,
-) -> None:
-    link = make_link()
-    session = await say_hello(link)
-    await session.playback.start_speaking()
-    transport_of(session).error = TransportError("reset by peer")
-    assert await session.playback.play_opus(opus_packets(8)) is False
-    assert session.closed
-
-
 async def test_nothing_can_be_sent_after_the_end(make_link: LinkFactory) -> None:
     link = make_link()
     session = await say_hello(link, mcp=True)
@@ -461,54 +215,6 @@ async def test_nothing_can_be_sent_after_the_end(make_link: LinkFactory) -> None
         session.create_task(never_awaited(), "late")
     await link.async_wait_closed()
     assert transport_of(session).closed_with == (CloseCode.SERVER_CLOSED, "gone")
-
-
-async def test_session_tasks_end_with_the_session(
-    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    link = make_link()
-    session = await say_hello(link)
-
-    async def fail(error: Exception) -> None:
-        raise error
-
-    forever = session.create_task(asyncio.Event().wait(), "forever")
-    broken = session.create_task(fail(ValueError("bug")), "broken")
-    closed = session.create_task(fail(SessionClosedError("gone")), "closed")
-    await asyncio.wait({broken, closed})
-    assert "Task xiaozhi aa:bb:cc:dd:ee:ff broken of Kitchen failed" in caplog.text
-    assert "closed of Kitchen failed" not in caplog.text
-    await link.async_close("bye")
-    assert forever.cancelled()
-
-
-async def test_idle_sessions_close_but_never_while_speaking(
-    hass: HomeAssistant, make_link: LinkFactory
-) -> None:
-    link = make_link()
-    session = await say_hello(link)
-
-    def check_idle() -> None:
-        async_fire_time_changed(
-            hass, dt_util.utcnow() + timedelta(seconds=IDLE_CHECK_INTERVAL_S + 1)
-        )
-
-    check_idle()
-    check_idle()
-    link.note_incoming()  # a frame arrived: the count starts over
-    check_idle()
-    check_idle()
-    assert not session.closed
-    await session.playback.start_speaking()
-    for _ in range(5):
-        check_idle()
-    assert not session.closed
-    await session.playback.stop_speaking()
-    check_idle()
-    check_idle()
-    assert not session.closed
-    check_idle()
-    assert link.end_reason is EndReason.IDLE_TIMEOUT
 
 
 async def test_hello_timeout(hass: HomeAssistant, make_link: LinkFactory) -> None:
@@ -612,28 +318,6 @@ def test_runtime_listeners_survive_a_failing_one(
     assert not runtime.connected
 
 
-async def test_stop_while_the_producer_is_between_packets(
-    make_link: LinkFactory,
-) -> None:
-    link = make_link()
-    session = await say_hello(link)
-    packets = opus_packets(2)
-    next_sentence = asyncio.Event()
-
-    async def streaming_tts() -> AsyncGenerator[bytes]:
-        yield packets[0]
-        await next_sentence.wait()
-        yield packets[1]
-
-    play = asyncio.ensure_future(session.playback.play_opus(streaming_tts()))
-    while session.playback.downlink.stats.frames_sent < 1:
-        await asyncio.sleep(0)
-    await session.playback.stop_speaking()
-    next_sentence.set()
-    assert await play is False
-    assert transport_of(session).kinds()[1:] == ["start", "binary", "stop"]
-
-
 def test_a_replaced_session_leaving_does_not_detach_its_successor() -> None:
     runtime = DeviceRuntime(MAC)
     old, new = object(), object()
@@ -641,22 +325,6 @@ def test_a_replaced_session_leaving_does_not_detach_its_successor() -> None:
     runtime.async_attach(new)  # type: ignore[arg-type]
     runtime.async_detach(old)  # type: ignore[arg-type]
     assert runtime.link is new
-
-
-async def test_a_failing_handler_factory_falls_back_to_logging(
-    make_link: LinkFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    runtime = DeviceRuntime(MAC)
-
-    def broken_factory(session: DeviceSession) -> RecordingHandler:
-        raise RuntimeError("no pipeline")
-
-    runtime.async_set_handler_factory(broken_factory)
-    link = make_link(runtime=runtime)
-    session = await say_hello(link)
-    assert isinstance(session.handler, LoggingHandler)
-    assert session.ready
-    assert "Cannot create the voice handler of Kitchen" in caplog.text
 
 
 # ---------------------------------------------------------------- sessions on one link

@@ -82,7 +82,7 @@ TIMEOUT = 40.0
 STT_ENTITY = "stt.xiaozhi_stt"
 TTS_ENTITY = "tts.xiaozhi_tts"
 AGENT_ENTITY = "conversation.xiaozhi_conversation"
-UTTERANCE = Path(__file__).parent / "fixtures" / "zh_turn_on_the_light.wav"
+UTTERANCE = Path(__file__).parents[1] / "fixtures" / "zh_turn_on_the_light.wav"
 TRANSCRIPT = "打开客厅灯"
 ANSWER = ("好的，", "客厅灯已经打开了。")
 RATE_OUT = 24000
@@ -91,7 +91,7 @@ TIMING_LINE = re.compile(
     r"^timing: end of speech → stt (-?\d+\.\d{3} s|n/a),"
     r" → first audio (-?\d+\.\d{3} s|n/a), → tts stop (-?\d+\.\d{3} s|n/a)$"
 )
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- helpers

@@ -2,7 +2,6 @@
 
 import pytest
 
-from custom_components.xiaozhi.device.messages import device_message, language_family
 from custom_components.xiaozhi.server.pairing import (
     DeviceIdentity,
     PairingError,
@@ -89,24 +88,3 @@ def test_pending_pairings_are_bounded_and_expired_ones_make_room() -> None:
     registry.announce(DeviceIdentity(mac="00:00:00:00:00:03", client_id="c"))
     registry.discard("00:00:00:00:00:03")
     assert len(registry) == 0
-
-
-@pytest.mark.parametrize(
-    ("language", "family"),
-    [
-        ("zh-CN", "zh"),
-        ("zh_TW", "zh"),
-        ("en-US", "en"),
-        ("", "en"),
-        (None, "en"),
-        ("-", "en"),
-    ],
-)
-def test_language_family(language: str | None, family: str) -> None:
-    assert language_family(language) == family
-
-
-def test_device_message_falls_back_to_english() -> None:
-    assert "Home Assistant" in device_message("activation", "zh-CN")
-    assert device_message("activation", "zh-CN").startswith("请")
-    assert device_message("activation", "fr-FR") == device_message("activation", "en")

@@ -1,0 +1,1 @@
+"""Tests of voice/: a device's turns through HA's Assist pipeline and their speech."""
