@@ -19,7 +19,7 @@ from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDon
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 import pytest
 
-from tests.fake_provider import (
+from fake_provider.server import (
     CHAT_PATH,
     DEFAULT_REPLY_TEXT,
     SPEECH_PATH,

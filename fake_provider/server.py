@@ -1,11 +1,11 @@
-"""A real local OpenAI-compatible HTTP server for tests.
+r"""A real local OpenAI-compatible HTTP server for tests.
 
 `FakeProvider` runs an aiohttp server on 127.0.0.1 (random port) that the real
 `openai` SDK talks to over HTTP, nothing patched. It serves:
 
 * ``GET /v1/models`` and ``GET /v1/models/{id}``
 * ``POST /v1/chat/completions``: scripted `ChatReply` objects, streamed as SSE
-  exactly like OpenAI (``data: {json}\\n\\n`` ... ``data: [DONE]\\n\\n``) or
+  exactly like OpenAI (``data: {json}\n\n`` ... ``data: [DONE]\n\n``) or
   assembled into one ``chat.completion`` when ``stream`` is false.
 * ``POST /v1/audio/transcriptions``: validates that the upload is a complete
   PCM WAV and answers a scripted transcript (``json``, ``text`` or, with
@@ -17,9 +17,8 @@
 
 Every request is recorded; failures can be injected per path; streams can be
 held after N events and released by the test; a test can await the moment the
-client closed a stream. Under pytest-homeassistant-custom-component sockets are
-blocked except to 127.0.0.1 and need the ``socket_enabled`` fixture, which the
-`fake_provider` fixture requests.
+client closed a stream. The ``fake_provider`` pytest fixture
+(tests/helpers/provider.py) starts one per test.
 """
 
 from __future__ import annotations
@@ -40,11 +39,11 @@ import wave
 
 from aiohttp import BodyPartReader, web
 from multidict import CIMultiDict
-import openai
-import pytest
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    import openai
 
 API_PREFIX = "/v1"
 CHAT_PATH = "/v1/chat/completions"
@@ -800,6 +799,8 @@ class FakeProvider:
 
         The caller must close it (``await client.close()`` or ``async with``).
         """
+        import openai  # only clients need the SDK; the server itself does not
+
         options: dict[str, Any] = {
             "base_url": self.base_url,
             "api_key": self.api_key,
@@ -856,12 +857,17 @@ class FakeProvider:
         for _ in range(count):
             self._permits.release()
 
-    async def wait_held(self, timeout: float = 10.0) -> StreamRecord:
+    # A timeout of its own: a test that waits for a hold that never comes must fail,
+    # not hang until pytest's timeout.
+    async def wait_held(self, timeout: float = 10.0) -> StreamRecord:  # noqa: ASYNC109
         """Wait for the next stream to reach its hold point and return it."""
         async with asyncio.timeout(timeout):
             return await self._held.get()
 
-    async def wait_stream_closed(self, timeout: float = 10.0) -> StreamRecord:
+    async def wait_stream_closed(
+        self,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> StreamRecord:
         """Wait for the next stream the client closed before its end."""
         async with asyncio.timeout(timeout):
             return await self._closed.get()
@@ -1268,14 +1274,3 @@ def parse_speech_request(body: Mapping[str, Any]) -> SpeechRequest | web.Respons
         instructions=body.get("instructions"),
         stream_format=stream_format,
     )
-
-
-@pytest.fixture
-async def fake_provider(socket_enabled: None) -> AsyncIterator[FakeProvider]:
-    """Yield a started `FakeProvider`; stop it afterwards.
-
-    Requests ``socket_enabled`` because pytest-homeassistant-custom-component
-    blocks socket creation; connections stay limited to 127.0.0.1.
-    """
-    async with FakeProvider() as provider:
-        yield provider

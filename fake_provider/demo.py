@@ -24,7 +24,7 @@ Endpoints, all under ``/v1``; any API key, or none, is accepted:
   ``pcm`` or ``wav`` (and ``mp3``, ``opus``, ``aac``, ``flac`` when ``ffmpeg`` is
   installed), streamed in chunks.
 
-Run it with ``python -m demo.provider [--host 127.0.0.1] [--port 8765]``.
+Run it with ``python -m fake_provider --demo [--host 127.0.0.1] [--port 8765]``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import Any, Final, Literal, Protocol
 from aiohttp import BodyPartReader, web
 import audioop
 
-LOGGER: Final = logging.getLogger("demo.provider")
+LOGGER: Final = logging.getLogger(__name__)
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8765
@@ -875,7 +875,7 @@ class TranscriptSource:
 
 INDEX_TEXT: Final = (
     "Xiaozhi DEMO provider: an OpenAI-compatible API at /v1 with canned replies.\n"
-    "It has no language model and no speech recognition. See demo/provider.py.\n"
+    "It has no language model and no speech recognition. See fake_provider/demo.py.\n"
 )
 
 
@@ -1248,6 +1248,9 @@ async def run(host: str, port: int, parent_pid: int | None) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the demo provider from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--demo", action="store_true", required=True, help="serve the demo provider"
+    )
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
@@ -1256,7 +1259,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s demo-provider: %(message)s", level=logging.INFO
     )
     asyncio.run(run(args.host, args.port, args.parent_pid))
-
-
-if __name__ == "__main__":
-    main()

@@ -27,7 +27,21 @@ from openai.types.chat import (
 )
 import pytest
 
-from demo.provider import (
+from demo.setup_ha import (
+    DEMO_COUNTRY,
+    DEMO_ENTRY_TITLE,
+    DEMO_LIGHT_YAML,
+    DEMO_PIPELINE_NAME,
+    DemoEngines,
+    DemoSetupError,
+    add_demo_light,
+    demo_entry_id,
+    engines_of,
+    finish,
+    main as setup_main,
+    pipeline_fields,
+)
+from fake_provider.demo import (
     CHAT_MODEL,
     DEMO_LIGHT,
     DEMO_NOTICE,
@@ -58,22 +72,8 @@ from demo.provider import (
     tokenize,
     wav_pcm,
 )
-from demo.setup_ha import (
-    DEMO_COUNTRY,
-    DEMO_ENTRY_TITLE,
-    DEMO_LIGHT_YAML,
-    DEMO_PIPELINE_NAME,
-    DemoEngines,
-    DemoSetupError,
-    add_demo_light,
-    demo_entry_id,
-    engines_of,
-    finish,
-    main as setup_main,
-    pipeline_fields,
-)
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SYSTEM_PROMPT = (
     "You are a voice assistant.\nStatic Context: An overview of the areas and the "
     "devices in this smart home:\n- names: Demo light, Lamp\n  domain: light\n"
@@ -627,7 +627,8 @@ def test_provider_exits_with_its_parent() -> None:
         [
             sys.executable,
             "-m",
-            "demo.provider",
+            "fake_provider",
+            "--demo",
             "--port=0",
             f"--parent-pid={parent.pid}",
         ],
