@@ -1,27 +1,35 @@
 """One fake OpenAI-compatible provider for the tests, the benchmarks and the demo.
 
-See `fake_provider.server` for the scripted server the tests drive and
-`fake_provider.demo` for the demo's canned behaviour.
+A real aiohttp server that the real ``openai`` SDK talks to, in two modes of one
+app: scripted (`FakeProvider`: a test queues replies and transcripts, injects
+failures, holds streams) and demo (`FakeProvider.for_demo`, or
+``python -m fake_provider --demo``: canned answers by keyword rules, speech by
+espeak-ng). Only aiohttp, PyAV and numpy are needed, no Home Assistant and no
+pytest; the pytest fixture lives in tests/helpers/provider.py.
+
+Modules: `server` (the app and its modes), `chat` (what a reply is made of),
+`wire` (OpenAI's JSON and SSE), `inputs` (what clients send, validated like
+OpenAI), `audio` (WAV, synthesizers), `demo` (the canned behaviour), `text`.
 """
 
+from .audio import SpeechSettings
+from .chat import (
+    ChatReply,
+    ErrorEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from .demo import DemoMode
+from .inputs import RecordedRequest, SpeechRequest, StreamRecord, TranscriptionRequest
 from .server import (
     CHAT_PATH,
     MODELS_PATH,
     SPEECH_PATH,
     TRANSCRIPTIONS_PATH,
-    ChatReply,
-    ErrorEvent,
     FakeProvider,
-    ReasoningDelta,
-    RecordedRequest,
-    SpeechRequest,
-    SpeechSettings,
-    StreamRecord,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-    TranscriptionRequest,
-    Usage,
 )
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "SPEECH_PATH",
     "TRANSCRIPTIONS_PATH",
     "ChatReply",
+    "DemoMode",
     "ErrorEvent",
     "FakeProvider",
     "ReasoningDelta",

@@ -1,684 +1,114 @@
-r"""A real local OpenAI-compatible HTTP server for tests.
+r"""The fake OpenAI-compatible server: one app for tests, benchmarks and the demo.
 
-`FakeProvider` runs an aiohttp server on 127.0.0.1 (random port) that the real
-`openai` SDK talks to over HTTP, nothing patched. It serves:
+`FakeProvider` runs an aiohttp server (127.0.0.1 and a random port unless told
+otherwise) that the real ``openai`` SDK talks to over HTTP, nothing patched:
 
 * ``GET /v1/models`` and ``GET /v1/models/{id}``
-* ``POST /v1/chat/completions``: scripted `ChatReply` objects, streamed as SSE
-  exactly like OpenAI (``data: {json}\n\n`` ... ``data: [DONE]\n\n``) or
-  assembled into one ``chat.completion`` when ``stream`` is false.
-* ``POST /v1/audio/transcriptions``: validates that the upload is a complete
-  PCM WAV and answers a scripted transcript (``json``, ``text`` or, with
-  ``stream=true``, ``transcript.text.delta`` / ``transcript.text.done`` SSE).
-* ``POST /v1/audio/speech``: streams a real 24 kHz mono s16le sine tone whose
-  length is proportional to the input text, as ``pcm`` or ``wav``. Other
-  formats (mp3, opus, aac, flac) are answered with 400, so a caller that
-  forgets to ask for pcm/wav fails loudly instead of decoding garbage.
+* ``POST /v1/chat/completions``: `ChatReply` objects, streamed as SSE exactly
+  like OpenAI (``data: {json}\n\n`` ... ``data: [DONE]\n\n``) or assembled into
+  one ``chat.completion`` when ``stream`` is false.
+* ``POST /v1/audio/transcriptions``: checks that the upload is a complete PCM
+  WAV and answers a transcript (``json``, ``text`` or, with ``stream=true``,
+  ``transcript.text.delta`` / ``transcript.text.done`` SSE).
+* ``POST /v1/audio/speech``: 24 kHz mono s16le audio of the input text, as
+  ``pcm`` or ``wav`` (and compressed formats where ffmpeg is given), streamed in
+  chunks. Other formats are answered with 400, so a caller that forgets to ask
+  for pcm/wav fails loudly instead of decoding garbage.
+* ``POST /demo/transcripts``: queues a transcript, as `FakeProvider.add_transcript`.
 
-Every request is recorded; failures can be injected per path; streams can be
-held after N events and released by the test; a test can await the moment the
-client closed a stream. The ``fake_provider`` pytest fixture
-(tests/helpers/provider.py) starts one per test.
+Two modes of the same server. Scripted (the default, for tests and benchmarks):
+replies and transcripts come from FIFOs a test fills (then from defaults),
+speech is a sine tone whose length is proportional to the text, only the one
+API key is accepted; every request is recorded, failures can be injected per
+path, streams can be held after N events and released by the test, and a test
+can await the moment the client closed a stream. Demo (`FakeProvider.for_demo`,
+``python -m fake_provider --demo``): when nothing is queued, `DemoMode` answers
+(see `fake_provider.demo`), any key is accepted and nothing is kept.
+The ``fake_provider`` pytest fixture (tests/helpers/provider.py) starts a
+scripted one per test.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import contextlib
-from dataclasses import KW_ONLY, dataclass, field
-import io
+from dataclasses import dataclass
+from datetime import datetime
 import itertools
-import json
+import logging
 import math
-import struct
 import time
-from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, Unpack
-import wave
+from typing import TYPE_CHECKING, Any, Final, Self
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from multidict import CIMultiDict
+
+from .audio import (
+    CONTENT_TYPES,
+    FFMPEG_FORMATS,
+    PCM_FORMATS,
+    SpeechSettings,
+    SynthesisError,
+    Synthesizer,
+    ToneSynthesizer,
+    encode_with_ffmpeg,
+    streaming_wav_header,
+)
+from .chat import ChatReply, ErrorEvent, JsonDict, Usage
+from .demo import DEFAULT_HOST, INDEX_TEXT, MODELS as DEMO_MODELS, DemoMode
+from .inputs import (
+    RecordedRequest,
+    SpeechRequest,
+    StreamRecord,
+    TranscriptionRequest,
+    parse_speech_request,
+    parse_transcription,
+    read_json,
+)
+from .text import split_text
+from .wire import (
+    ChunkFactory,
+    completion_json,
+    default_usage,
+    error_response,
+    event_delta,
+    model_json,
+    open_event_stream,
+    role_delta,
+    sse,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     import openai
 
-API_PREFIX = "/v1"
-CHAT_PATH = "/v1/chat/completions"
-MODELS_PATH = "/v1/models"
-TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
-SPEECH_PATH = "/v1/audio/speech"
+LOGGER: Final = logging.getLogger(__name__)
 
-DEFAULT_API_KEY = "sk-test"
-DEFAULT_MODELS = (
+API_PREFIX: Final = "/v1"
+CHAT_PATH: Final = "/v1/chat/completions"
+MODELS_PATH: Final = "/v1/models"
+TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
+SPEECH_PATH: Final = "/v1/audio/speech"
+DEMO_TRANSCRIPTS_PATH: Final = "/demo/transcripts"
+
+DEFAULT_API_KEY: Final = "sk-test"
+DEFAULT_MODELS: Final = (
     "gpt-4o-mini",
     "gpt-4o-mini-transcribe",
     "gpt-4o-mini-tts",
     "whisper-1",
     "tts-1",
 )
-DEFAULT_REPLY_TEXT = "OK."
-DEFAULT_TRANSCRIPT = "你好"
-SPEECH_SAMPLE_RATE = 24000
-SPEECH_FORMATS = ("pcm", "wav")
-TRANSCRIPTION_FORMATS = ("json", "text")
-SPEECH_TONE_HZ = 400  # divides 24000, so one period is a whole number of samples
-SPEECH_AMPLITUDE = 0.3
-STREAMING_WAV_SIZE = 0xFFFFFFFF  # OpenAI's streamed WAV header: size unknown
-MAX_SPEECH_INPUT = 4096
+DEFAULT_REPLY_TEXT: Final = "OK."
+DEFAULT_TRANSCRIPT: Final = "你好"
+SCRIPTED_INDEX_TEXT: Final = (
+    "Fake OpenAI-compatible provider (scripted mode): an API at /v1.\n"
+)
 
-type FinishReason = Literal["stop", "tool_calls", "length"]
-type JsonDict = dict[str, Any]
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-# --------------------------------------------------------------------------
-# Scripted chat events and replies
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """One ``delta.content`` piece."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReasoningDelta:
-    """One ``delta.reasoning_content`` piece (DeepSeek / Qwen style)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """One ``delta.tool_calls[0]`` fragment.
-
-    The first fragment of a call carries ``call_id`` and ``name``; later ones
-    carry only argument pieces, exactly like OpenAI streams them.
-    """
-
-    index: int
-    arguments: str = ""
-    call_id: str | None = None
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorEvent:
-    """An in-stream ``data: {"error": ...}`` event; the stream ends after it."""
-
-    message: str
-    error_type: str = "server_error"
-    code: str | None = None
-
-
-type ChatEvent = TextDelta | ReasoningDelta | ToolCallDelta | ErrorEvent
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token usage reported for a reply."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int = 0
-
-    def as_json(self) -> JsonDict:
-        """Return the OpenAI ``usage`` object."""
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A complete tool call to script, streamed by `ToolCall.deltas`."""
-
-    name: str
-    arguments: Mapping[str, Any] | str = field(default_factory=dict)
-    call_id: str | None = None
-
-    @property
-    def arguments_json(self) -> str:
-        """Return the arguments as the JSON string the model would emit."""
-        if isinstance(self.arguments, str):
-            return self.arguments
-        return json.dumps(self.arguments, ensure_ascii=False)
-
-    def deltas(self, index: int, chunk: int | None = 8) -> list[ToolCallDelta]:
-        """Return the streamed fragments of this call.
-
-        Args:
-            index: Position of the call among parallel calls.
-            chunk: Characters per argument piece; ``None`` sends id, name and
-                the whole arguments in a single fragment.
-        """
-        call_id = self.call_id or f"call_{index}"
-        arguments = self.arguments_json
-        if chunk is None:
-            return [ToolCallDelta(index, arguments, call_id, self.name)]
-        head = ToolCallDelta(index, "", call_id, self.name)
-        return [head] + [
-            ToolCallDelta(index, piece) for piece in split_text(arguments, chunk)
-        ]
-
-
-class ReplyOptions(TypedDict, total=False):
-    """Keyword options shared by the `ChatReply` constructors."""
-
-    finish_reason: FinishReason | None
-    token_delay: float
-    ttft: float
-    usage: Usage | None
-    hold_after: int | None
-    disconnect_after: int | None
-    model: str | None
-
-
-@dataclass(frozen=True)
-class ChatReply:
-    """One scripted answer to one chat completion request.
-
-    Attributes:
-        events: The deltas, one SSE chunk each.
-        finish_reason: ``None`` picks ``tool_calls`` when the reply has tool
-            calls, else ``stop``.
-        token_delay: Seconds slept before every event but the first.
-        ttft: Seconds slept before the first event (time to first token).
-        usage: Reported usage; ``None`` derives it from the request and events.
-        hold_after: Hold the stream after this many events until
-            `FakeProvider.release` (0 holds before the first event).
-        disconnect_after: Close the connection after this many events, with
-            no finish chunk and no ``[DONE]`` (0 closes right after headers).
-        model: Model echoed in the response; ``None`` echoes the request's.
-        error_status: Answer this HTTP status with an OpenAI error body
-            instead of a reply.
-        error_message: Message of that error.
-        error_code: ``code`` of that error.
-    """
-
-    events: Sequence[ChatEvent] = ()
-    _: KW_ONLY
-    finish_reason: FinishReason | None = None
-    token_delay: float = 0.0
-    ttft: float = 0.0
-    usage: Usage | None = None
-    hold_after: int | None = None
-    disconnect_after: int | None = None
-    model: str | None = None
-    error_status: int | None = None
-    error_message: str = "Scripted error"
-    error_code: str | None = None
-
-    @classmethod
-    def text(
-        cls,
-        text: str | Sequence[str],
-        *,
-        chunk: int = 4,
-        reasoning: str | Sequence[str] | None = None,
-        **options: Unpack[ReplyOptions],
-    ) -> Self:
-        """Build a text reply, optionally preceded by reasoning deltas.
-
-        Args:
-            text: The answer; a string is split every ``chunk`` characters, a
-                sequence is used as the exact list of pieces.
-            chunk: Characters per delta when ``text`` is a string.
-            reasoning: Reasoning content streamed before the answer.
-            **options: `ReplyOptions`.
-        """
-        events: list[ChatEvent] = []
-        if reasoning is not None:
-            events += [ReasoningDelta(piece) for piece in pieces_of(reasoning, chunk)]
-        events += [TextDelta(piece) for piece in pieces_of(text, chunk)]
-        return cls(events, **options)
-
-    @classmethod
-    def tool_call(
-        cls,
-        name: str,
-        arguments: Mapping[str, Any] | str | None = None,
-        *,
-        call_id: str | None = None,
-        chunk: int | None = 8,
-        text: str | None = None,
-        **options: Unpack[ReplyOptions],
-    ) -> Self:
-        """Build a reply that calls one tool.
-
-        Args:
-            name: Tool name.
-            arguments: Arguments (mapping → JSON) or the raw JSON string.
-            call_id: Tool call id; defaults to ``call_0``.
-            chunk: Characters per argument fragment; ``None`` for one piece.
-            text: Content streamed before the call.
-            **options: `ReplyOptions`.
-        """
-        call = ToolCall(name, {} if arguments is None else arguments, call_id)
-        return cls.tool_calls(call, chunk=chunk, text=text, **options)
-
-    @classmethod
-    def tool_calls(
-        cls,
-        *calls: ToolCall,
-        chunk: int | None = 8,
-        text: str | None = None,
-        **options: Unpack[ReplyOptions],
-    ) -> Self:
-        """Build a reply with parallel tool calls, streamed one after another.
-
-        Args:
-            *calls: The calls; a call without id gets ``call_<index>``.
-            chunk: Characters per argument fragment; ``None`` for one piece.
-            text: Content streamed before the calls.
-            **options: `ReplyOptions`.
-        """
-        events: list[ChatEvent] = []
-        if text is not None:
-            events += [TextDelta(piece) for piece in split_text(text, 4)]
-        for index, call in enumerate(calls):
-            events += call.deltas(index, chunk)
-        return cls(events, **options)
-
-    @classmethod
-    def error(
-        cls, status: int, message: str = "Scripted error", *, code: str | None = None
-    ) -> Self:
-        """Build a reply answered with HTTP ``status`` and an OpenAI error body."""
-        return cls(error_status=status, error_message=message, error_code=code)
-
-    @property
-    def content(self) -> str:
-        """Return the concatenated text deltas."""
-        return "".join(e.text for e in self.events if isinstance(e, TextDelta))
-
-    @property
-    def reasoning(self) -> str:
-        """Return the concatenated reasoning deltas."""
-        return "".join(e.text for e in self.events if isinstance(e, ReasoningDelta))
-
-    def resolved_finish_reason(self) -> FinishReason:
-        """Return the finish reason, derived from the events when unset."""
-        if self.finish_reason is not None:
-            return self.finish_reason
-        if any(isinstance(e, ToolCallDelta) for e in self.events):
-            return "tool_calls"
-        return "stop"
-
-
-def split_text(text: str, chunk: int) -> list[str]:
-    """Split ``text`` into pieces of ``chunk`` characters."""
-    if chunk < 1:
-        raise ValueError("chunk must be >= 1")
-    return [text[start : start + chunk] for start in range(0, len(text), chunk)]
-
-
-def pieces_of(text: str | Sequence[str], chunk: int) -> list[str]:
-    """Return ``text`` split every ``chunk`` characters, or the given pieces."""
-    return split_text(text, chunk) if isinstance(text, str) else list(text)
-
-
-# --------------------------------------------------------------------------
-# OpenAI JSON shapes
-# --------------------------------------------------------------------------
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "invalid_request_error",
-    404: "invalid_request_error",
-    429: "requests",
-}
-
-
-def error_body(
-    status: int,
-    message: str,
-    *,
-    code: str | None = None,
-    param: str | None = None,
-) -> JsonDict:
-    """Return an OpenAI-style error body for an HTTP ``status``."""
-    error_type = _ERROR_TYPES.get(status, "server_error")
-    return {
-        "error": {"message": message, "type": error_type, "param": param, "code": code}
-    }
-
-
-def error_response(
-    status: int, message: str, *, code: str | None = None, param: str | None = None
-) -> web.Response:
-    """Return an aiohttp JSON response carrying an OpenAI error body."""
-    body = error_body(status, message, code=code, param=param)
-    return web.json_response(body, status=status)
-
-
-def tool_call_delta_json(delta: ToolCallDelta) -> JsonDict:
-    """Return one ``delta.tool_calls`` element."""
-    function: JsonDict = {"arguments": delta.arguments}
-    if delta.call_id is None:
-        return {"index": delta.index, "function": function}
-    return {
-        "index": delta.index,
-        "id": delta.call_id,
-        "type": "function",
-        "function": {"name": delta.name, **function},
-    }
-
-
-def event_delta(event: TextDelta | ReasoningDelta | ToolCallDelta) -> JsonDict:
-    """Return the ``delta`` object of one streamed event."""
-    if isinstance(event, TextDelta):
-        return {"content": event.text}
-    if isinstance(event, ReasoningDelta):
-        return {"reasoning_content": event.text}
-    return {"tool_calls": [tool_call_delta_json(event)]}
-
-
-def assemble_tool_calls(events: Sequence[ChatEvent]) -> list[JsonDict]:
-    """Merge streamed tool call fragments into complete message tool calls."""
-    calls: dict[int, JsonDict] = {}
-    for event in events:
-        if not isinstance(event, ToolCallDelta):
-            continue
-        if event.call_id is not None:
-            calls[event.index] = {
-                "id": event.call_id,
-                "type": "function",
-                "function": {"name": event.name, "arguments": ""},
-            }
-        calls[event.index]["function"]["arguments"] += event.arguments
-    return [calls[index] for index in sorted(calls)]
-
-
-def default_usage(request_body: Mapping[str, Any], reply: ChatReply) -> Usage:
-    """Derive a deterministic usage from the request size and the events."""
-    messages = json.dumps(request_body.get("messages", []), ensure_ascii=False)
-    reasoning = sum(isinstance(e, ReasoningDelta) for e in reply.events)
-    return Usage(len(messages) // 4 + 1, len(reply.events), reasoning)
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkFactory:
-    """Builds the ``chat.completion.chunk`` objects of one stream."""
-
-    completion_id: str
-    created: int
-    model: str
-    include_usage: bool
-
-    def chunk(self, delta: JsonDict, finish_reason: str | None = None) -> JsonDict:
-        """Return a chunk with one choice."""
-        choice = {
-            "index": 0,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }
-        return self._wrap([choice], None)
-
-    def usage_chunk(self, usage: Usage) -> JsonDict:
-        """Return the final usage-only chunk (``choices`` empty)."""
-        return self._wrap([], usage.as_json())
-
-    def _wrap(self, choices: list[JsonDict], usage: JsonDict | None) -> JsonDict:
-        chunk: JsonDict = {
-            "id": self.completion_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "service_tier": "default",
-            "system_fingerprint": "fp_fake",
-            "choices": choices,
-        }
-        # Like OpenAI: the usage key only exists when include_usage was asked.
-        if self.include_usage:
-            chunk["usage"] = usage
-        return chunk
-
-
-def role_delta(first_event: ChatEvent | None) -> tuple[JsonDict, bool]:
-    """Return the first delta and whether it already carries ``first_event``.
-
-    OpenAI merges the role into the first tool call fragment, but sends a
-    separate ``{"role": "assistant", "content": ""}`` chunk before text.
-    """
-    if isinstance(first_event, ToolCallDelta):
-        delta = {"role": "assistant", "content": None, **event_delta(first_event)}
-        return {**delta, "refusal": None}, True
-    return {"role": "assistant", "content": "", "refusal": None}, False
-
-
-def completion_json(
-    reply: ChatReply, completion_id: str, created: int, model: str, usage: Usage
-) -> JsonDict:
-    """Return the non-streamed ``chat.completion`` equivalent of ``reply``."""
-    message: JsonDict = {
-        "role": "assistant",
-        "content": reply.content or None,
-        "refusal": None,
-    }
-    if reply.reasoning:
-        message["reasoning_content"] = reply.reasoning
-    if tool_calls := assemble_tool_calls(reply.events):
-        message["tool_calls"] = tool_calls
-    choice = {
-        "index": 0,
-        "message": message,
-        "logprobs": None,
-        "finish_reason": reply.resolved_finish_reason(),
-    }
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "service_tier": "default",
-        "system_fingerprint": "fp_fake",
-        "choices": [choice],
-        "usage": usage.as_json(),
-    }
-
-
-def sse(payload: JsonDict | str) -> bytes:
-    """Encode one SSE ``data:`` event (compact JSON, like OpenAI)."""
-    if isinstance(payload, str):
-        return f"data: {payload}\n\n".encode()
-    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
-
-
-# --------------------------------------------------------------------------
-# Audio helpers
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WavInfo:
-    """Format of an uploaded WAV."""
-
-    sample_rate: int
-    channels: int
-    sample_width: int
-    frames: int
-
-    @property
-    def duration(self) -> float:
-        """Return the duration in seconds."""
-        return self.frames / self.sample_rate
-
-
-class InvalidWavError(ValueError):
-    """The upload is not a complete PCM WAV."""
-
-
-def parse_wav(data: bytes) -> tuple[WavInfo, bytes]:
-    """Validate a WAV file and return its format and PCM frames.
-
-    Raises:
-        InvalidWavError: Not RIFF/WAVE, no fmt/data chunk, not PCM, or the data
-            chunk is shorter than its header says.
-    """
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise InvalidWavError("not a RIFF/WAVE file")
-    try:
-        with wave.open(io.BytesIO(data), "rb") as reader:
-            info = WavInfo(
-                reader.getframerate(),
-                reader.getnchannels(),
-                reader.getsampwidth(),
-                reader.getnframes(),
-            )
-            frames = reader.readframes(info.frames)
-    except (wave.Error, EOFError) as err:
-        raise InvalidWavError(str(err)) from err
-    if len(frames) != info.frames * info.channels * info.sample_width:
-        raise InvalidWavError("data chunk is truncated")
-    return info, frames
-
-
-def streaming_wav_header(sample_rate: int, channels: int = 1, width: int = 2) -> bytes:
-    """Return a 44-byte PCM WAV header with unknown (0xFFFFFFFF) sizes."""
-    byte_rate = sample_rate * channels * width
-    return (
-        struct.pack("<4sI4s", b"RIFF", STREAMING_WAV_SIZE, b"WAVE")
-        + struct.pack(
-            "<4sIHHIIHH",
-            b"fmt ",
-            16,
-            1,
-            channels,
-            sample_rate,
-            byte_rate,
-            channels * width,
-            width * 8,
-        )
-        + struct.pack("<4sI", b"data", STREAMING_WAV_SIZE)
-    )
-
-
-def tone_pcm(samples: int, sample_rate: int = SPEECH_SAMPLE_RATE) -> bytes:
-    """Return ``samples`` of a mono s16le sine tone (``SPEECH_TONE_HZ``)."""
-    period = sample_rate // SPEECH_TONE_HZ
-    peak = SPEECH_AMPLITUDE * 32767
-    one_period = struct.pack(
-        f"<{period}h",
-        *(round(peak * math.sin(2 * math.pi * n / period)) for n in range(period)),
-    )
-    repeats, rest = divmod(samples, period)
-    return one_period * repeats + one_period[: rest * 2]
-
-
-# --------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class RecordedFile:
-    """An uploaded multipart file."""
-
-    filename: str | None
-    content_type: str
-    data: bytes
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    """One HTTP request the provider received."""
-
-    method: str
-    path: str
-    headers: CIMultiDict[str]
-    json: Any = None
-    form: dict[str, str] = field(default_factory=dict)
-    files: dict[str, RecordedFile] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class StreamRecord:
-    """Progress of one streamed response (chat SSE or speech audio).
-
-    Attributes:
-        path: Request path.
-        request: The recorded request.
-        events_sent: Chat events or speech chunks written so far.
-        held: True while waiting for `FakeProvider.release`.
-        completed: The full body was written.
-        client_closed: The client went away before the body was complete.
-        server_aborted: The provider cut the connection (``disconnect_after``).
-    """
-
-    path: str
-    request: RecordedRequest
-    events_sent: int = 0
-    held: bool = False
-    completed: bool = False
-    client_closed: bool = False
-    server_aborted: bool = False
-
-
-@dataclass(slots=True)
-class TranscriptionRequest:
-    """Fields of one transcription request and its validated WAV."""
-
-    model: str
-    language: str | None
-    prompt: str | None
-    response_format: str
-    stream: bool
-    wav: WavInfo
-    pcm: bytes
-
-
-@dataclass(slots=True)
-class SpeechRequest:
-    """Fields of one speech request."""
-
-    model: str
-    input: str
-    voice: str | dict[str, Any]
-    response_format: str
-    speed: float
-    instructions: str | None
-    stream_format: str | None
-
-
-@dataclass(slots=True)
-class SpeechSettings:
-    """How ``/v1/audio/speech`` paces and sizes its audio.
-
-    Attributes:
-        first_byte_delay: Seconds between the headers and the first audio chunk.
-        chunk_size: Bytes per body chunk (PCM bytes; the WAV header rides along
-            with the first chunk).
-        bytes_per_second: Pace chunks at this PCM byte rate; ``None`` = no pacing.
-        seconds_per_char: Audio seconds per character of input (at speed 1).
-        min_seconds: Lower bound of the audio length (at speed 1).
-        hold_after_chunks: Hold the body after this many chunks until
-            `FakeProvider.release`.
-    """
-
-    first_byte_delay: float = 0.0
-    chunk_size: int = 4800
-    bytes_per_second: float | None = None
-    seconds_per_char: float = 0.1
-    min_seconds: float = 0.2
-    hold_after_chunks: int | None = None
-
-    def pcm_bytes(self, text: str, speed: float = 1.0) -> int:
-        """Return the PCM byte length answered for ``text`` at ``speed``."""
-        seconds = max(len(text) * self.seconds_per_char, self.min_seconds) / speed
-        return round(seconds * SPEECH_SAMPLE_RATE) * 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,40 +118,54 @@ class _Failure:
     code: str | None
 
 
-# --------------------------------------------------------------------------
-# The server
-# --------------------------------------------------------------------------
-
-
 class FakeProvider:
     """A local OpenAI-compatible server; see the module docstring.
 
     Attributes:
-        api_key: The only Bearer key accepted; others get 401.
+        api_key: The only Bearer key accepted (others get 401); ``None`` accepts
+            any key and none.
         models: Model ids served by ``GET /v1/models``.
+        demo: What answers when nothing is queued; ``None`` in scripted mode.
+        history: Keep every request, stream and upload for inspection (tests);
+            a demo that runs for hours keeps none.
         requests: Every request received, in order.
         default_reply: Chat reply used when the scripted FIFO is empty.
         default_transcript: Transcript used when the scripted FIFO is empty.
         transcript_chunk: Characters per ``transcript.text.delta`` event.
         transcript_delay: Seconds before each streamed transcript delta.
         speech: `SpeechSettings` for ``/v1/audio/speech``.
+        synthesizer: What speaks; ``None`` is a tone sized by ``speech``.
+        ffmpeg: ffmpeg executable for compressed speech formats, if any.
         streams: Every streamed response, in order.
         transcriptions: Every valid transcription request.
         speech_requests: Every valid speech request.
     """
 
     def __init__(
-        self, *, api_key: str = DEFAULT_API_KEY, models: Sequence[str] = DEFAULT_MODELS
+        self,
+        *,
+        api_key: str | None = DEFAULT_API_KEY,
+        models: Sequence[str] = DEFAULT_MODELS,
+        demo: DemoMode | None = None,
+        history: bool = True,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
     ) -> None:
-        """Create a stopped provider."""
+        """Create a stopped provider; it serves on ``host:port`` (0: any port)."""
         self.api_key = api_key
         self.models = list(models)
+        self.demo = demo
+        self.history = history
         self.requests: list[RecordedRequest] = []
         self.default_reply = ChatReply.text(DEFAULT_REPLY_TEXT)
         self.default_transcript = DEFAULT_TRANSCRIPT
         self.transcript_chunk = 1
         self.transcript_delay = 0.0
-        self.speech = SpeechSettings()
+        self.speech = SpeechSettings() if demo is None else demo.speech_settings()
+        self.synthesizer: Synthesizer | None = (
+            None if demo is None else demo.synthesizer
+        )
+        self.ffmpeg = None if demo is None else demo.ffmpeg
         self.streams: list[StreamRecord] = []
         self.transcriptions: list[TranscriptionRequest] = []
         self.speech_requests: list[SpeechRequest] = []
@@ -733,20 +177,43 @@ class FakeProvider:
         self._closed: asyncio.Queue[StreamRecord] = asyncio.Queue()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
+        self._host = host
+        self._requested_port = port
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._stopping = False
 
+    @classmethod
+    def for_demo(
+        cls,
+        demo: DemoMode | None = None,
+        *,
+        history: bool = False,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+    ) -> Self:
+        """Return a stopped provider in demo mode (any API key, the demo's models)."""
+        return cls(
+            api_key=None,
+            models=DEMO_MODELS,
+            demo=demo or DemoMode(),
+            history=history,
+            host=host,
+            port=port,
+        )
+
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind 127.0.0.1 on a random port and serve."""
+        """Bind the address given at creation and serve."""
         app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/", self._handle_index)
         app.router.add_get(MODELS_PATH, self._handle_models)
         app.router.add_get(MODELS_PATH + "/{model}", self._handle_model)
         app.router.add_post(CHAT_PATH, self._handle_chat)
         app.router.add_post(TRANSCRIPTIONS_PATH, self._handle_transcription)
         app.router.add_post(SPEECH_PATH, self._handle_speech)
+        app.router.add_post(DEMO_TRANSCRIPTS_PATH, self._handle_queue_transcript)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         # handler_cancellation: a client disconnect cancels the handler, which
         # is how a held or sleeping stream learns that the client went away.
@@ -754,7 +221,7 @@ class FakeProvider:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, self._host, self._requested_port)
         await site.start()
         self._runner = runner
         self._port = runner.addresses[0][1]
@@ -789,10 +256,10 @@ class FakeProvider:
 
     @property
     def base_url(self) -> str:
-        """Return ``http://127.0.0.1:<port>/v1``; only valid once started."""
+        """Return ``http://<host>:<port>/v1``; only valid once started."""
         if self._port is None:
             raise RuntimeError("FakeProvider is not started")
-        return f"http://127.0.0.1:{self._port}{API_PREFIX}"
+        return f"http://{self._host}:{self._port}{API_PREFIX}"
 
     def client(self, **kwargs: Any) -> openai.AsyncOpenAI:
         """Return an `openai.AsyncOpenAI` for this server (``max_retries=0``).
@@ -803,7 +270,7 @@ class FakeProvider:
 
         options: dict[str, Any] = {
             "base_url": self.base_url,
-            "api_key": self.api_key,
+            "api_key": self.api_key or "any",
             "max_retries": 0,
         }
         return openai.AsyncOpenAI(**(options | kwargs))
@@ -881,18 +348,19 @@ class FakeProvider:
         record = RecordedRequest(
             request.method, request.path, CIMultiDict(request.headers)
         )
-        self.requests.append(record)
+        if self.history:
+            self.requests.append(record)
         request["record"] = record
         if request.content_type == "application/json":
             # Recorded before auth and injected failures so tests can inspect
             # the body of rejected attempts too; aiohttp caches the body.
             with contextlib.suppress(ValueError):
                 record.json = await request.json()
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if self.api_key is not None and (
+            request.headers.get("Authorization") != f"Bearer {self.api_key}"
+        ):
             return error_response(
-                401,
-                "Incorrect API key provided.",
-                code="invalid_api_key",
+                401, "Incorrect API key provided.", code="invalid_api_key"
             )
         if failure := self._pop_failure(request.path):
             return error_response(failure.status, failure.message, code=failure.code)
@@ -913,7 +381,8 @@ class FakeProvider:
 
     def _new_stream(self, request: web.Request) -> StreamRecord:
         stream = StreamRecord(request.path, request["record"])
-        self.streams.append(stream)
+        if self.history:
+            self.streams.append(stream)
         return stream
 
     async def _hold(self, stream: StreamRecord) -> None:
@@ -935,8 +404,11 @@ class FakeProvider:
             self._mark_client_closed(stream)
 
     def _mark_client_closed(self, stream: StreamRecord) -> None:
+        # Barge-in does this all the time: normal, not worth more than debug.
+        LOGGER.debug("The client closed %s before its end", stream.path)
         stream.client_closed = True
-        self._closed.put_nowait(stream)
+        if self.history:
+            self._closed.put_nowait(stream)
 
     @staticmethod
     def _abort(request: web.Request, stream: StreamRecord) -> None:
@@ -946,37 +418,25 @@ class FakeProvider:
         if request.transport is not None:
             request.transport.close()
 
-    @staticmethod
-    async def _read_json(request: web.Request) -> JsonDict | web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return error_response(400, "We could not parse the JSON body.")
-        if not isinstance(body, dict):
-            return error_response(400, "The body must be a JSON object.")
-        return body
+    # -- index and models --------------------------------------------------
 
-    # -- models ------------------------------------------------------------
-
-    def _model_json(self, model: str) -> JsonDict:
-        return {
-            "id": model,
-            "object": "model",
-            "created": 1700000000,
-            "owned_by": "fake",
-        }
+    async def _handle_index(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text=SCRIPTED_INDEX_TEXT if self.demo is None else INDEX_TEXT
+        )
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
-        data = [self._model_json(model) for model in self.models]
+        data = [model_json(model) for model in self.models]
         return web.json_response({"object": "list", "data": data})
 
     async def _handle_model(self, request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
-        if model not in self.models:
+        # The demo answers to whatever model an entry was set up with.
+        if model not in self.models and self.demo is None:
             return error_response(
                 404, f"The model '{model}' does not exist", code="model_not_found"
             )
-        return web.json_response(self._model_json(model))
+        return web.json_response(model_json(model))
 
     async def _handle_unknown(self, request: web.Request) -> web.StreamResponse:
         return error_response(
@@ -986,14 +446,17 @@ class FakeProvider:
     # -- chat --------------------------------------------------------------
 
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
-        body = await self._read_json(request)
+        body = await read_json(request)
         if isinstance(body, web.Response):
             return body
-        if not isinstance(body.get("model"), str) or not isinstance(
-            body.get("messages"), list
+        messages = body.get("messages")
+        if not isinstance(body.get("model"), str) or not (
+            isinstance(messages, list) and messages
         ):
-            return error_response(400, "'model' and 'messages' are required.")
-        reply = self._replies.popleft() if self._replies else self.default_reply
+            return error_response(
+                400, "'model' and a non-empty 'messages' list are required."
+            )
+        reply = self._next_reply(body)
         if reply.error_status is not None:
             return error_response(
                 reply.error_status, reply.error_message, code=reply.error_code
@@ -1009,6 +472,14 @@ class FakeProvider:
             )
             return await self._stream_chat(request, reply, chunks, usage)
         return await self._complete_chat(request, reply, model, usage)
+
+    def _next_reply(self, body: JsonDict) -> ChatReply:
+        """Return the next queued reply, else the demo's, else the default one."""
+        if self._replies:
+            return self._replies.popleft()
+        if self.demo is not None:
+            return self.demo.chat_reply(body, now=datetime.now().astimezone())
+        return self.default_reply
 
     async def _complete_chat(
         self, request: web.Request, reply: ChatReply, model: str, usage: Usage
@@ -1034,11 +505,7 @@ class FakeProvider:
         self, request: web.Request, reply: ChatReply, chunks: ChunkFactory, usage: Usage
     ) -> web.StreamResponse:
         stream = self._new_stream(request)
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream; charset=utf-8"}
-        )
-        response.enable_chunked_encoding()
-        await response.prepare(request)
+        response = await open_event_stream(request)
         async with self._watch(stream):
             await self._write_chat_events(request, response, reply, chunks, stream)
             if stream.server_aborted or stream.completed:
@@ -1107,74 +574,31 @@ class FakeProvider:
     # -- transcription -----------------------------------------------------
 
     async def _handle_transcription(self, request: web.Request) -> web.StreamResponse:
-        record: RecordedRequest = request["record"]
-        if request.content_type != "multipart/form-data":
-            return error_response(400, "Expected a multipart/form-data body.")
-        try:
-            await self._read_multipart(request, record)
-        except ValueError as err:
-            return error_response(400, f"Invalid multipart body: {err}")
-        upload = record.files.get("file")
-        if upload is None or "model" not in record.form:
-            return error_response(400, "'file' and 'model' are required.")
-        response_format = record.form.get("response_format", "json")
-        if response_format not in TRANSCRIPTION_FORMATS:
-            return error_response(
-                400,
-                f"response_format '{response_format}' is not supported by the fake.",
-                param="response_format",
-            )
-        try:
-            wav, pcm = parse_wav(upload.data)
-        except InvalidWavError as err:
-            return error_response(
-                400, f"Invalid file format: {err}", param="file", code="invalid_value"
-            )
-        transcription = TranscriptionRequest(
-            model=record.form["model"],
-            language=record.form.get("language"),
-            prompt=record.form.get("prompt"),
-            response_format=response_format,
-            stream=record.form.get("stream", "false").lower() == "true",
-            wav=wav,
-            pcm=pcm,
-        )
-        self.transcriptions.append(transcription)
-        text = (
-            self._transcripts.popleft()
-            if self._transcripts
-            else self.default_transcript
-        )
+        transcription = await parse_transcription(request, request["record"])
+        if isinstance(transcription, web.Response):
+            return transcription
+        if self.history:
+            self.transcriptions.append(transcription)
+        text = self._next_transcript(transcription)
         if transcription.stream:
             return await self._stream_transcript(request, text)
-        if response_format == "text":
+        if transcription.response_format == "text":
             return web.Response(text=text, content_type="text/plain")
-        usage = {"type": "duration", "seconds": math.ceil(wav.duration)}
+        usage = {"type": "duration", "seconds": math.ceil(transcription.wav.duration)}
         return web.json_response({"text": text, "usage": usage})
 
-    @staticmethod
-    async def _read_multipart(request: web.Request, record: RecordedRequest) -> None:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                raise ValueError("unexpected nested or unnamed part")
-            if part.filename is None:
-                record.form[part.name] = await part.text()
-            else:
-                content_type = part.headers.get("Content-Type", "")
-                data = bytes(await part.read())
-                record.files[part.name] = RecordedFile(
-                    part.filename, content_type, data
-                )
+    def _next_transcript(self, transcription: TranscriptionRequest) -> str:
+        """Return the next queued transcript, else the demo's, else the default."""
+        if self._transcripts:
+            return self._transcripts.popleft()
+        if self.demo is not None:
+            return self.demo.transcript(transcription)
+        return self.default_transcript
 
     async def _stream_transcript(
         self, request: web.Request, text: str
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream; charset=utf-8"}
-        )
-        response.enable_chunked_encoding()
-        await response.prepare(request)
+        response = await open_event_stream(request)
         for piece in split_text(text, self.transcript_chunk):
             await asyncio.sleep(self.transcript_delay)
             await response.write(sse({"type": "transcript.text.delta", "delta": piece}))
@@ -1188,38 +612,79 @@ class FakeProvider:
         await response.write_eof()
         return response
 
-    # -- speech ------------------------------------------------------------
-
-    async def _handle_speech(self, request: web.Request) -> web.StreamResponse:
-        body = await self._read_json(request)
+    async def _handle_queue_transcript(
+        self, request: web.Request
+    ) -> web.StreamResponse:
+        body = await read_json(request)
         if isinstance(body, web.Response):
             return body
-        speech = parse_speech_request(body)
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return error_response(400, "'text' must be a non-empty string.")
+        self.add_transcript(text.strip())
+        return web.json_response({"queued": len(self._transcripts)})
+
+    # -- speech ------------------------------------------------------------
+
+    @property
+    def speech_formats(self) -> tuple[str, ...]:
+        """Return the ``response_format`` values served: PCM, WAV, ffmpeg's."""
+        return PCM_FORMATS + (tuple(FFMPEG_FORMATS) if self.ffmpeg else ())
+
+    async def _handle_speech(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json(request)
+        if isinstance(body, web.Response):
+            return body
+        speech = parse_speech_request(body, self.speech_formats)
         if isinstance(speech, web.Response):
             return speech
-        self.speech_requests.append(speech)
-        return await self._stream_speech(request, speech)
+        if self.history:
+            self.speech_requests.append(speech)
+        started = time.monotonic()
+        try:
+            header, audio = await self._render_speech(speech)
+        except SynthesisError as err:
+            LOGGER.warning("Speech synthesis failed: %s", err)
+            return error_response(500, f"Speech synthesis failed: {err}")
+        first_byte_at = started + self.speech.first_byte_delay
+        return await self._stream_speech(
+            request, CONTENT_TYPES[speech.response_format], header, audio, first_byte_at
+        )
+
+    async def _render_speech(self, speech: SpeechRequest) -> tuple[bytes, bytes]:
+        """Return the header and the audio of the answer, in the asked format."""
+        synthesizer = self.synthesizer or ToneSynthesizer(self.speech)
+        pcm = await synthesizer.synthesize(
+            speech.input, speech.voice_name, speech.speed
+        )
+        if speech.response_format == "pcm":
+            return b"", pcm
+        if speech.response_format == "wav":
+            return streaming_wav_header(), pcm
+        assert self.ffmpeg is not None  # speech_formats offered it
+        return b"", await encode_with_ffmpeg(pcm, speech.response_format, self.ffmpeg)
 
     async def _stream_speech(
-        self, request: web.Request, speech: SpeechRequest
+        self,
+        request: web.Request,
+        content_type: str,
+        header: bytes,
+        audio: bytes,
+        first_byte_at: float,
     ) -> web.StreamResponse:
+        """Stream ``audio`` in chunks, ``header`` riding along with the first."""
         settings = self.speech
-        pcm = tone_pcm(settings.pcm_bytes(speech.input, speech.speed) // 2)
-        content_type = "audio/wav" if speech.response_format == "wav" else "audio/pcm"
         response = web.StreamResponse(headers={"Content-Type": content_type})
         response.enable_chunked_encoding()
         stream = self._new_stream(request)
         await response.prepare(request)
         async with self._watch(stream):
-            await asyncio.sleep(settings.first_byte_delay)
-            prefix = b""
-            if speech.response_format == "wav":
-                prefix = streaming_wav_header(SPEECH_SAMPLE_RATE)
-            for piece in split_bytes(pcm, settings.chunk_size):
+            await asyncio.sleep(max(0.0, first_byte_at - time.monotonic()))
+            for piece in split_bytes(audio, settings.chunk_size):
                 if stream.events_sent == settings.hold_after_chunks:
                     await self._hold(stream)
-                await response.write(prefix + piece)
-                prefix = b""
+                await response.write(header + piece)
+                header = b""
                 stream.events_sent += 1
                 if settings.bytes_per_second:
                     await asyncio.sleep(len(piece) / settings.bytes_per_second)
@@ -1237,40 +702,3 @@ def full_path(path: str) -> str:
     """Return ``path`` with the ``/v1`` prefix."""
     path = "/" + path.lstrip("/")
     return path if path.startswith(API_PREFIX + "/") else API_PREFIX + path
-
-
-def parse_speech_request(body: Mapping[str, Any]) -> SpeechRequest | web.Response:
-    """Validate a speech request body like OpenAI does (400 on errors)."""
-    text = body.get("input")
-    if not isinstance(text, str) or not text or len(text) > MAX_SPEECH_INPUT:
-        return error_response(400, "'input' must be 1..4096 characters.", param="input")
-    if not isinstance(body.get("model"), str):
-        return error_response(400, "'model' is required.", param="model")
-    voice = body.get("voice")
-    if not isinstance(voice, (str, dict)) or not voice:
-        return error_response(400, "'voice' is required.", param="voice")
-    response_format = body.get("response_format", "mp3")
-    if response_format not in SPEECH_FORMATS:
-        return error_response(
-            400,
-            f"response_format '{response_format}' is not supported by the fake "
-            "provider; use 'pcm' or 'wav'.",
-            param="response_format",
-        )
-    speed = body.get("speed", 1.0)
-    if not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
-        return error_response(400, "'speed' must be within 0.25..4.0.", param="speed")
-    stream_format = body.get("stream_format")
-    if stream_format not in (None, "audio"):
-        return error_response(
-            400, "Only stream_format 'audio' is supported.", param="stream_format"
-        )
-    return SpeechRequest(
-        model=body["model"],
-        input=text,
-        voice=voice,
-        response_format=response_format,
-        speed=float(speed),
-        instructions=body.get("instructions"),
-        stream_format=stream_format,
-    )
