@@ -8,8 +8,9 @@ espeak-ng). Only aiohttp, PyAV and numpy are needed, no Home Assistant and no
 pytest; the pytest fixture lives in tests/helpers/provider.py.
 
 Modules: `server` (the app and its modes), `chat` (what a reply is made of),
-`wire` (OpenAI's JSON and SSE), `inputs` (what clients send, validated like
-OpenAI), `audio` (WAV, synthesizers), `demo` (the canned behaviour), `text`.
+`wire` (OpenAI's JSON and SSE), `quirks` (switches for roughly compatible
+servers), `inputs` (what clients send, validated like OpenAI), `audio` (WAV,
+synthesizers), `demo` (the canned behaviour), `text`.
 """
 
 from .audio import SpeechSettings
@@ -24,6 +25,7 @@ from .chat import (
 )
 from .demo import DemoMode
 from .inputs import RecordedRequest, SpeechRequest, StreamRecord, TranscriptionRequest
+from .quirks import ChatQuirks, TranscriptAnswer
 from .server import (
     CHAT_PATH,
     MODELS_PATH,
@@ -37,6 +39,7 @@ __all__ = [
     "MODELS_PATH",
     "SPEECH_PATH",
     "TRANSCRIPTIONS_PATH",
+    "ChatQuirks",
     "ChatReply",
     "DemoMode",
     "ErrorEvent",
@@ -49,6 +52,7 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",
+    "TranscriptAnswer",
     "TranscriptionRequest",
     "Usage",
 ]

@@ -11,13 +11,14 @@ installed, encodes the compressed formats the demo offers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 import functools
+import itertools
 import math
 import shutil
 import struct
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 # The one WAV reader/writer and resampler: the integration's, without HA.
 from simulator.integration import codec
@@ -150,9 +151,18 @@ class Synthesizer(Protocol):
         ...
 
 
+type WavSizes = Literal["streaming", "zero", "exact"]
+# Where split_wav_header cuts the 44-byte header: inside the fmt chunk.
+WAV_HEADER_CUT: Final = 20
+
+
 @dataclass(slots=True)
 class SpeechSettings:
-    """How ``/v1/audio/speech`` paces and sizes its audio.
+    """How ``/v1/audio/speech`` paces, sizes and frames its audio.
+
+    The defaults answer like OpenAI; the fields after ``hold_after_chunks`` are
+    switches for what roughly compatible servers do instead (see
+    `fake_provider.quirks`).
 
     Attributes:
         first_byte_delay: Seconds from the request to the first audio chunk
@@ -164,6 +174,21 @@ class SpeechSettings:
         min_seconds: Lower bound of the tone's length (at speed 1).
         hold_after_chunks: Hold the body after this many chunks until
             `FakeProvider.release`.
+        content_type: Content-Type to send instead of the format's own (e.g.
+            ``application/octet-stream`` for PCM or WAV, as servers that stream
+            bytes without naming them do; ``audio/mpeg`` on anything, as servers
+            that label every answer as their default format do).
+        content_length: One body with a Content-Length instead of chunked
+            transfer (servers that render the whole answer before sending it).
+        chunk_sizes: Chunk sizes to cycle through instead of ``chunk_size``,
+            e.g. ``range(1, 8)`` for the 1..7-byte chunks of servers that relay
+            whatever their encoder's pipe yields.
+        wav_sizes: The WAV header's sizes: ``streaming`` (0xFFFFFFFF, OpenAI's
+            and Kokoro-FastAPI's), ``zero`` (both 0: what libsndfile writes
+            before it knows, as speaches sent before a fix) or ``exact``
+            (servers that render the whole file first).
+        split_wav_header: Send the WAV header as two chunks of its own, cut
+            inside the fmt chunk, before the audio.
     """
 
     first_byte_delay: float = 0.0
@@ -172,11 +197,44 @@ class SpeechSettings:
     seconds_per_char: float = 0.1
     min_seconds: float = 0.2
     hold_after_chunks: int | None = None
+    content_type: str | None = None
+    content_length: bool = False
+    chunk_sizes: Sequence[int] = ()
+    wav_sizes: WavSizes = "streaming"
+    split_wav_header: bool = False
 
     def pcm_bytes(self, text: str, speed: float = 1.0) -> int:
         """Return the PCM byte length of the tone answered for ``text``."""
         seconds = max(len(text) * self.seconds_per_char, self.min_seconds) / speed
         return round(seconds * SAMPLE_RATE) * SAMPLE_WIDTH
+
+    def wav_header(self, pcm_bytes: int) -> bytes:
+        """Return the WAV header for ``pcm_bytes`` of speech, sized as set."""
+        if self.wav_sizes == "exact":
+            return codec.wav_header(SAMPLE_RATE, 1, SAMPLE_WIDTH, pcm_bytes)
+        if self.wav_sizes == "zero":
+            header = codec.wav_header(SAMPLE_RATE, 1, SAMPLE_WIDTH, 0)
+            return header[:4] + bytes(4) + header[8:]
+        return streaming_wav_header()
+
+    def pieces(self, header: bytes, audio: bytes) -> list[bytes]:
+        """Return the body chunks: the audio cut as set, the header in front."""
+        sizes = itertools.cycle(self.chunk_sizes or (self.chunk_size,))
+        pieces: list[bytes] = []
+        start = 0
+        while start < len(audio):
+            size = next(sizes)
+            pieces.append(audio[start : start + size])
+            start += size
+        if not header:
+            return pieces
+        if self.split_wav_header:
+            return [header[:WAV_HEADER_CUT], header[WAV_HEADER_CUT:], *pieces]
+        return [header + (pieces[0] if pieces else b""), *pieces[1:]]
+
+    def content_type_of(self, response_format: str) -> str:
+        """Return the Content-Type sent for ``response_format``."""
+        return self.content_type or CONTENT_TYPES[response_format]
 
 
 def tone_pcm(samples: int, sample_rate: int = SAMPLE_RATE) -> bytes:

@@ -20,8 +20,9 @@ Two modes of the same server. Scripted (the default, for tests and benchmarks):
 replies and transcripts come from FIFOs a test fills (then from defaults),
 speech is a sine tone whose length is proportional to the text, only the one
 API key is accepted; every request is recorded, failures can be injected per
-path, streams can be held after N events and released by the test, and a test
-can await the moment the client closed a stream. Demo (`FakeProvider.for_demo`,
+path, streams can be held after N events and released by the test, a test
+can await the moment the client closed a stream, and switches make it answer
+like a roughly compatible server instead of OpenAI (`fake_provider.quirks`). Demo (`FakeProvider.for_demo`,
 ``python -m fake_provider --demo``): when nothing is queued, `DemoMode` answers
 (see `fake_provider.demo`), any key is accepted and nothing is kept.
 The ``fake_provider`` pytest fixture (tests/helpers/provider.py) starts a
@@ -46,7 +47,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .audio import (
-    CONTENT_TYPES,
     FFMPEG_FORMATS,
     PCM_FORMATS,
     SpeechSettings,
@@ -54,7 +54,6 @@ from .audio import (
     Synthesizer,
     ToneSynthesizer,
     encode_with_ffmpeg,
-    streaming_wav_header,
 )
 from .chat import ChatReply, ErrorEvent, JsonDict, Usage
 from .demo import DEFAULT_HOST, INDEX_TEXT, MODELS as DEMO_MODELS, DemoMode
@@ -67,6 +66,7 @@ from .inputs import (
     parse_transcription,
     read_json,
 )
+from .quirks import ChatQuirks, TranscriptAnswer, merge_tool_call_fragments
 from .text import split_text
 from .wire import (
     ChunkFactory,
@@ -78,6 +78,9 @@ from .wire import (
     open_event_stream,
     role_delta,
     sse,
+    sse_events,
+    transcript_done_event,
+    verbose_transcription_json,
 )
 
 if TYPE_CHECKING:
@@ -133,6 +136,9 @@ class FakeProvider:
         default_transcript: Transcript used when the scripted FIFO is empty.
         transcript_chunk: Characters per ``transcript.text.delta`` event.
         transcript_delay: Seconds before each streamed transcript delta.
+        transcript_answer: The shape of transcription answers (OpenAI's, or a
+            roughly compatible server's: `TranscriptAnswer`).
+        chat_quirks: How chat streams depart from OpenAI's (`ChatQuirks`).
         speech: `SpeechSettings` for ``/v1/audio/speech``.
         synthesizer: What speaks; ``None`` is a tone sized by ``speech``.
         ffmpeg: ffmpeg executable for compressed speech formats, if any.
@@ -161,6 +167,8 @@ class FakeProvider:
         self.default_transcript = DEFAULT_TRANSCRIPT
         self.transcript_chunk = 1
         self.transcript_delay = 0.0
+        self.transcript_answer = TranscriptAnswer.AS_ASKED
+        self.chat_quirks = ChatQuirks()
         self.speech = SpeechSettings() if demo is None else demo.speech_settings()
         self.synthesizer: Synthesizer | None = (
             None if demo is None else demo.synthesizer
@@ -463,12 +471,16 @@ class FakeProvider:
             )
         model = reply.model or body["model"]
         usage = reply.usage or default_usage(body, reply)
-        if body.get("stream"):
+        if body.get("stream") and not self.chat_quirks.ignore_stream:
             include_usage = bool(
                 (body.get("stream_options") or {}).get("include_usage")
             )
             chunks = ChunkFactory(
-                self._next_id("chatcmpl"), int(time.time()), model, include_usage
+                self._next_id("chatcmpl"),
+                int(time.time()),
+                model,
+                include_usage,
+                self.chat_quirks,
             )
             return await self._stream_chat(request, reply, chunks, usage)
         return await self._complete_chat(request, reply, model, usage)
@@ -510,11 +522,8 @@ class FakeProvider:
             await self._write_chat_events(request, response, reply, chunks, stream)
             if stream.server_aborted or stream.completed:
                 return response
-            finish = chunks.chunk({}, reply.resolved_finish_reason())
-            await response.write(sse(finish))
-            if chunks.include_usage:
-                await response.write(sse(chunks.usage_chunk(usage)))
-            await response.write(sse("[DONE]"))
+            closing = chunks.closing_chunks(reply.resolved_finish_reason(), usage)
+            await response.write(sse_events(closing))
             await response.write_eof()
             stream.completed = True
         return response
@@ -529,6 +538,8 @@ class FakeProvider:
     ) -> None:
         """Write the role chunk and the events, honouring hold/disconnect."""
         events = list(reply.events)
+        if chunks.quirks.whole_tool_calls:
+            events = merge_tool_call_fragments(events)
         first_delta, merged = role_delta(events[0] if events else None)
         for position, event in enumerate(events):
             if not await self._checkpoint(request, reply, stream, position):
@@ -538,14 +549,15 @@ class FakeProvider:
                 await self._write_stream_error(response, event, stream)
                 return
             if position == 0:
-                await response.write(sse(chunks.chunk(first_delta)))
+                await response.write(sse_events(chunks.opening_chunks(first_delta)))
             if position > 0 or not merged:
-                await response.write(sse(chunks.chunk(event_delta(event))))
+                delta = event_delta(event)
+                await response.write(sse_events(chunks.event_chunks(delta, position)))
             stream.events_sent += 1
         if not await self._checkpoint(request, reply, stream, len(events)):
             return
         if not events:
-            await response.write(sse(chunks.chunk(first_delta)))
+            await response.write(sse_events(chunks.opening_chunks(first_delta)))
 
     async def _checkpoint(
         self,
@@ -580,12 +592,39 @@ class FakeProvider:
         if self.history:
             self.transcriptions.append(transcription)
         text = self._next_transcript(transcription)
-        if transcription.stream:
-            return await self._stream_transcript(request, text)
-        if transcription.response_format == "text":
-            return web.Response(text=text, content_type="text/plain")
-        usage = {"type": "duration", "seconds": math.ceil(transcription.wav.duration)}
-        return web.json_response({"text": text, "usage": usage})
+        return await self._answer_transcript(request, transcription, text)
+
+    async def _answer_transcript(
+        self, request: web.Request, transcription: TranscriptionRequest, text: str
+    ) -> web.StreamResponse:
+        """Answer ``text`` in the shape asked for, or the one `transcript_answer` says."""
+        answer = self.transcript_answer
+        if answer.streamed and not transcription.stream:
+            answer = TranscriptAnswer.AS_ASKED
+        duration = transcription.wav.duration
+        match answer:
+            case TranscriptAnswer.AS_ASKED if transcription.stream:
+                return await self._stream_transcript(request, text, done_text=text)
+            case TranscriptAnswer.AS_ASKED if transcription.response_format == "json":
+                usage = {"type": "duration", "seconds": math.ceil(duration)}
+                return web.json_response({"text": text, "usage": usage})
+            case TranscriptAnswer.AS_ASKED | TranscriptAnswer.TEXT:
+                return web.Response(text=text, content_type="text/plain")
+            case TranscriptAnswer.JSON:
+                return web.json_response({"text": text})
+            case TranscriptAnswer.VERBOSE_JSON:
+                verbose = verbose_transcription_json(
+                    text, duration, transcription.language
+                )
+                return web.json_response(verbose)
+            case TranscriptAnswer.SSE_DONE_ONLY:
+                return await self._stream_transcript(
+                    request, text, deltas=False, done_text=text
+                )
+            case TranscriptAnswer.SSE_DELTAS_ONLY:
+                return await self._stream_transcript(request, text, done_text=None)
+            case TranscriptAnswer.SSE_EMPTY_DONE:
+                return await self._stream_transcript(request, text, done_text="")
 
     def _next_transcript(self, transcription: TranscriptionRequest) -> str:
         """Return the next queued transcript, else the demo's, else the default."""
@@ -596,19 +635,23 @@ class FakeProvider:
         return self.default_transcript
 
     async def _stream_transcript(
-        self, request: web.Request, text: str
+        self,
+        request: web.Request,
+        text: str,
+        *,
+        deltas: bool = True,
+        done_text: str | None,
     ) -> web.StreamResponse:
+        """Stream ``text`` as delta events, then a done event with ``done_text``.
+
+        ``done_text`` is ``None`` for no done event.
+        """
         response = await open_event_stream(request)
-        for piece in split_text(text, self.transcript_chunk):
+        for piece in split_text(text, self.transcript_chunk) if deltas else ():
             await asyncio.sleep(self.transcript_delay)
             await response.write(sse({"type": "transcript.text.delta", "delta": piece}))
-        usage = {"type": "tokens", "input_tokens": 1, "output_tokens": len(text)}
-        done = {
-            "type": "transcript.text.done",
-            "text": text,
-            "usage": usage | {"total_tokens": 1 + len(text)},
-        }
-        await response.write(sse(done))
+        if done_text is not None:
+            await response.write(sse(transcript_done_event(done_text, len(text))))
         await response.write_eof()
         return response
 
@@ -648,7 +691,7 @@ class FakeProvider:
             return error_response(500, f"Speech synthesis failed: {err}")
         first_byte_at = started + self.speech.first_byte_delay
         return await self._stream_speech(
-            request, CONTENT_TYPES[speech.response_format], header, audio, first_byte_at
+            request, speech.response_format, header, audio, first_byte_at
         )
 
     async def _render_speech(self, speech: SpeechRequest) -> tuple[bytes, bytes]:
@@ -660,42 +703,43 @@ class FakeProvider:
         if speech.response_format == "pcm":
             return b"", pcm
         if speech.response_format == "wav":
-            return streaming_wav_header(), pcm
+            return self.speech.wav_header(len(pcm)), pcm
         assert self.ffmpeg is not None  # speech_formats offered it
         return b"", await encode_with_ffmpeg(pcm, speech.response_format, self.ffmpeg)
 
     async def _stream_speech(
         self,
         request: web.Request,
-        content_type: str,
+        response_format: str,
         header: bytes,
         audio: bytes,
         first_byte_at: float,
     ) -> web.StreamResponse:
-        """Stream ``audio`` in chunks, ``header`` riding along with the first."""
+        """Send ``header`` and ``audio`` in the pieces and pace `speech` sets."""
         settings = self.speech
-        response = web.StreamResponse(headers={"Content-Type": content_type})
-        response.enable_chunked_encoding()
+        response = web.StreamResponse(
+            headers={"Content-Type": settings.content_type_of(response_format)}
+        )
+        if settings.content_length:
+            response.content_length = len(header) + len(audio)
+            pieces = [header + audio]
+        else:
+            response.enable_chunked_encoding()
+            pieces = settings.pieces(header, audio)
         stream = self._new_stream(request)
         await response.prepare(request)
         async with self._watch(stream):
             await asyncio.sleep(max(0.0, first_byte_at - time.monotonic()))
-            for piece in split_bytes(audio, settings.chunk_size):
+            for piece in pieces:
                 if stream.events_sent == settings.hold_after_chunks:
                     await self._hold(stream)
-                await response.write(header + piece)
-                header = b""
+                await response.write(piece)
                 stream.events_sent += 1
                 if settings.bytes_per_second:
                     await asyncio.sleep(len(piece) / settings.bytes_per_second)
             await response.write_eof()
             stream.completed = True
         return response
-
-
-def split_bytes(data: bytes, size: int) -> list[bytes]:
-    """Split ``data`` into pieces of ``size`` bytes."""
-    return [data[start : start + size] for start in range(0, len(data), size)]
 
 
 def full_path(path: str) -> str:

@@ -7,9 +7,9 @@ server writes what these functions return, in scripted and in demo mode alike.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import json
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -22,6 +22,8 @@ from .chat import (
     ToolCallDelta,
     Usage,
 )
+from .quirks import ChatQuirks
+from .text import detect_language
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -101,26 +103,58 @@ def default_usage(request_body: Mapping[str, Any], reply: ChatReply) -> Usage:
 
 @dataclass(frozen=True, slots=True)
 class ChunkFactory:
-    """Builds the ``chat.completion.chunk`` objects of one stream."""
+    """Builds the ``chat.completion.chunk`` objects of one stream.
+
+    Like OpenAI unless `quirks` say otherwise (see `fake_provider.quirks`).
+    """
 
     completion_id: str
     created: int
     model: str
     include_usage: bool
+    quirks: ChatQuirks = field(default_factory=ChatQuirks)
+
+    @property
+    def sends_usage(self) -> bool:
+        """Return whether the stream carries usage (asked for, not omitted)."""
+        return self.include_usage and not self.quirks.omit_usage
 
     def chunk(self, delta: JsonDict, finish_reason: str | None = None) -> JsonDict:
         """Return a chunk with one choice."""
-        choice = {
-            "index": 0,
-            "delta": delta,
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }
+        if self.quirks.role_in_every_chunk:
+            delta = {"role": "assistant", **delta}
+        choice: JsonDict = {"index": 0, "delta": delta, "logprobs": None}
+        if not self.quirks.omit_finish_reason:
+            choice["finish_reason"] = finish_reason
         return self._wrap([choice], None)
 
-    def usage_chunk(self, usage: Usage) -> JsonDict:
-        """Return the final usage-only chunk (``choices`` empty)."""
-        return self._wrap([], usage.as_json())
+    def opening_chunks(self, first_delta: JsonDict) -> list[JsonDict]:
+        """Return the chunks that open the message (role and first delta)."""
+        return [*self._empty_choices(), self.chunk(first_delta)]
+
+    def event_chunks(self, delta: JsonDict, position: int) -> list[JsonDict]:
+        """Return the chunks that carry one event's delta."""
+        chunks = [self.chunk(delta)]
+        if self.quirks.empty_content_deltas:
+            chunks.append(self.chunk({"content": "" if position % 2 else None}))
+        return chunks
+
+    def closing_chunks(self, finish_reason: str, usage: Usage) -> list[JsonDict | str]:
+        """Return what ends the stream: finish chunk, usage chunk, ``[DONE]``."""
+        chunks: list[JsonDict | str] = [*self._empty_choices()]
+        if not self.quirks.omit_finish_reason:
+            chunks.append(self.chunk({}, finish_reason))
+        if self.sends_usage:
+            chunks.append(self._wrap([], usage.as_json()))
+        if not self.quirks.omit_done:
+            chunks.append("[DONE]")
+        return chunks
+
+    def _empty_choices(self) -> list[JsonDict]:
+        if not self.quirks.empty_choices_chunks:
+            return []
+        # What Azure OpenAI's content filter annotations look like.
+        return [self._wrap([], None) | {"prompt_filter_results": []}]
 
     def _wrap(self, choices: list[JsonDict], usage: JsonDict | None) -> JsonDict:
         chunk: JsonDict = {
@@ -133,7 +167,7 @@ class ChunkFactory:
             "choices": choices,
         }
         # Like OpenAI: the usage key only exists when include_usage was asked.
-        if self.include_usage:
+        if self.sends_usage:
             chunk["usage"] = usage
         return chunk
 
@@ -202,3 +236,48 @@ async def open_event_stream(request: web.Request) -> web.StreamResponse:
 def model_json(model: str) -> JsonDict:
     """Return one entry of ``GET /v1/models``."""
     return {"id": model, "object": "model", "created": 1700000000, "owned_by": "fake"}
+
+
+def sse_events(payloads: Sequence[JsonDict | str]) -> bytes:
+    """Encode several SSE events, to be written at once."""
+    return b"".join(sse(payload) for payload in payloads)
+
+
+# Whisper's verbose_json names languages, not codes.
+_LANGUAGE_NAMES: Final[Mapping[str, str]] = {"zh": "chinese", "en": "english"}
+
+
+def verbose_transcription_json(
+    text: str, duration: float, language: str | None
+) -> JsonDict:
+    """Return a ``verbose_json`` transcription: one segment spanning the audio."""
+    code = (language or detect_language(text)).split("-")[0].lower()
+    segment = {
+        "id": 0,
+        "seek": 0,
+        "start": 0.0,
+        "end": duration,
+        "text": text,
+        "tokens": [],
+        "temperature": 0.0,
+        "avg_logprob": -0.2,
+        "compression_ratio": 1.0,
+        "no_speech_prob": 0.01,
+    }
+    return {
+        "task": "transcribe",
+        "language": _LANGUAGE_NAMES.get(code, code),
+        "duration": duration,
+        "text": text,
+        "segments": [segment],
+    }
+
+
+def transcript_done_event(text: str, output_tokens: int) -> JsonDict:
+    """Return the ``transcript.text.done`` event that ends a streamed transcript."""
+    usage = {"type": "tokens", "input_tokens": 1, "output_tokens": output_tokens}
+    return {
+        "type": "transcript.text.done",
+        "text": text,
+        "usage": usage | {"total_tokens": 1 + output_tokens},
+    }
