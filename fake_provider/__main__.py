@@ -40,9 +40,12 @@ def _announce(provider: FakeProvider) -> None:
         )
         return
     LOGGER.info(
-        "Xiaozhi DEMO provider on %s: canned replies, speech by %s",
+        "Xiaozhi DEMO provider on %s: canned replies, speech by %s, hears %s",
         provider.base_url,
         provider.demo.synthesizer.label,
+        "its vocabulary"
+        if provider.demo.listener.espeak
+        else "nothing (espeak-ng is not installed)",
     )
 
 
@@ -53,6 +56,9 @@ async def run(provider: FakeProvider, parent_pid: int | None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with provider:
+        if provider.demo is not None:
+            # Learnt before the first upload, which would otherwise wait for it.
+            await provider.demo.listener.prepare()
         _announce(provider)
         watcher = (
             asyncio.create_task(_exit_with_parent(parent_pid, stop))

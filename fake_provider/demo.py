@@ -17,9 +17,8 @@ announces that it is a demo. The server is the one the tests drive
   result, a short confirmation. The weather, the time, a joke, greetings and
   thanks have short answers; anything else gets a friendly "I'm only a demo".
 * ``POST /audio/transcriptions``: checks that the upload is a complete WAV file
-  and answers a transcript *without listening to it*: the next text queued with
-  ``POST /demo/transcripts`` (body ``{"text": "..."}``), else the next of a few
-  demo utterances in the request's language, in turn.
+  and answers what is said in it, if it is a phrase of the demo's vocabulary,
+  else an empty transcript (`fake_provider.listener`, which lists the phrases).
 * ``POST /audio/speech``: real speech from ``espeak-ng`` when it is installed, else
   a short melody as long as the text would take to say; 24 kHz mono 16-bit, as
   ``pcm`` or ``wav`` (and ``mp3``, ``opus``, ``aac``, ``flac`` when ``ffmpeg`` is
@@ -49,6 +48,7 @@ from .audio import (
 )
 from .chat import ChatReply, JsonDict
 from .inputs import TranscriptionRequest
+from .listener import Listener
 from .text import Language, detect_language, tokenize
 
 LOGGER: Final = logging.getLogger(__name__)
@@ -464,42 +464,10 @@ def failure_reason(data: Mapping[str, Any]) -> str:
     return str(code or "unknown error")
 
 
-# --------------------------------------------------------------------------
-# Transcripts (there is no speech recognition)
-# --------------------------------------------------------------------------
-
-DEMO_UTTERANCES: Final[Mapping[Language, tuple[str, ...]]] = {
-    "en": (
-        "Turn on the demo light.",
-        "What's the weather like today?",
-        "Tell me a joke.",
-        "Turn off the demo light.",
-    ),
-    "zh": ("打开演示灯", "今天天气怎么样？", "讲个笑话", "关掉演示灯"),
-}
-
-
-@dataclass(slots=True)
-class TranscriptSource:
-    """Where transcripts come from, since nothing listens to the audio.
-
-    Texts queued (`FakeProvider.add_transcript`, ``POST /demo/transcripts``) come
-    first, in order; after them the demo utterances of the request's language take
-    turns.
-    """
-
-    _turn: itertools.count[int] = field(default_factory=itertools.count)
-
-    def next_text(self, language: str | None) -> str:
-        """Return the transcript of the next upload."""
-        code: Language = "zh" if (language or "").lower().startswith("zh") else "en"
-        utterances = DEMO_UTTERANCES[code]
-        return utterances[next(self._turn) % len(utterances)]
-
-
 INDEX_TEXT: Final = (
     "Xiaozhi DEMO provider: an OpenAI-compatible API at /v1 with canned replies.\n"
-    "It has no language model and no speech recognition. See fake_provider/demo.py.\n"
+    "It has no language model, and hears only the phrases of its vocabulary.\n"
+    "See fake_provider/demo.py and fake_provider/listener.py.\n"
 )
 
 
@@ -511,13 +479,15 @@ class DemoMode:
         timing: Delays that make replies feel like a real service.
         synthesizer: What speaks for ``/v1/audio/speech``.
         ffmpeg: ffmpeg executable for compressed speech formats, if any.
-        transcripts: Where transcripts come from.
+        listener: What hears the uploads (espeak-ng's voices, a closed vocabulary).
     """
 
     timing: Timing = field(default_factory=Timing)
     synthesizer: Synthesizer = field(default_factory=default_synthesizer)
     ffmpeg: str | None = field(default_factory=lambda: shutil.which("ffmpeg"))
-    transcripts: TranscriptSource = field(default_factory=TranscriptSource)
+    listener: Listener = field(
+        default_factory=lambda: Listener(shutil.which("espeak-ng"))
+    )
     _call_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _chat_turns: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -541,11 +511,20 @@ class DemoMode:
         )
         return chat_reply(reply, f"call-demo{next(self._call_ids)}", self.timing)
 
-    def transcript(self, upload: TranscriptionRequest) -> str:
-        """Return the transcript of an upload (canned: the audio is not heard)."""
-        text = self.transcripts.next_text(upload.language)
-        LOGGER.info("Transcript (canned, the audio is not listened to): %s", text)
-        return text
+    async def transcript(self, upload: TranscriptionRequest) -> str:
+        """Return what is said in an upload, or ``""`` for nothing the demo knows."""
+        wav = upload.wav
+        heard = await self.listener.hear(
+            upload.pcm, wav.sample_rate, wav.channels, wav.sample_width
+        )
+        LOGGER.info(
+            "Heard %r (nearest phrase %r at distance %.1f, accepted under %.1f)",
+            heard.text,
+            heard.nearest,
+            heard.distance,
+            self.listener.threshold,
+        )
+        return heard.text
 
 
 def chat_reply(reply: Reply, call_id: str, timing: Timing) -> ChatReply:

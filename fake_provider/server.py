@@ -14,7 +14,6 @@ otherwise) that the real ``openai`` SDK talks to over HTTP, nothing patched:
   ``pcm`` or ``wav`` (and compressed formats where ffmpeg is given), streamed in
   chunks. Other formats are answered with 400, so a caller that forgets to ask
   for pcm/wav fails loudly instead of decoding garbage.
-* ``POST /demo/transcripts``: queues a transcript, as `FakeProvider.add_transcript`.
 
 Two modes of the same server. Scripted (the default, for tests and benchmarks):
 replies and transcripts come from FIFOs a test fills (then from defaults),
@@ -95,7 +94,6 @@ CHAT_PATH: Final = "/v1/chat/completions"
 MODELS_PATH: Final = "/v1/models"
 TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
 SPEECH_PATH: Final = "/v1/audio/speech"
-DEMO_TRANSCRIPTS_PATH: Final = "/demo/transcripts"
 
 DEFAULT_API_KEY: Final = "sk-test"
 DEFAULT_MODELS: Final = (
@@ -221,7 +219,6 @@ class FakeProvider:
         app.router.add_post(CHAT_PATH, self._handle_chat)
         app.router.add_post(TRANSCRIPTIONS_PATH, self._handle_transcription)
         app.router.add_post(SPEECH_PATH, self._handle_speech)
-        app.router.add_post(DEMO_TRANSCRIPTS_PATH, self._handle_queue_transcript)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         # handler_cancellation: a client disconnect cancels the handler, which
         # is how a held or sleeping stream learns that the client went away.
@@ -591,7 +588,7 @@ class FakeProvider:
             return transcription
         if self.history:
             self.transcriptions.append(transcription)
-        text = self._next_transcript(transcription)
+        text = await self._next_transcript(transcription)
         return await self._answer_transcript(request, transcription, text)
 
     async def _answer_transcript(
@@ -626,12 +623,12 @@ class FakeProvider:
             case TranscriptAnswer.SSE_EMPTY_DONE:
                 return await self._stream_transcript(request, text, done_text="")
 
-    def _next_transcript(self, transcription: TranscriptionRequest) -> str:
+    async def _next_transcript(self, transcription: TranscriptionRequest) -> str:
         """Return the next queued transcript, else the demo's, else the default."""
         if self._transcripts:
             return self._transcripts.popleft()
         if self.demo is not None:
-            return self.demo.transcript(transcription)
+            return await self.demo.transcript(transcription)
         return self.default_transcript
 
     async def _stream_transcript(
@@ -654,18 +651,6 @@ class FakeProvider:
             await response.write(sse(transcript_done_event(done_text, len(text))))
         await response.write_eof()
         return response
-
-    async def _handle_queue_transcript(
-        self, request: web.Request
-    ) -> web.StreamResponse:
-        body = await read_json(request)
-        if isinstance(body, web.Response):
-            return body
-        text = body.get("text")
-        if not isinstance(text, str) or not text.strip():
-            return error_response(400, "'text' must be a non-empty string.")
-        self.add_transcript(text.strip())
-        return web.json_response({"queued": len(self._transcripts)})
 
     # -- speech ------------------------------------------------------------
 

@@ -59,6 +59,7 @@ from fake_provider.demo import (
 )
 from fake_provider.server import FakeProvider
 from fake_provider.text import tokenize
+from simulator import audio as simulator_audio
 from simulator.integration import codec
 
 ROOT = Path(__file__).parents[2]
@@ -294,7 +295,6 @@ async def test_models_and_bad_requests(
         for path, body in (
             ("/audio/speech", b"{"),
             ("/audio/transcriptions", b"{}"),
-            ("/../demo/transcripts", b"{"),
         ):
             async with session.post(demo[1] + path, data=body) as bad:
                 assert bad.status == 400
@@ -373,39 +373,47 @@ async def test_speech_as_mp3_through_ffmpeg(socket_enabled: None) -> None:
     assert data[:3] == b"ID3" or data[0] == 0xFF
 
 
-async def test_transcripts_are_queued_then_canned(
-    client: openai.AsyncOpenAI, demo: tuple[FakeProvider, str]
-) -> None:
-    async with aiohttp.ClientSession() as session:
-        queue = demo[1].removesuffix("/v1") + "/demo/transcripts"
-        async with session.post(queue, json={"text": " 打开灯 "}) as response:
-            assert await response.json() == {"queued": 1}
-        async with session.post(queue, json={"text": ""}) as response:
-            assert response.status == 400
+NEEDS_ESPEAK = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="needs espeak-ng"
+)
+
+
+async def spoken_wav(text: str, language: str) -> tuple[str, bytes, str]:
+    """Return ``text`` as the simulator says it, as an upload."""
+    pcm = await simulator_audio.say(text, language)
+    return ("speech.wav", codec.pcm_to_wav(pcm, 16000), "audio/wav")
+
+
+@NEEDS_ESPEAK
+async def test_transcripts_are_what_was_said(client: openai.AsyncOpenAI) -> None:
     transcribe = client.audio.transcriptions.create
-    wav = ("speech.wav", make_wav(), "audio/wav")
-    assert (await transcribe(model="whisper-1", file=wav)).text == "打开灯"
-    first = await transcribe(model="whisper-1", file=wav, language="zh")
-    assert first.text == "打开演示灯"
+    silent = ("speech.wav", make_wav(), "audio/wav")
+    turn_on = await spoken_wav("打开灯", "zh-CN")
+    weather = await spoken_wav("What's the weather like today?", "en")
+
+    assert (await transcribe(model="whisper-1", file=turn_on)).text == "打开灯"
     text = await transcribe(
-        model="whisper-1", file=wav, language="en", response_format="text"
+        model="whisper-1", file=weather, language="en", response_format="text"
     )
     assert text == "What's the weather like today?"
+    unheard = await transcribe(model="whisper-1", file=silent, language="zh")
+    assert unheard.text == ""
     with pytest.raises(openai.BadRequestError):
         await transcribe(model="whisper-1", file=("a.mp3", b"ID3....", "audio/mpeg"))
     with pytest.raises(openai.BadRequestError):
-        await transcribe(model="whisper-1", file=wav, response_format="srt")
+        await transcribe(model="whisper-1", file=silent, response_format="srt")
 
 
+@NEEDS_ESPEAK
 async def test_streamed_transcript(client: openai.AsyncOpenAI) -> None:
     events = await client.audio.transcriptions.create(
         model="gpt-4o-mini-transcribe",
-        file=("speech.wav", make_wav(), "audio/wav"),
+        file=await spoken_wav("Turn on the demo light", "en"),
         stream=True,
     )
     seen = [event async for event in events]
     assert seen[-1].type == "transcript.text.done"
-    assert seen[-1].text == "Turn on the demo light."
+    assert seen[-1].text == "Turn on the demo light"
     assert "".join(e.delta for e in seen[:-1] if e.type == "transcript.text.delta") == (
         seen[-1].text
     )
