@@ -4,13 +4,14 @@ A real aiohttp server that the real ``openai`` SDK talks to, in two modes of one
 app: scripted (`FakeProvider`: a test queues replies and transcripts, injects
 failures, holds streams) and demo (`FakeProvider.for_demo`, or
 ``python -m fake_provider --demo``: canned answers by keyword rules, speech by
-espeak-ng). Only aiohttp, PyAV and numpy are needed, no Home Assistant and no
+espeak-ng, ears for a closed vocabulary of zh and en phrases). Only aiohttp, PyAV and numpy are needed, no Home Assistant and no
 pytest; the pytest fixture lives in tests/helpers/provider.py.
 
 Modules: `server` (the app and its modes), `chat` (what a reply is made of),
 `wire` (OpenAI's JSON and SSE), `quirks` (switches for roughly compatible
 servers), `inputs` (what clients send, validated like OpenAI), `audio` (WAV,
-synthesizers), `demo` (the canned behaviour), `text`.
+synthesizers), `demo` (the canned behaviour), `listener` (what the demo
+hears), `text`.
 """
 
 from .audio import SpeechSettings

@@ -19,13 +19,14 @@ Two modes of the same server. Scripted (the default, for tests and benchmarks):
 replies and transcripts come from FIFOs a test fills (then from defaults),
 speech is a sine tone whose length is proportional to the text, only the one
 API key is accepted; every request is recorded, failures can be injected per
-path, streams can be held after N events and released by the test, a test
-can await the moment the client closed a stream, and switches make it answer
-like a roughly compatible server instead of OpenAI (`fake_provider.quirks`). Demo (`FakeProvider.for_demo`,
-``python -m fake_provider --demo``): when nothing is queued, `DemoMode` answers
-(see `fake_provider.demo`), any key is accepted and nothing is kept.
-The ``fake_provider`` pytest fixture (tests/helpers/provider.py) starts a
-scripted one per test.
+path, streams can be held after N events and released by the test, a test can
+await the moment the client closed a stream, and switches make it answer like a
+roughly compatible server instead of OpenAI (`fake_provider.quirks`).
+Demo (`FakeProvider.for_demo`, ``python -m fake_provider --demo``): when nothing
+is queued, `DemoMode` answers (see `fake_provider.demo`: keyword rules, speech by
+espeak-ng, and `fake_provider.listener`, which hears a closed vocabulary), any
+key is accepted and nothing is kept. The ``fake_provider`` pytest fixture
+(tests/helpers/provider.py) starts a scripted one per test.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import numpy as np
 import openai
 import pytest
 
-from fake_provider.demo import DemoMode, Timing
+from fake_provider.demo import DemoMode, Timing, Topic, classify
 from fake_provider.listener import (
     MATCH_THRESHOLD,
     VOCABULARY,
@@ -212,3 +212,11 @@ def test_warping_is_limited_to_half_and_double_speed() -> None:
     assert math.isinf(distances[0])  # 40 frames cannot be 100 at 2x at most
     assert distances[1] == pytest.approx(0.0, abs=1e-6)
     assert np.isinf(bank.distances(rng.normal(size=(201, 12)))).all()  # too long
+
+
+def test_every_phrase_heard_has_an_answer() -> None:
+    # What the demo can hear it can also answer: no phrase falls to "only a demo".
+    topics = {phrase.text: classify(phrase.text) for phrase in VOCABULARY}
+
+    assert Topic.OTHER not in topics.values()
+    assert set(topics.values()) == set(Topic) - {Topic.OTHER}
