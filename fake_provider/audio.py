@@ -108,16 +108,16 @@ def streaming_wav_header(sample_rate: int = SAMPLE_RATE) -> bytes:
     return codec.wav_header(sample_rate, 1, SAMPLE_WIDTH)
 
 
-def to_mono_24k(pcm: bytes, rate: int, channels: int, width: int = 2) -> bytes:
-    """Return integer PCM as mono s16le at ``SAMPLE_RATE``."""
-    resampler = codec.PcmResampler(
-        rate, SAMPLE_RATE, channels_in=channels, width_in=width
-    )
+def to_mono(
+    pcm: bytes, rate: int, channels: int, width: int = 2, *, rate_out: int = SAMPLE_RATE
+) -> bytes:
+    """Return integer PCM as mono s16le at ``rate_out`` (speech's rate by default)."""
+    resampler = codec.PcmResampler(rate, rate_out, channels_in=channels, width_in=width)
     return resampler.resample(pcm) + resampler.flush()
 
 
-def wav_to_speech_pcm(data: bytes) -> bytes:
-    """Return a WAV file's audio as 24 kHz mono s16le.
+def wav_to_mono(data: bytes, rate_out: int = SAMPLE_RATE) -> bytes:
+    """Return a WAV file's audio as mono s16le at ``rate_out``.
 
     Tolerates the sizes of a WAV written to a pipe (as ``espeak-ng --stdout``
     does): the data chunk then runs to the end of the file.
@@ -126,7 +126,7 @@ def wav_to_speech_pcm(data: bytes) -> bytes:
         ValueError: Not a PCM RIFF/WAVE file.
     """
     wav = codec.parse_wav(data)
-    return to_mono_24k(wav.pcm, wav.rate, wav.channels, wav.width)
+    return to_mono(wav.pcm, wav.rate, wav.channels, wav.width, rate_out=rate_out)
 
 
 # --------------------------------------------------------------------------
@@ -291,7 +291,7 @@ class EspeakSynthesizer:
             text.encode(),
         )
         try:
-            return await asyncio.to_thread(wav_to_speech_pcm, wav)
+            return await asyncio.to_thread(wav_to_mono, wav)
         except ValueError as err:
             raise SynthesisError(f"espeak-ng wrote no usable WAV: {err}") from err
 

@@ -39,10 +39,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-# The one resampler and WAV reader: the integration's (see fake_provider.audio).
-from simulator.integration import codec
-
-from .audio import SynthesisError, run_tool
+from .audio import SynthesisError, run_tool, to_mono, wav_to_mono
 
 LOGGER: Final = logging.getLogger(__name__)
 
@@ -322,7 +319,7 @@ class Listener:
         self, templates: TemplateBank, pcm: bytes, rate: int, channels: int, width: int
     ) -> Heard:
         """Return what is heard (in a worker thread: it takes tens of ms)."""
-        query = features(to_listening_rate(pcm, rate, channels, width))
+        query = features(to_mono(pcm, rate, channels, width, rate_out=SAMPLE_RATE))
         if query is None:
             return Heard("", "", float("inf"))
         distances = templates.distances(query)
@@ -355,19 +352,10 @@ async def spoken_features(espeak: str, text: str, voice: str) -> Frames:
     """Return the features of ``text`` spoken by espeak-ng in ``voice``."""
     wav = await run_tool((espeak, "--stdout", "-v", voice), (text,), b"")
     try:
-        parsed = codec.parse_wav(wav)
-    except codec.CodecError as err:
+        pcm = await asyncio.to_thread(wav_to_mono, wav, SAMPLE_RATE)
+    except ValueError as err:
         raise SynthesisError(f"espeak-ng wrote no usable WAV: {err}") from err
-    pcm = to_listening_rate(parsed.pcm, parsed.rate, parsed.channels, parsed.width)
     frames = await asyncio.to_thread(features, pcm)
     if frames is None:
         raise SynthesisError(f"espeak-ng spoke no speech for {text!r} ({voice})")
     return frames
-
-
-def to_listening_rate(pcm: bytes, rate: int, channels: int, width: int) -> bytes:
-    """Return integer PCM as 16 kHz mono s16le, what the features are made of."""
-    resampler = codec.PcmResampler(
-        rate, SAMPLE_RATE, channels_in=channels, width_in=width
-    )
-    return resampler.resample(pcm) + resampler.flush()

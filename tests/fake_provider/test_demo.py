@@ -33,8 +33,8 @@ from fake_provider.audio import (
     default_synthesizer,
     encode_with_ffmpeg,
     melody_pcm,
-    to_mono_24k,
-    wav_to_speech_pcm,
+    to_mono,
+    wav_to_mono,
 )
 from fake_provider.chat import ToolCallDelta
 from fake_provider.demo import (
@@ -558,22 +558,22 @@ def test_speech_pcm_reads_piped_wavs_and_rejects_others() -> None:
     # (half a sample, as a pipe may end) is dropped.
     header = make_wav(0.01, SAMPLE_RATE)
     piped = header[:4] + b"\xff\xff\xff\x7f" + header[8:40] + b"\xff\xff\xff\x7f"
-    assert wav_to_speech_pcm(piped + header[44:] + b"\x01") == header[44:]
+    assert wav_to_mono(piped + header[44:] + b"\x01") == header[44:]
     with_list = header[:12] + b"LIST\x03\x00\x00\x00abc\x00" + header[12:]
-    assert wav_to_speech_pcm(with_list) == header[44:]
+    assert wav_to_mono(with_list) == header[44:]
     for bad in (b"", b"RIFF\0\0\0\0WAVEdata\0\0\0\0", header[:36]):
         with pytest.raises(ValueError, match=r"WAV"):
-            wav_to_speech_pcm(bad)
+            wav_to_mono(bad)
     float_wav = header[:20] + b"\x03\x00" + header[22:]
     with pytest.raises(ValueError, match="not PCM"):
-        wav_to_speech_pcm(float_wav)
+        wav_to_mono(float_wav)
 
 
-def test_to_mono_24k() -> None:
+def test_to_mono() -> None:
     stereo = struct.pack("<4h", 100, 300, 100, 300) * 100 + b"\x00"
-    mono = to_mono_24k(stereo, SAMPLE_RATE, 2)
+    mono = to_mono(stereo, SAMPLE_RATE, 2)
     assert struct.unpack("<2h", mono[:4]) == (200, 200)
-    resampled = to_mono_24k(bytes(2 * 16000), 16000, 1)
+    resampled = to_mono(bytes(2 * 16000), 16000, 1)
     assert abs(len(resampled) - 2 * SAMPLE_RATE) <= 4
 
 
