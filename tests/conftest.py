@@ -26,9 +26,10 @@ from custom_components.xiaozhi.const import (
     ENTRY_KIND_PROVIDER,
     PRESET_CUSTOM,
 )
+from fake_provider import FakeProvider
 
 from .device_fixtures import client, device_entry, devices, runtime  # noqa: F401
-from .fake_provider import FakeProvider, fake_provider  # noqa: F401
+from .helpers.provider import fake_provider  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

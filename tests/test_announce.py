@@ -24,10 +24,10 @@ from custom_components.xiaozhi.announce import AnnouncementError, url_audio
 from custom_components.xiaozhi.codec import pcm_to_wav
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.models import DeviceRuntime
+from fake_provider import ChatReply, FakeProvider
 
 from .device_fixtures import DeviceFactory, Recorder, dominant_hz, tone
 from .device_sim import SimulatedDevice
-from .fake_provider import ChatReply, FakeProvider
 from .test_voice_session import (
     ANSWER,
     FRAME_BYTES_OUT,

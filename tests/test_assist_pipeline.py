@@ -19,8 +19,8 @@ from homeassistant.components.tts.const import DATA_TTS_MANAGER
 from homeassistant.core import Context, HomeAssistant
 
 from custom_components.xiaozhi.codec import parse_wav
+from fake_provider import ChatReply, FakeProvider
 
-from .fake_provider import ChatReply, FakeProvider
 from .test_stt import chunks_of, metadata, speech_like_pcm
 
 STT_ENTITY = "stt.xiaozhi_stt"

@@ -30,9 +30,9 @@ from custom_components.xiaozhi.const import (
     SUBENTRY_STT,
     SUBENTRY_TTS,
 )
+from fake_provider import FakeProvider
 
 from .conftest import provider_entry_data
-from .fake_provider import FakeProvider
 
 
 def closed_port_url() -> str:

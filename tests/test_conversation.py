@@ -33,9 +33,7 @@ from custom_components.xiaozhi.conversation import (
     TRANSLATED_LANGUAGES,
     translation_language,
 )
-
-from .conftest import provider_entry_data
-from .fake_provider import (
+from fake_provider import (
     CHAT_PATH,
     ChatReply,
     ErrorEvent,
@@ -44,6 +42,8 @@ from .fake_provider import (
     TextDelta,
     ToolCall,
 )
+
+from .conftest import provider_entry_data
 
 AGENT_ID = "conversation.xiaozhi_conversation"
 # Assist tools are named after the integration that provides them.

@@ -66,6 +66,7 @@ from custom_components.xiaozhi.const import (
 from custom_components.xiaozhi.models import DeviceRuntime
 from custom_components.xiaozhi.protocol import ListenMode
 from custom_components.xiaozhi.session import CloseCode, DeviceSession
+from fake_provider import ChatReply, FakeProvider
 from simulator import audio, checkin, console as sim_console, state as sim_state
 from simulator.board import SimBoard
 from simulator.checkin import Activation, OtaClient, PairingTiming, obtain_websocket
@@ -78,7 +79,6 @@ from simulator.state import DeviceState, StateFileError, WebsocketSettings
 
 from .device_fixtures import MAC, TOKEN, dominant_hz, tone
 from .device_sim import DEFAULT_CLIENT_ID
-from .fake_provider import ChatReply, FakeProvider
 
 TIMEOUT = 40.0
 STT_ENTITY = "stt.xiaozhi_stt"

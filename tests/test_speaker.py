@@ -51,8 +51,7 @@ from custom_components.xiaozhi.tts_source import (
     start_message_stream,
     wav_request_options,
 )
-
-from .fake_provider import FakeProvider
+from fake_provider import FakeProvider
 
 TEST_DOMAIN = "speaker_test"
 RATE = 24000

@@ -35,8 +35,7 @@ from custom_components.xiaozhi.stt import (
     streams_transcript,
     transcript_of,
 )
-
-from .fake_provider import TRANSCRIPTIONS_PATH, FakeProvider
+from fake_provider import TRANSCRIPTIONS_PATH, FakeProvider
 
 STT_ENTITY = "stt.xiaozhi_stt"
 RATE = 16000

@@ -41,8 +41,7 @@ from custom_components.xiaozhi.tts import (
     format_audio,
 )
 from custom_components.xiaozhi.tts_pipeline import synthesize_in_order
-
-from .fake_provider import SPEECH_PATH, FakeProvider
+from fake_provider import SPEECH_PATH, FakeProvider
 
 TTS_ENTITY = "tts.xiaozhi_tts"
 TIMEOUT = 10.0

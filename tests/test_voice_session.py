@@ -51,10 +51,10 @@ from custom_components.xiaozhi.models import DeviceRuntime
 from custom_components.xiaozhi.protocol import EMOTIONS
 from custom_components.xiaozhi.voice_session import VoiceSession
 from custom_components.xiaozhi.voice_turn import error_message_key
+from fake_provider import CHAT_PATH, ChatReply, FakeProvider
 
 from .device_fixtures import MAC, DeviceFactory, Recorder, dominant_hz
 from .device_sim import SimulatedDevice
-from .fake_provider import CHAT_PATH, ChatReply, FakeProvider
 from .test_conversation import message as agent_message
 from .test_speaker import PlainTTS, setup_tts_entities
 
