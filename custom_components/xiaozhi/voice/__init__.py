@@ -1,0 +1,1 @@
+"""Voice turns of Xiaozhi devices: from device audio to the spoken reply."""
