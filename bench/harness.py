@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from homeassistant.components.assist_pipeline import Pipeline
     from homeassistant.core import HomeAssistant
 
-    from tests.fake_provider import ChatReply
+    from fake_provider import ChatReply
 
 REPO = Path(__file__).resolve().parents[1]
 REPLY = (
@@ -49,7 +49,7 @@ AGENT_ENTITY = "conversation.xiaozhi_conversation"
 
 def scripted_reply() -> ChatReply:
     """Return the reply of every turn, streamed at the provider's pace."""
-    from tests.fake_provider import ChatReply
+    from fake_provider import ChatReply
 
     return ChatReply.text(REPLY, chunk=1, ttft=TTFT_S, token_delay=1 / TOKENS_PER_S)
 

@@ -81,8 +81,8 @@ from homeassistant.core import Context, HomeAssistant
 from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
 from custom_components.xiaozhi.protocol.codec import WavStreamDecoder, parse_wav
 from custom_components.xiaozhi.voice.session import VoiceSession
+from fake_provider import FakeProvider
 from simulator.device import SimulatedDevice
-from tests.fake_provider import FakeProvider
 from tests.helpers.devices import MAC, TOKEN
 
 # 120 ms frames keep a run's audio far below the server's per-socket message rate.

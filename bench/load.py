@@ -276,7 +276,7 @@ def provider_process(conn: Connection, seconds_per_char: float) -> None:
 
 
 async def _serve_provider(conn: Connection, seconds_per_char: float) -> None:
-    from tests.fake_provider import FakeProvider
+    from fake_provider import FakeProvider
 
     async with FakeProvider() as provider:
         provider.default_reply = scripted_reply()

@@ -35,7 +35,7 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custom_components.xiaozhi.provider.speech import VoiceSettings, audio_output, speak
-from tests.fake_provider import FakeProvider
+from fake_provider import FakeProvider
 
 # A typical reply of a voice assistant, in the language Xiaozhi devices speak.
 REPLY = (

@@ -1,4 +1,5 @@
-"""Demo mode of ha-xiaozhi: a canned OpenAI-compatible provider and HA preparation.
+"""Demo mode of ha-xiaozhi: Home Assistant prepared for the demo provider.
 
-Used by ``scripts/develop --demo``; nothing here is part of the integration.
+The provider itself is fake_provider in demo mode. Used by
+``scripts/develop --demo``; nothing here is part of the integration.
 """

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
-from demo.provider import DEFAULT_PORT, DEMO_LIGHT_NAME, MODELS
+from fake_provider.demo import DEFAULT_PORT, DEMO_LIGHT_NAME, MODELS
 
 if TYPE_CHECKING:
     from homeassistant.core import HomeAssistant

@@ -8,11 +8,10 @@ from homeassistant.components import tts
 
 # Imported at module import time so HA resolves `custom_components` to this repo's folder.
 import custom_components.xiaozhi  # noqa: F401
-from tests.fake_provider import fake_provider  # noqa: F401
 from tests.helpers.devices import client, device_entry, devices, runtime  # noqa: F401
 from tests.helpers.home import ha_core, lights  # noqa: F401
 from tests.helpers.links import lasting_link, make_link  # noqa: F401
-from tests.helpers.providers import provider_entry, provider_subentries  # noqa: F401
+from tests.helpers.providers import fake_provider, provider_entry, provider_subentries  # noqa: F401
 from tests.helpers.voice import pipeline  # noqa: F401
 
 

@@ -19,7 +19,7 @@ from homeassistant.components.tts.const import DATA_TTS_MANAGER
 from homeassistant.core import Context, HomeAssistant
 
 from custom_components.xiaozhi.protocol.codec import parse_wav
-from tests.fake_provider import ChatReply, FakeProvider
+from fake_provider import ChatReply, FakeProvider
 from tests.helpers.speech import chunks_of, metadata, speech_like_pcm
 
 STT_ENTITY = "stt.xiaozhi_stt"

@@ -30,7 +30,7 @@ from custom_components.xiaozhi.const import (
     SUBENTRY_STT,
     SUBENTRY_TTS,
 )
-from tests.fake_provider import FakeProvider
+from fake_provider import FakeProvider
 from tests.helpers.providers import provider_entry_data
 
 

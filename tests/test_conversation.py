@@ -32,7 +32,7 @@ from custom_components.xiaozhi.conversation import (
     TRANSLATED_LANGUAGES,
     translation_language,
 )
-from tests.fake_provider import (
+from fake_provider import (
     CHAT_PATH,
     ChatReply,
     ErrorEvent,

@@ -9,7 +9,7 @@ from homeassistant.core import HomeAssistant
 import custom_components.xiaozhi as package
 from custom_components.xiaozhi import integration
 from custom_components.xiaozhi.const import DOMAIN
-from tests.fake_provider import FakeProvider
+from fake_provider import FakeProvider
 from tests.helpers.devices import MAC, device_entry_data
 from tests.helpers.providers import provider_entry_data
 

@@ -14,7 +14,7 @@ from custom_components.xiaozhi.config_flow import default_subentries
 from custom_components.xiaozhi.const import CONF_LANGUAGE, CONF_MODEL, SUBENTRY_STT
 from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM, SPEECH_LANGUAGES
 from custom_components.xiaozhi.provider.transcription import MAX_AUDIO_SECONDS
-from tests.fake_provider import TRANSCRIPTIONS_PATH, FakeProvider
+from fake_provider import TRANSCRIPTIONS_PATH, FakeProvider
 from tests.helpers.speech import RATE, chunks_of, metadata, noise_pcm, speech_like_pcm
 
 STT_ENTITY = "stt.xiaozhi_stt"

@@ -32,7 +32,7 @@ from custom_components.xiaozhi.protocol.codec import parse_wav
 from custom_components.xiaozhi.provider.presets import OPENAI_VOICES, PRESET_CUSTOM
 from custom_components.xiaozhi.provider.speech import PROVIDER_SAMPLE_RATE
 from custom_components.xiaozhi.tts import XiaozhiTextToSpeechEntity
-from tests.fake_provider import SPEECH_PATH, FakeProvider
+from fake_provider import SPEECH_PATH, FakeProvider
 from tests.helpers.streams import SENTENCES, collect_into, samples
 
 TTS_ENTITY = "tts.xiaozhi_tts"

@@ -1,6 +1,6 @@
-"""A provider entry on the fake OpenAI-compatible service, with its subentries."""
+"""The fake OpenAI-compatible service, and a provider entry on it with its subentries."""
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,18 @@ from custom_components.xiaozhi.const import (
     ENTRY_KIND_PROVIDER,
 )
 from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
-from tests.fake_provider import FakeProvider
+from fake_provider import FakeProvider
+
+
+@pytest.fixture
+async def fake_provider(socket_enabled: None) -> AsyncIterator[FakeProvider]:
+    """Yield a started `FakeProvider`; stop it afterwards.
+
+    Requests ``socket_enabled`` because pytest-homeassistant-custom-component
+    blocks socket creation; connections stay limited to 127.0.0.1.
+    """
+    async with FakeProvider() as provider:
+        yield provider
 
 
 def provider_entry_data(

@@ -24,8 +24,8 @@ from homeassistant.helpers.event import async_track_state_change_event
 from custom_components.xiaozhi.assist_satellite import XiaozhiAssistSatellite
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.protocol.codec import parse_wav
+from fake_provider import FakeProvider
 from simulator.device import SimulatedDevice
-from tests.fake_provider import FakeProvider
 from tests.helpers.devices import MAC
 
 STT_ENTITY = "stt.xiaozhi_stt"

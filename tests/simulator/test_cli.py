@@ -67,6 +67,7 @@ from custom_components.xiaozhi.protocol.codec import (
 )
 from custom_components.xiaozhi.protocol.messages import ListenMode
 from custom_components.xiaozhi.transport.base import EndReason
+from fake_provider import ChatReply, FakeProvider
 from simulator import audio, checkin, console as sim_console, state as sim_state
 from simulator.board import SimBoard
 from simulator.checkin import Activation, OtaClient, PairingTiming, obtain_websocket
@@ -75,7 +76,6 @@ from simulator.conversation import Timing, TurnRecorder, speak, split_frames
 from simulator.device import DEFAULT_CLIENT_ID, ChannelClosedError, SimulatedDevice
 from simulator.errors import SimulatorError
 from simulator.state import DeviceState, StateFileError, WebsocketSettings
-from tests.fake_provider import ChatReply, FakeProvider
 from tests.helpers.devices import MAC, TOKEN, dominant_hz, tone
 
 TIMEOUT = 40.0

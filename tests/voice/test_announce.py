@@ -24,8 +24,8 @@ from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.protocol.codec import pcm_to_wav
 from custom_components.xiaozhi.voice.announce import AnnouncementError, url_audio
+from fake_provider import ChatReply, FakeProvider
 from simulator.device import SimulatedDevice
-from tests.fake_provider import ChatReply, FakeProvider
 from tests.helpers.devices import DeviceFactory, Recorder, dominant_hz, tone
 from tests.helpers.voice import (
     ANSWER,

@@ -39,8 +39,8 @@ from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.protocol.messages import EMOTIONS
 from custom_components.xiaozhi.voice.pipeline import error_message_key
 from custom_components.xiaozhi.voice.session import VoiceSession
+from fake_provider import CHAT_PATH, ChatReply, FakeProvider
 from simulator.device import SimulatedDevice
-from tests.fake_provider import CHAT_PATH, ChatReply, FakeProvider
 from tests.helpers.devices import DeviceFactory, Recorder, dominant_hz
 from tests.helpers.translations import message as agent_message
 from tests.helpers.tts_engines import PlainTTS, setup_tts_entities

@@ -43,7 +43,7 @@ from custom_components.xiaozhi.voice.tts_audio import (
     start_message_stream,
     wav_request_options,
 )
-from tests.fake_provider import FakeProvider
+from fake_provider import FakeProvider
 from tests.helpers.tts_engines import (
     RATE,
     PlainTTS,

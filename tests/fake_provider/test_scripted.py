@@ -19,26 +19,23 @@ from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDon
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 import pytest
 
-from tests.fake_provider import (
+from fake_provider.audio import (
+    SAMPLE_RATE as SPEECH_SAMPLE_RATE,
+    STREAMING_WAV_SIZE,
+    InvalidWavError,
+    read_complete_wav,
+)
+from fake_provider.chat import ChatReply, ErrorEvent, TextDelta, ToolCall, Usage
+from fake_provider.inputs import RecordedRequest, StreamRecord
+from fake_provider.server import (
     CHAT_PATH,
     DEFAULT_REPLY_TEXT,
     SPEECH_PATH,
-    SPEECH_SAMPLE_RATE,
-    STREAMING_WAV_SIZE,
     TRANSCRIPTIONS_PATH,
-    ChatReply,
-    ErrorEvent,
     FakeProvider,
-    InvalidWavError,
-    RecordedRequest,
-    StreamRecord,
-    TextDelta,
-    ToolCall,
-    Usage,
     full_path,
-    parse_wav,
-    split_text,
 )
+from fake_provider.text import split_text
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MODEL = "gpt-4o-mini"
@@ -1009,9 +1006,9 @@ def test_full_path(path: str, expected: str) -> None:
 
 
 def test_parse_wav_reports_format() -> None:
-    info, frames = parse_wav(make_wav(seconds=0.25, rate=8000))
+    info, frames = read_complete_wav(make_wav(seconds=0.25, rate=8000))
 
     assert (info.sample_rate, info.frames, info.duration) == (8000, 2000, 0.25)
     assert len(frames) == 4000
     with pytest.raises(InvalidWavError):
-        parse_wav(b"")
+        read_complete_wav(b"")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 import io
 import json
 import math
-import os
 from pathlib import Path
 import shutil
 import struct
@@ -18,7 +16,6 @@ from typing import Any
 import wave
 
 import aiohttp
-from aiohttp import web
 import openai
 from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
@@ -27,53 +24,45 @@ from openai.types.chat import (
 )
 import pytest
 
-from demo.provider import (
+from custom_components.xiaozhi.protocol import codec
+from fake_provider.audio import (
+    SAMPLE_RATE,
+    EspeakSynthesizer,
+    MelodySynthesizer,
+    SynthesisError,
+    Synthesizer,
+    default_synthesizer,
+    encode_with_ffmpeg,
+    melody_pcm,
+    to_mono,
+    wav_to_mono,
+)
+from fake_provider.chat import ToolCallDelta
+from fake_provider.demo import (
     CHAT_MODEL,
     DEMO_LIGHT,
     DEMO_NOTICE,
     JOKES,
     MODELS,
-    SAMPLE_RATE,
-    DemoProvider,
-    EspeakSynthesizer,
+    DemoMode,
     HomeEntity,
-    MelodySynthesizer,
     Reply,
-    SynthesisError,
     Timing,
     ToolCallPlan,
     Topic,
+    chat_reply,
     choose_target,
     classify,
-    default_synthesizer,
-    encode_with_ffmpeg,
     exposed_entities,
     find_tool,
-    melody_pcm,
     parse_tool_result,
     plan_reply,
-    reply_deltas,
-    serve,
-    to_mono_24k,
-    tokenize,
-    wav_pcm,
 )
-from demo.setup_ha import (
-    DEMO_COUNTRY,
-    DEMO_ENTRY_TITLE,
-    DEMO_LIGHT_YAML,
-    DEMO_PIPELINE_NAME,
-    DemoEngines,
-    DemoSetupError,
-    add_demo_light,
-    demo_entry_id,
-    engines_of,
-    finish,
-    main as setup_main,
-    pipeline_fields,
-)
+from fake_provider.server import FakeProvider
+from fake_provider.text import tokenize
+from simulator import audio as simulator_audio
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SYSTEM_PROMPT = (
     "You are a voice assistant.\nStatic Context: An overview of the areas and the "
     "devices in this smart home:\n- names: Demo light, Lamp\n  domain: light\n"
@@ -102,17 +91,23 @@ class RecordingSynthesizer:
         return struct.pack("<4h", 1000, -1000, 1000, -1000) * 6000  # 1 s
 
 
+def demo_provider(timing: Timing, synthesizer: Synthesizer) -> FakeProvider:
+    """Return a stopped demo-mode provider that keeps what it was sent."""
+    demo = DemoMode(timing=timing, synthesizer=synthesizer)
+    return FakeProvider.for_demo(demo, history=True)
+
+
 @pytest.fixture
-async def demo(socket_enabled: None) -> AsyncIterator[tuple[DemoProvider, str]]:
+async def demo(socket_enabled: None) -> AsyncIterator[tuple[FakeProvider, str]]:
     """Serve a demo provider without delays on a free port."""
-    provider = DemoProvider(timing=Timing.instant(), synthesizer=RecordingSynthesizer())
-    async with serve(provider, port=0) as base_url:
-        yield provider, base_url
+    provider = demo_provider(Timing.instant(), RecordingSynthesizer())
+    async with provider:
+        yield provider, provider.base_url
 
 
 @pytest.fixture
 async def client(
-    demo: tuple[DemoProvider, str],
+    demo: tuple[FakeProvider, str],
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(
         base_url=demo[1], api_key="anything", max_retries=0
@@ -283,7 +278,7 @@ async def test_jokes_vary_and_the_notice_comes_once(
 
 
 async def test_models_and_bad_requests(
-    client: openai.AsyncOpenAI, demo: tuple[DemoProvider, str]
+    client: openai.AsyncOpenAI, demo: tuple[FakeProvider, str]
 ) -> None:
     assert [model.id async for model in client.models.list()] == list(MODELS)
     assert (await client.models.retrieve("any-model")).id == "any-model"
@@ -300,7 +295,6 @@ async def test_models_and_bad_requests(
         for path, body in (
             ("/audio/speech", b"{"),
             ("/audio/transcriptions", b"{}"),
-            ("/../demo/transcripts", b"{"),
         ):
             async with session.post(demo[1] + path, data=body) as bad:
                 assert bad.status == 400
@@ -313,7 +307,7 @@ async def test_models_and_bad_requests(
 
 
 async def test_speech_streams_pcm_and_wav(
-    client: openai.AsyncOpenAI, demo: tuple[DemoProvider, str]
+    client: openai.AsyncOpenAI, demo: tuple[FakeProvider, str]
 ) -> None:
     speech = client.audio.speech.with_streaming_response
     async with speech.create(
@@ -331,27 +325,22 @@ async def test_speech_streams_pcm_and_wav(
         model="tts-1", voice="alloy", input="Hi", response_format="wav"
     ) as response:
         wav = await response.read()
-    rate, channels, pcm = wav_pcm(wav)
+    rate, channels, _, pcm = codec.parse_wav(wav)
     assert (rate, channels, len(pcm)) == (SAMPLE_RATE, 1, 48000)
 
 
 async def test_a_client_may_stop_listening(socket_enabled: None) -> None:
-    provider = DemoProvider(
-        timing=Timing(0, math.inf, 0, speech_speedup=1),
-        synthesizer=RecordingSynthesizer(),
+    provider = demo_provider(
+        Timing(0, math.inf, 0, speech_speedup=1), RecordingSynthesizer()
     )
-    async with (
-        serve(provider, port=0) as base_url,
-        openai.AsyncOpenAI(base_url=base_url, api_key="x") as client,
-    ):
+    async with provider, provider.client() as client:
         async with client.audio.speech.with_streaming_response.create(
             model="tts-1", voice="alloy", input="Hi", response_format="pcm"
         ) as response:
             async for _ in response.iter_bytes():
                 break  # barge-in: the device stops the reply
-        async with asyncio.timeout(10):
-            while provider.streams_closed_early == 0:
-                await asyncio.sleep(0.01)
+        closed = await provider.wait_stream_closed()
+        assert closed.client_closed
         models = await client.models.list()
         assert models.data
 
@@ -372,11 +361,8 @@ async def test_speech_rejects_what_openai_rejects(client: openai.AsyncOpenAI) ->
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 async def test_speech_as_mp3_through_ffmpeg(socket_enabled: None) -> None:
-    provider = DemoProvider(timing=Timing.instant(), synthesizer=MelodySynthesizer())
-    async with (
-        serve(provider, port=0) as base_url,
-        openai.AsyncOpenAI(base_url=base_url, api_key="x") as client,
-    ):
+    provider = demo_provider(Timing.instant(), MelodySynthesizer())
+    async with provider, provider.client() as client:
         audio = await client.audio.speech.create(
             model="tts-1",
             voice={"id": "custom"},
@@ -387,39 +373,47 @@ async def test_speech_as_mp3_through_ffmpeg(socket_enabled: None) -> None:
     assert data[:3] == b"ID3" or data[0] == 0xFF
 
 
-async def test_transcripts_are_queued_then_canned(
-    client: openai.AsyncOpenAI, demo: tuple[DemoProvider, str]
-) -> None:
-    async with aiohttp.ClientSession() as session:
-        queue = demo[1].removesuffix("/v1") + "/demo/transcripts"
-        async with session.post(queue, json={"text": " 打开灯 "}) as response:
-            assert await response.json() == {"queued": 1}
-        async with session.post(queue, json={"text": ""}) as response:
-            assert response.status == 400
+NEEDS_ESPEAK = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="needs espeak-ng"
+)
+
+
+async def spoken_wav(text: str, language: str) -> tuple[str, bytes, str]:
+    """Return ``text`` as the simulator says it, as an upload."""
+    pcm = await simulator_audio.say(text, language)
+    return ("speech.wav", codec.pcm_to_wav(pcm, 16000), "audio/wav")
+
+
+@NEEDS_ESPEAK
+async def test_transcripts_are_what_was_said(client: openai.AsyncOpenAI) -> None:
     transcribe = client.audio.transcriptions.create
-    wav = ("speech.wav", make_wav(), "audio/wav")
-    assert (await transcribe(model="whisper-1", file=wav)).text == "打开灯"
-    first = await transcribe(model="whisper-1", file=wav, language="zh")
-    assert first.text == "打开演示灯"
+    silent = ("speech.wav", make_wav(), "audio/wav")
+    turn_on = await spoken_wav("打开灯", "zh-CN")
+    weather = await spoken_wav("What's the weather like today?", "en")
+
+    assert (await transcribe(model="whisper-1", file=turn_on)).text == "打开灯"
     text = await transcribe(
-        model="whisper-1", file=wav, language="en", response_format="text"
+        model="whisper-1", file=weather, language="en", response_format="text"
     )
     assert text == "What's the weather like today?"
+    unheard = await transcribe(model="whisper-1", file=silent, language="zh")
+    assert unheard.text == ""
     with pytest.raises(openai.BadRequestError):
         await transcribe(model="whisper-1", file=("a.mp3", b"ID3....", "audio/mpeg"))
     with pytest.raises(openai.BadRequestError):
-        await transcribe(model="whisper-1", file=wav, response_format="srt")
+        await transcribe(model="whisper-1", file=silent, response_format="srt")
 
 
+@NEEDS_ESPEAK
 async def test_streamed_transcript(client: openai.AsyncOpenAI) -> None:
     events = await client.audio.transcriptions.create(
         model="gpt-4o-mini-transcribe",
-        file=("speech.wav", make_wav(), "audio/wav"),
+        file=await spoken_wav("Turn on the demo light", "en"),
         stream=True,
     )
     seen = [event async for event in events]
     assert seen[-1].type == "transcript.text.done"
-    assert seen[-1].text == "Turn on the demo light."
+    assert seen[-1].text == "Turn on the demo light"
     assert "".join(e.delta for e in seen[:-1] if e.type == "transcript.text.delta") == (
         seen[-1].text
     )
@@ -549,35 +543,37 @@ def test_tokens_rebuild_the_text() -> None:
 
 def test_tool_call_deltas() -> None:
     reply = Reply(tool_call=ToolCallPlan("t", {"name": "演示灯"}))
-    deltas = reply_deltas(reply, "call-1", chunk=4)
-    assert deltas[0]["tool_calls"][0]["id"] == "call-1"
-    pieces = [d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:]]
+    events = chat_reply(reply, "call-1", Timing.instant()).events
+    assert isinstance(events[0], ToolCallDelta)
+    assert events[0].call_id == "call-1"
+    pieces = [e.arguments for e in events[1:] if isinstance(e, ToolCallDelta)]
     assert json.loads("".join(pieces)) == {"name": "演示灯"}
 
 
 # -- audio helpers ---------------------------------------------------------------
 
 
-def test_wav_pcm_reads_piped_wavs_and_rejects_others() -> None:
-    header = make_wav(0.01, 22050)
+def test_speech_pcm_reads_piped_wavs_and_rejects_others() -> None:
+    # At 24 kHz mono the samples pass through unchanged; a trailing odd byte
+    # (half a sample, as a pipe may end) is dropped.
+    header = make_wav(0.01, SAMPLE_RATE)
     piped = header[:4] + b"\xff\xff\xff\x7f" + header[8:40] + b"\xff\xff\xff\x7f"
-    rate, channels, pcm = wav_pcm(piped + header[44:] + b"\x01")
-    assert (rate, channels, pcm) == (22050, 1, header[44:] + b"\x01")
+    assert wav_to_mono(piped + header[44:] + b"\x01") == header[44:]
     with_list = header[:12] + b"LIST\x03\x00\x00\x00abc\x00" + header[12:]
-    assert wav_pcm(with_list)[2] == header[44:]
+    assert wav_to_mono(with_list) == header[44:]
     for bad in (b"", b"RIFF\0\0\0\0WAVEdata\0\0\0\0", header[:36]):
-        with pytest.raises(ValueError, match=r"RIFF|chunk"):
-            wav_pcm(bad)
+        with pytest.raises(ValueError, match=r"WAV"):
+            wav_to_mono(bad)
     float_wav = header[:20] + b"\x03\x00" + header[22:]
-    with pytest.raises(ValueError, match="16-bit"):
-        wav_pcm(float_wav)
+    with pytest.raises(ValueError, match="not PCM"):
+        wav_to_mono(float_wav)
 
 
-def test_to_mono_24k() -> None:
+def test_to_mono() -> None:
     stereo = struct.pack("<4h", 100, 300, 100, 300) * 100 + b"\x00"
-    mono = to_mono_24k(stereo, SAMPLE_RATE, 2)
+    mono = to_mono(stereo, SAMPLE_RATE, 2)
     assert struct.unpack("<2h", mono[:4]) == (200, 200)
-    resampled = to_mono_24k(bytes(2 * 16000), 16000, 1)
+    resampled = to_mono(bytes(2 * 16000), 16000, 1)
     assert abs(len(resampled) - 2 * SAMPLE_RATE) <= 4
 
 
@@ -603,13 +599,8 @@ async def test_espeak_speaks_english_and_chinese() -> None:
 
 
 async def test_a_failing_synthesizer_is_a_server_error(socket_enabled: None) -> None:
-    provider = DemoProvider(
-        timing=Timing.instant(), synthesizer=EspeakSynthesizer("/bin/false")
-    )
-    async with (
-        serve(provider, port=0) as base_url,
-        openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as client,
-    ):
+    provider = demo_provider(Timing.instant(), EspeakSynthesizer("/bin/false"))
+    async with provider, provider.client() as client:
         with pytest.raises(openai.InternalServerError, match="synthesis failed"):
             await client.audio.speech.create(
                 model="tts-1", voice="alloy", input="hi", response_format="pcm"
@@ -627,7 +618,8 @@ def test_provider_exits_with_its_parent() -> None:
         [
             sys.executable,
             "-m",
-            "demo.provider",
+            "fake_provider",
+            "--demo",
             "--port=0",
             f"--parent-pid={parent.pid}",
         ],
@@ -647,230 +639,3 @@ def test_provider_exits_with_its_parent() -> None:
         provider.kill()
         parent.wait()
         provider.wait()
-
-
-# -- preparing Home Assistant --------------------------------------------------------
-
-
-def test_demo_light_is_added_once(tmp_path: Path) -> None:
-    configuration = tmp_path / "configuration.yaml"
-    configuration.write_text("frontend:\n", encoding="utf-8")
-    assert add_demo_light(configuration)
-    assert not add_demo_light(configuration)
-    assert configuration.read_text(encoding="utf-8") == "frontend:\n" + DEMO_LIGHT_YAML
-
-
-def test_engines_and_pipeline(tmp_path: Path) -> None:
-    registry = [
-        {"entity_id": "conversation.a", "config_entry_id": "e1"},
-        {"entity_id": "stt.b", "config_entry_id": "e1"},
-        {"entity_id": "tts.other", "config_entry_id": "e2"},
-    ]
-    assert engines_of(registry, "e1") is None
-    registry.append({"entity_id": "tts.c", "config_entry_id": "e1"})
-    engines = engines_of(registry, "e1")
-    assert engines == DemoEngines("conversation.a", "stt.b", "tts.c")
-    fields = pipeline_fields(engines, "zh")
-    assert fields["name"] == DEMO_PIPELINE_NAME
-    assert (fields["stt_engine"], fields["stt_language"]) == ("stt.b", "zh")
-
-    storage = tmp_path / ".storage"
-    storage.mkdir()
-    entries = [{"domain": "xiaozhi", "unique_id": "http://h/v1", "entry_id": "x1"}]
-    (storage / "core.config_entries").write_text(
-        json.dumps({"data": {"entries": entries}}), encoding="utf-8"
-    )
-    assert demo_entry_id(tmp_path, "http://h/v1/") == "x1"
-    with pytest.raises(DemoSetupError):
-        demo_entry_id(tmp_path, "http://other/v1")
-
-
-def test_prepare_makes_an_onboarded_home_with_the_demo_entry(tmp_path: Path) -> None:
-    """Runs the real step (as scripts/develop does) and reads what HA will load."""
-    command = [sys.executable, "-m", "demo.setup_ha", "prepare", "--config"]
-    command += [str(tmp_path), "--provider-url", "http://127.0.0.1:9/v1/"]
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    first = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
-    assert "created the owner 'demo'" in first.stderr
-    again = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
-    assert "already prepared" in again.stderr
-
-    def stored(key: str) -> Any:
-        text = (tmp_path / ".storage" / key).read_text(encoding="utf-8")
-        return json.loads(text)["data"]
-
-    assert set(stored("onboarding")["done"]) == {
-        "user",
-        "core_config",
-        "analytics",
-        "integration",
-    }
-    (owner,) = stored("auth")["users"]
-    assert owner["is_owner"]
-    assert owner["group_ids"] == ["system-admin"]
-    (login,) = stored("auth")["credentials"]
-    assert (login["user_id"], login["data"]) == (owner["id"], {"username": "demo"})
-    (entry,) = stored("core.config_entries")["entries"]
-    assert entry["title"] == DEMO_ENTRY_TITLE
-    assert entry["unique_id"] == "http://127.0.0.1:9/v1"
-    assert entry["data"]["supports_audio"] is True
-    kinds = {sub["subentry_type"]: sub["data"] for sub in entry["subentries"]}
-    assert kinds["conversation"]["model"] == CHAT_MODEL
-    assert kinds["conversation"]["llm_hass_api"] == ["assist"]
-    assert set(kinds) == {"conversation", "stt", "tts"}
-    assert "Demo light" in (tmp_path / "configuration.yaml").read_text("utf-8")
-
-
-class FakeHomeAssistant:
-    """The slice of HA's HTTP and WebSocket API that the finish step uses."""
-
-    def __init__(self) -> None:
-        self.config: dict[str, Any] = {"state": "STARTING", "country": None}
-        self.registry: list[dict[str, Any]] = []
-        self.pipelines: list[dict[str, Any]] = []
-        self.preferred: str | None = None
-        self.calls: list[dict[str, Any]] = []
-        self.password = "demo1234"
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/auth/providers", self.providers)
-        app.router.add_post("/auth/login_flow", self.start_login)
-        app.router.add_post("/auth/login_flow/{flow_id}", self.login)
-        app.router.add_post("/auth/token", self.token)
-        app.router.add_get("/api/websocket", self.websocket)
-        return app
-
-    async def providers(self, request: web.Request) -> web.Response:
-        return web.json_response([{"type": "homeassistant"}])
-
-    async def start_login(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        assert body["handler"] == ["homeassistant", None]
-        return web.json_response({"flow_id": "f1", "type": "form"})
-
-    async def login(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if (body["username"], body["password"]) != ("demo", self.password):
-            return web.json_response({"type": "form", "errors": {"base": "bad"}})
-        return web.json_response({"type": "create_entry", "result": "code1"})
-
-    async def token(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        assert (form["grant_type"], form["code"]) == ("authorization_code", "code1")
-        return web.json_response({"access_token": "token1", "token_type": "Bearer"})
-
-    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_json({"type": "auth_required"})
-        auth = await ws.receive_json()
-        if auth["access_token"] != "token1":
-            await ws.send_json({"type": "auth_invalid"})
-            return ws
-        await ws.send_json({"type": "auth_ok"})
-        async for message in ws:
-            command = json.loads(message.data)
-            self.calls.append(command)
-            await ws.send_json({"type": "event", "id": 999, "event": {}})
-            await ws.send_json(self.answer(command))
-        return ws
-
-    def answer(self, command: dict[str, Any]) -> dict[str, Any]:
-        result: Any = None
-        match command["type"]:
-            case "get_config":
-                result = dict(self.config)
-                self.config["state"] = "RUNNING"  # started by the next call
-            case "config/core/update":
-                self.config["country"] = command["country"]
-            case "config/entity_registry/list":
-                result = list(self.registry)
-                self.registry = [
-                    {"entity_id": f"{domain}.demo", "config_entry_id": "e1"}
-                    for domain in ("conversation", "stt", "tts")
-                ]
-            case "assist_pipeline/pipeline/list":
-                result = {
-                    "pipelines": self.pipelines,
-                    "preferred_pipeline": self.preferred,
-                }
-            case "assist_pipeline/pipeline/create":
-                fields = {k: v for k, v in command.items() if k not in ("id", "type")}
-                result = fields | {"id": "p1"}
-                self.pipelines.append(result)
-            case "assist_pipeline/pipeline/set_preferred":
-                self.preferred = command["pipeline_id"]
-            case _:
-                return {
-                    "id": command["id"],
-                    "type": "result",
-                    "success": False,
-                    "error": {"code": "unknown_command"},
-                }
-        return {
-            "id": command["id"],
-            "type": "result",
-            "success": True,
-            "result": result,
-        }
-
-
-@pytest.fixture
-async def fake_ha(socket_enabled: None) -> AsyncIterator[tuple[FakeHomeAssistant, str]]:
-    fake = FakeHomeAssistant()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield fake, f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-async def test_finish_makes_the_demo_pipeline_once(
-    fake_ha: tuple[FakeHomeAssistant, str],
-) -> None:
-    fake, url = fake_ha
-    done = await finish(url, "e1")
-    assert len(done) == 2
-    assert fake.config["country"] == DEMO_COUNTRY
-    (pipeline,) = fake.pipelines
-    assert pipeline["name"] == DEMO_PIPELINE_NAME
-    assert (pipeline["conversation_engine"], pipeline["tts_engine"]) == (
-        "conversation.demo",
-        "tts.demo",
-    )
-    assert fake.preferred == "p1"
-    assert await finish(url, "e1") == []
-    assert len(fake.pipelines) == 1
-
-
-async def test_finish_reports_what_ha_refuses(
-    fake_ha: tuple[FakeHomeAssistant, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake, url = fake_ha
-    monkeypatch.setattr(
-        fake,
-        "answer",
-        lambda command: {
-            "id": command["id"],
-            "type": "result",
-            "success": False,
-            "error": "no",
-        },
-    )
-    with pytest.raises(DemoSetupError, match="get_config failed"):
-        await finish(url, "e1")
-    fake.password = "changed by someone"
-    with pytest.raises(DemoSetupError, match="login refused"):
-        await finish(url, "e1")
-
-
-def test_waiting_gives_up(socket_enabled: None) -> None:
-    assert setup_main(["wait", "http://127.0.0.1:9/", "--timeout", "0.3"]) == 1
