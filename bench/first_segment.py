@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.replies import REPLIES  # noqa: E402
+from replies import REPLIES  # noqa: E402
 
 if TYPE_CHECKING:
     from custom_components.xiaozhi.text import splitter

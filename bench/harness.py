@@ -59,7 +59,7 @@ class ProviderEndpoint:
     """Where Home Assistant finds the provider (a `FakeProvider`, maybe elsewhere)."""
 
     base_url: str
-    api_key: str
+    api_key: str | None
     models: Sequence[str]
 
 

@@ -5,6 +5,7 @@ from http import HTTPStatus
 import json
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 import pytest
 
@@ -37,7 +38,7 @@ from custom_components.xiaozhi.server.registry import async_get_server
 MAC = "aa:bb:cc:dd:ee:ff"
 CLIENT_ID = "2f1f0a6e-8c1b-4c55-9d3c-1c4a9d1b7e00"
 
-type ClientFactory = Callable[[], Awaitable[TestClient]]
+type ClientFactory = Callable[[], Awaitable[TestClient[web.Request, web.Application]]]
 
 
 def firmware_headers(
@@ -72,12 +73,14 @@ def firmware_body(mac: str = MAC) -> dict[str, Any]:
 @pytest.fixture
 async def client(
     ha_core: HomeAssistant, hass_client_no_auth: ClientFactory
-) -> TestClient:
+) -> TestClient[web.Request, web.Application]:
     assert await async_setup_component(ha_core, DOMAIN, {})
     return await hass_client_no_auth()
 
 
-async def check_in(client: TestClient, **headers: str) -> dict[str, Any]:
+async def check_in(
+    client: TestClient[web.Request, web.Application], **headers: str
+) -> dict[str, Any]:
     response = await client.post(
         "/xiaozhi/ota/", headers=firmware_headers(**headers), json=firmware_body()
     )
@@ -108,7 +111,7 @@ def device_entry(hass: HomeAssistant) -> ConfigEntry:
 
 
 async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     answer = await check_in(client)
     assert "websocket" not in answer
@@ -186,7 +189,7 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
 
 
 async def test_token_only_for_the_paired_client_id_and_repairing_rotates_it(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     code = (await check_in(client))["activation"]["code"]
     await pair(ha_core, code)
@@ -208,7 +211,7 @@ async def test_token_only_for_the_paired_client_id_and_repairing_rotates_it(
 
 
 async def test_too_many_wrong_codes_end_the_pairing(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     code = (await check_in(client))["activation"]["code"]
     wrong = "000000" if code != "000000" else "111111"
@@ -227,7 +230,9 @@ async def test_too_many_wrong_codes_end_the_pairing(
     assert response.status == HTTPStatus.NOT_FOUND
 
 
-async def test_expired_code_aborts(ha_core: HomeAssistant, client: TestClient) -> None:
+async def test_expired_code_aborts(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
     now = [0.0]
     async_get_server(ha_core).pairings = PairingRegistry(ttl=60, clock=lambda: now[0])
     code = (await check_in(client))["activation"]["code"]
@@ -238,7 +243,7 @@ async def test_expired_code_aborts(ha_core: HomeAssistant, client: TestClient) -
 
 
 async def test_a_paired_device_is_not_offered_again(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     await pair(ha_core, (await check_in(client))["activation"]["code"])
     result = await ha_core.config_entries.flow.async_init(
@@ -251,7 +256,7 @@ async def test_a_paired_device_is_not_offered_again(
 
 
 async def test_pending_pairings_are_bounded(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     async_get_server(ha_core).pairings = PairingRegistry(max_pending=1)
     await check_in(client)
@@ -264,7 +269,7 @@ async def test_pending_pairings_are_bounded(
 
 
 async def test_firmware_update_info_is_kept_current(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     await pair(ha_core, (await check_in(client))["activation"]["code"])
     headers = firmware_headers() | {"User-Agent": "bread-compact-wifi/2.0.0"}
@@ -294,7 +299,9 @@ async def test_firmware_update_info_is_kept_current(
     ],
 )
 async def test_check_in_without_identity_is_rejected(
-    client: TestClient, headers: dict[str, str], body: bytes
+    client: TestClient[web.Request, web.Application],
+    headers: dict[str, str],
+    body: bytes,
 ) -> None:
     response = await client.post("/xiaozhi/ota/", headers=headers, data=body)
     assert response.status == HTTPStatus.BAD_REQUEST
@@ -303,7 +310,7 @@ async def test_check_in_without_identity_is_rejected(
 
 
 async def test_other_clients_variants_are_understood(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     # Identity as query parameters and in a {"Payload": ...} wrapper, MAC in dashes.
     body = {"Payload": {"uuid": CLIENT_ID, "application": {"version": "0.3"}}}
@@ -316,7 +323,9 @@ async def test_other_clients_variants_are_understood(
     assert pairing_flows(ha_core)[0]["context"]["unique_id"] == MAC
 
 
-async def test_garbage_and_oversize_bodies(client: TestClient) -> None:
+async def test_garbage_and_oversize_bodies(
+    client: TestClient[web.Request, web.Application],
+) -> None:
     response = await client.post(
         "/xiaozhi/ota/", headers=firmware_headers(), data=b"{not json"
     )
@@ -332,7 +341,7 @@ async def test_garbage_and_oversize_bodies(client: TestClient) -> None:
 
 
 async def test_websocket_url_follows_the_configured_external_url(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     await pair(ha_core, (await check_in(client))["activation"]["code"])
     await ha_core.config.async_update(external_url="https://ha.example.com:8443")
@@ -343,7 +352,7 @@ async def test_websocket_url_follows_the_configured_external_url(
 
 
 async def test_flooding_address_gets_429(
-    ha_core: HomeAssistant, client: TestClient
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     async_get_server(ha_core).http_limiter = RateLimiter(rate=0.01, burst=2)
     assert (await client.get("/xiaozhi/ota/", headers=firmware_headers())).status == 200
