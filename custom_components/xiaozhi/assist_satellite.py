@@ -12,7 +12,6 @@ it is connected: a Xiaozhi device connects only for a conversation and stays
 connected a while after, so HA cannot reach it at other times.
 """
 
-from collections.abc import AsyncIterable
 from typing import Final, override
 
 from homeassistant.components.assist_pipeline import PipelineEvent
@@ -24,15 +23,15 @@ from homeassistant.components.assist_satellite import (
 )
 from homeassistant.components.tts import ATTR_PREFERRED_FORMAT
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import chat_session, entity_registry as er
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import ha_internals
 from .const import CONF_DEVICE_LANGUAGE, DOMAIN, LOGGER
 from .device.entity import (
     XiaozhiDeviceEntity,
+    device_platform,
     pipeline_select_unique_id,
     vad_sensitivity_select_unique_id,
 )
@@ -43,6 +42,7 @@ from .voice.announce import AnnouncementError, announcement_audio
 from .voice.pipeline import PipelineListener
 from .voice.session import DeviceDisconnectedError, VoiceSession
 from .voice.tts_audio import WAV_FORMAT, TtsError
+from .voice.turn import PipelineRun
 
 PARALLEL_UPDATES = 0
 
@@ -53,15 +53,6 @@ MANUAL_SILENCE_SECONDS: Final = 15.0
 
 ERROR_NOT_CONNECTED: Final = "device_not_connected"
 ERROR_ANNOUNCEMENT: Final = "announcement_failed"
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: DeviceConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Add the device's assist satellite."""
-    async_add_entities([XiaozhiAssistSatellite(entry)])
 
 
 class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunSilence):
@@ -120,24 +111,17 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
 
     # The voice session's host ------------------------------------------------------
 
-    async def async_run_pipeline(
-        self,
-        audio: AsyncIterable[bytes],
-        *,
-        wake_word_phrase: str | None,
-        manual: bool,
-        listener: PipelineListener,
-    ) -> None:
-        """Run the selected pipeline up to the intent stage; events go to listener."""
+    async def async_run_pipeline(self, run: PipelineRun) -> None:
+        """Run the selected pipeline up to the intent stage; events go to the run's listener."""
         self._keep_conversation()
-        self._run_listener = listener
-        self._manual_run = manual
+        self._run_listener = run.listener
+        self._manual_run = run.manual
         try:
             await ha_internals.run_pipeline_to_intent(
-                self, audio, wake_word_phrase=wake_word_phrase
+                self, run.audio, wake_word_phrase=run.wake_word_phrase
             )
         finally:
-            if self._run_listener is listener:
+            if self._run_listener is run.listener:
                 self._run_listener = None
 
     def _keep_conversation(self) -> None:
@@ -253,3 +237,9 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             translation_key=ERROR_NOT_CONNECTED,
             translation_placeholders={"device": self.entry.title},
         )
+
+
+# The device's assist satellite.
+async_setup_entry = device_platform(
+    lambda _hass, entry: [XiaozhiAssistSatellite(entry)]
+)

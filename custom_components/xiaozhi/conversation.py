@@ -12,7 +12,6 @@ from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import translation
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import language as language_util
 
 from .const import (
@@ -38,7 +37,7 @@ from .provider.chat_stream import (
     transform_stream,
 )
 from .provider.client import ProviderConfigEntry
-from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities
+from .provider.entity import ProviderSubentryEntity, subentry_platform
 
 PARALLEL_UPDATES = 0
 
@@ -57,17 +56,6 @@ OPENAI_PRESET: Final = "openai"
 
 MESSAGE_EMPTY_ANSWER: Final = "empty_response"
 MESSAGE_TOOL_ROUND_LIMIT: Final = "tool_round_limit"
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: ProviderConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Add one conversation agent per conversation subentry."""
-    async_add_subentry_entities(
-        entry, async_add_entities, SUBENTRY_CONVERSATION, XiaozhiConversationEntity
-    )
 
 
 def translation_language(language: str | None) -> str:
@@ -291,3 +279,7 @@ class XiaozhiConversationEntity(
             self.entity_id, one_message()
         ):
             pass
+
+
+# One entity per conversation subentry.
+async_setup_entry = subentry_platform(SUBENTRY_CONVERSATION, XiaozhiConversationEntity)

@@ -13,28 +13,18 @@ from homeassistant.components.assist_pipeline import (
     VadSensitivitySelect,
 )
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_MAC, DOMAIN
-from .device.entity import PIPELINE_KEY, VAD_SENSITIVITY_KEY, XiaozhiDeviceEntity
+from .device.entity import (
+    PIPELINE_KEY,
+    VAD_SENSITIVITY_KEY,
+    XiaozhiDeviceEntity,
+    device_platform,
+)
 from .device.runtime import DeviceConfigEntry
 
 # Choosing an option only stores it; nothing is sent to the device.
 PARALLEL_UPDATES = 0
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: DeviceConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Add the device's pipeline and VAD sensitivity selects."""
-    async_add_entities(
-        [
-            XiaozhiPipelineSelect(hass, entry),
-            XiaozhiVadSensitivitySelect(hass, entry),
-        ]
-    )
 
 
 class XiaozhiPipelineSelect(XiaozhiDeviceEntity, AssistPipelineSelect):
@@ -53,3 +43,12 @@ class XiaozhiVadSensitivitySelect(XiaozhiDeviceEntity, VadSensitivitySelect):
         """Attach assist_pipeline's VAD sensitivity select to the device of ``entry``."""
         XiaozhiDeviceEntity.__init__(self, entry, VAD_SENSITIVITY_KEY)
         VadSensitivitySelect.__init__(self, hass, entry.data[CONF_MAC])
+
+
+# The device's pipeline and VAD sensitivity selects.
+async_setup_entry = device_platform(
+    lambda hass, entry: [
+        XiaozhiPipelineSelect(hass, entry),
+        XiaozhiVadSensitivitySelect(hass, entry),
+    ]
+)

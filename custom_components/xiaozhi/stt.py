@@ -9,27 +9,14 @@ from typing import override
 
 from homeassistant.components import stt
 from homeassistant.const import CONF_PROMPT
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_LANGUAGE, CONF_MODEL, LOGGER, SUBENTRY_STT
-from .provider.client import PROVIDER_ERRORS, ProviderConfigEntry
-from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities
+from .provider.client import PROVIDER_ERRORS
+from .provider.entity import ProviderSubentryEntity, subentry_platform
 from .provider.presets import SPEECH_LANGUAGES
 from .provider.transcription import collect_utterance, transcribe
 
 PARALLEL_UPDATES = 0
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: ProviderConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Create one STT entity per STT subentry."""
-    async_add_subentry_entities(
-        entry, async_add_entities, SUBENTRY_STT, XiaozhiSpeechToTextEntity
-    )
 
 
 class XiaozhiSpeechToTextEntity(ProviderSubentryEntity, stt.SpeechToTextEntity):
@@ -98,3 +85,7 @@ class XiaozhiSpeechToTextEntity(ProviderSubentryEntity, stt.SpeechToTextEntity):
             LOGGER.info("The service recognised no speech")
             return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
         return stt.SpeechResult(text, stt.SpeechResultState.SUCCESS)
+
+
+# One entity per stt subentry.
+async_setup_entry = subentry_platform(SUBENTRY_STT, XiaozhiSpeechToTextEntity)

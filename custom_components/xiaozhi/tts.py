@@ -21,9 +21,8 @@ from homeassistant.components.tts import (
     Voice,
 )
 from homeassistant.config_entries import ConfigSubentry
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import callback
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import (
     CONF_INSTRUCTIONS,
@@ -37,7 +36,7 @@ from .const import (
 from .ha_internals import TTSAudioRequest
 from .protocol.codec import pcm_to_wav
 from .provider.client import PROVIDER_ERRORS, ProviderConfigEntry
-from .provider.entity import ProviderSubentryEntity, async_add_subentry_entities
+from .provider.entity import ProviderSubentryEntity, subentry_platform
 from .provider.presets import OPENAI_VOICES, SPEECH_LANGUAGES
 from .provider.speech import (
     DEFAULT_FORMAT,
@@ -50,17 +49,6 @@ from .provider.speech import (
 PARALLEL_UPDATES = 0
 
 ERROR_TTS_FAILED: Final = "tts_failed"
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: ProviderConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Create one TTS entity per TTS subentry."""
-    async_add_subentry_entities(
-        entry, async_add_entities, SUBENTRY_TTS, XiaozhiTextToSpeechEntity
-    )
 
 
 class XiaozhiTextToSpeechEntity(ProviderSubentryEntity, TextToSpeechEntity):
@@ -158,3 +146,7 @@ class XiaozhiTextToSpeechEntity(ProviderSubentryEntity, TextToSpeechEntity):
             speed=float(data.get(CONF_SPEED, RECOMMENDED_SPEED)),
             instructions=data.get(CONF_INSTRUCTIONS) or None,
         )
+
+
+# One entity per tts subentry.
+async_setup_entry = subentry_platform(SUBENTRY_TTS, XiaozhiTextToSpeechEntity)

@@ -206,7 +206,7 @@ async def test_nothing_can_be_sent_after_the_end(make_link: LinkFactory) -> None
     with pytest.raises(SessionClosedError):
         await session.playback.play_opus([b"x"])
     with pytest.raises(McpClosedError):
-        await link.call_tool("self.x")
+        await link.tool_client().call_tool("self.x")
 
     async def never_awaited() -> None:
         """Closed by create_task, not left un-awaited."""
@@ -291,7 +291,7 @@ async def test_discovery_ends_quietly_with_the_session(
     await discovery
     assert "Could not list" not in caplog.text
     with pytest.raises(McpError):
-        await link.call_tool("self.a", reply_timeout=0.01)
+        await link.tool_client().call_tool("self.a", reply_timeout=0.01)
 
 
 # ---------------------------------------------------------------- runtime

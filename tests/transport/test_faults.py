@@ -202,7 +202,7 @@ async def test_one_device_dropping_leaves_the_others_alone(
     other_session = other_runtime.session
     assert other_session is not None
     assert other_session.ready
-    result = await other_session.link.call_tool("self.get_device_status")
+    result = await other_session.link.tool_client().call_tool("self.get_device_status")
     assert result.text == "true"
     assert not other.closed
 

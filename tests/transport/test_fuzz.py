@@ -562,7 +562,9 @@ async def test_fuzzed_frames_never_break_the_server(
     event = await recorder.next_event()
     assert event[0] == "listen_stop"
     assert event[1] > 0  # the audio arrived
-    assert (await session.link.call_tool("self.get_device_status")).text == "true"
+    assert (
+        await session.link.tool_client().call_tool("self.get_device_status")
+    ).text == "true"
     await fresh.close()
     async with asyncio.timeout(10):
         while server.links:

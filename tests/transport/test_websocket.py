@@ -468,30 +468,34 @@ async def test_tool_calls_results_errors_and_timeouts(
     session = runtime.session
     assert session is not None
 
-    result = await session.link.call_tool(
+    result = await session.link.tool_client().call_tool(
         "self.audio_speaker.set_volume", {"volume": 30}
     )
     assert result.text == "true"
     assert not result.is_error
-    status = await session.link.call_tool("self.get_device_status")
+    status = await session.link.tool_client().call_tool("self.get_device_status")
     assert json.loads(status.text) == {"volume": 40}
 
     with pytest.raises(McpError, match=r"Unknown tool: self\.nope") as err:
-        await session.link.call_tool("self.nope")
+        await session.link.tool_client().call_tool("self.nope")
     assert err.value.code is None
     with pytest.raises(McpError, match="Missing valid argument: volume"):
-        await session.link.call_tool("self.audio_speaker.set_volume", {"volume": 300})
+        await session.link.tool_client().call_tool(
+            "self.audio_speaker.set_volume", {"volume": 300}
+        )
 
     device.answer_mcp = False
     with pytest.raises(McpTimeoutError):
-        await session.link.call_tool("self.get_device_status", reply_timeout=0.05)
+        await session.link.tool_client().call_tool(
+            "self.get_device_status", reply_timeout=0.05
+        )
     late_id = device.mcp_requests[-1]["id"]
     # A late reply, a string id and an unknown id are all dropped harmlessly.
     await device.mcp_reply(late_id, result={"content": []})
     await device.mcp_reply(str(late_id + 1), result={})
     await device.mcp_reply(9999, result={})
     device.answer_mcp = True
-    again = await session.link.call_tool("self.get_device_status")
+    again = await session.link.tool_client().call_tool("self.get_device_status")
     assert json.loads(again.text) == {"volume": 40}
     assert session.ready
 
@@ -504,7 +508,7 @@ async def test_device_without_mcp_gets_no_mcp_requests(
     session = runtime.session
     assert session is not None
     with pytest.raises(McpError, match="does not serve MCP tools"):
-        await session.link.call_tool("self.get_device_status")
+        await session.link.tool_client().call_tool("self.get_device_status")
     assert device.mcp_requests == []
     assert runtime.tools == ()
 

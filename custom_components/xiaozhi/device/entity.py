@@ -1,11 +1,12 @@
 """The entities of a paired Xiaozhi device: their base, registry info, unique ids."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from homeassistant.core import callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from ..const import CONF_BOARD, CONF_FIRMWARE_VERSION, CONF_MAC, DOMAIN
 from .runtime import DeviceConfigEntry, DeviceRuntime
@@ -25,6 +26,28 @@ def pipeline_select_unique_id(mac: str) -> str:
 def vad_sensitivity_select_unique_id(mac: str) -> str:
     """Return the unique id of the VAD sensitivity select of the device with ``mac``."""
     return f"{mac}-{VAD_SENSITIVITY_KEY}"
+
+
+type PlatformSetup = Callable[
+    [HomeAssistant, DeviceConfigEntry, AddConfigEntryEntitiesCallback],
+    Coroutine[Any, Any, None],
+]
+
+
+def device_platform(
+    create: Callable[[HomeAssistant, DeviceConfigEntry], list[Entity]],
+) -> PlatformSetup:
+    """Return a platform's ``async_setup_entry``: the entities ``create`` makes."""
+
+    async def async_setup_entry(
+        hass: HomeAssistant,
+        entry: DeviceConfigEntry,
+        async_add_entities: AddConfigEntryEntitiesCallback,
+    ) -> None:
+        """Add the device's entities of this platform."""
+        async_add_entities(create(hass, entry))
+
+    return async_setup_entry
 
 
 def device_registry_info(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,14 +27,7 @@ from homeassistant.core import HomeAssistant
 
 from ..const import LOGGER
 from ..protocol.firmware import AUDIO_FORMAT, SERVER_HELLO_TIMEOUT_S
-from ..protocol.mcp import (
-    DEFAULT_TOOL_TIMEOUT_S,
-    McpClient,
-    McpClientInfo,
-    McpClosedError,
-    McpError,
-    McpToolResult,
-)
+from ..protocol.mcp import McpClient, McpClientInfo, McpClosedError, McpError
 from ..protocol.messages import (
     Abort,
     Hello,
@@ -390,22 +383,15 @@ class DeviceLink:
         """Tell the device to reboot."""
         await self.send_json(system_reboot_message(session_id=self.session_id))
 
-    async def call_tool(
-        self,
-        name: str,
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        reply_timeout: float = DEFAULT_TOOL_TIMEOUT_S,
-    ) -> McpToolResult:
-        """Call one of the device's MCP tools (see :attr:`DeviceRuntime.tools`).
+    def tool_client(self) -> McpClient:
+        """Return the client of the device's MCP tools (see :attr:`DeviceRuntime.tools`).
 
         Raises:
-            McpError: The device has no MCP, rejected the call, did not answer in
-                time (:class:`McpTimeoutError`) or went away
-                (:class:`McpClosedError`).
+            McpClosedError: The link has ended.
+            McpError: The device does not serve MCP tools.
         """
         if self._ending:
             raise McpClosedError(f"session of {self.name} has ended")
         if not self.mcp_supported:
             raise McpError(f"{self.name} does not serve MCP tools")
-        return await self._mcp.call_tool(name, arguments, reply_timeout=reply_timeout)
+        return self._mcp

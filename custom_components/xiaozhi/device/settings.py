@@ -257,7 +257,9 @@ class DeviceNumbers[E: SettingEntity]:
 
     async def _async_read_status(self, link: DeviceLink) -> None:
         try:
-            result = await link.call_tool(STATUS_TOOL, reply_timeout=TOOL_TIMEOUT_S)
+            result = await link.tool_client().call_tool(
+                STATUS_TOOL, reply_timeout=TOOL_TIMEOUT_S
+            )
         except McpError as err:
             LOGGER.debug("Could not read the status of %s: %s", self._name, err)
             return
@@ -279,7 +281,7 @@ class DeviceNumbers[E: SettingEntity]:
         if link is None or not self.available:
             raise self._error("device_not_connected")
         try:
-            result = await link.call_tool(
+            result = await link.tool_client().call_tool(
                 setting.tool,
                 {setting.argument: value},
                 reply_timeout=TOOL_TIMEOUT_S,

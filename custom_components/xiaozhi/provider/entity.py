@@ -1,10 +1,12 @@
 """Base for the entities a provider subentry creates (conversation, STT, TTS)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import openai
 
 from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -45,15 +47,31 @@ class ProviderSubentryEntity(Entity):
         return self.entry.runtime_data.client
 
 
-def async_add_subentry_entities(
-    entry: ProviderConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
+type PlatformSetup = Callable[
+    [HomeAssistant, ProviderConfigEntry, AddConfigEntryEntitiesCallback],
+    Coroutine[Any, Any, None],
+]
+
+
+def subentry_platform(
     subentry_type: str,
     create: Callable[[ProviderConfigEntry, ConfigSubentry], Entity],
-) -> None:
-    """Add one entity per subentry of the given type, tied to its subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type == subentry_type:
-            async_add_entities(
-                [create(entry, subentry)], config_subentry_id=subentry.subentry_id
-            )
+) -> PlatformSetup:
+    """Return a platform's ``async_setup_entry``: an entity per subentry of a type.
+
+    Each entity is tied to its subentry, so removing the subentry removes it.
+    """
+
+    async def async_setup_entry(
+        hass: HomeAssistant,
+        entry: ProviderConfigEntry,
+        async_add_entities: AddConfigEntryEntitiesCallback,
+    ) -> None:
+        """Add one entity per subentry of the platform's type."""
+        for subentry in entry.subentries.values():
+            if subentry.subentry_type == subentry_type:
+                async_add_entities(
+                    [create(entry, subentry)], config_subentry_id=subentry.subentry_id
+                )
+
+    return async_setup_entry

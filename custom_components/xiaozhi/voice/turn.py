@@ -51,6 +51,23 @@ _SILENT_ERRORS: Final = frozenset({"duplicate_wake_up_detected"})
 _UTTERANCE_ERRORS: Final = frozenset({"stt-stream-failed", "stt-no-text-recognized"})
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineRun:
+    """What a turn asks the satellite to run its pipeline on.
+
+    Attributes:
+        audio: The utterance, as it arrives.
+        wake_word_phrase: The wake word the device heard, if this turn follows one.
+        manual: The device ends the utterance (push to talk), not HA's VAD.
+        listener: Receives the run's events, in order.
+    """
+
+    audio: AsyncIterable[bytes]
+    wake_word_phrase: str | None
+    manual: bool
+    listener: PipelineListener
+
+
 class SatelliteHost(Protocol):
     """What a turn needs of the device's assist satellite entity."""
 
@@ -62,18 +79,8 @@ class SatelliteHost(Protocol):
     def device_language(self) -> str | None:
         """The language the device speaks (its firmware's)."""
 
-    async def async_run_pipeline(
-        self,
-        audio: AsyncIterable[bytes],
-        *,
-        wake_word_phrase: str | None,
-        manual: bool,
-        listener: PipelineListener,
-    ) -> None:
-        """Run the device's pipeline up to the intent stage; events go to listener.
-
-        ``manual``: the device ends the utterance (push to talk), not HA's VAD.
-        """
+    async def async_run_pipeline(self, run: PipelineRun) -> None:
+        """Run the device's pipeline up to the intent stage."""
 
     def async_set_responding(self) -> None:
         """Show that the device answers (until `async_response_finished`)."""
@@ -182,10 +189,12 @@ class VoiceTurn:
     async def _async_run(self) -> TurnEnd:
         try:
             await self._host.async_run_pipeline(
-                self.audio.stream(),
-                wake_word_phrase=self._wake_word_phrase,
-                manual=self.mode is ListenMode.MANUAL,
-                listener=self.on_pipeline_event,
+                PipelineRun(
+                    audio=self.audio.stream(),
+                    wake_word_phrase=self._wake_word_phrase,
+                    manual=self.mode is ListenMode.MANUAL,
+                    listener=self.on_pipeline_event,
+                )
             )
         except asyncio.CancelledError:
             task = asyncio.current_task()
