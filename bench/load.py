@@ -111,7 +111,7 @@ if TYPE_CHECKING:
 FRAME_S = 0.06
 FRAME_MS = 60
 UPLINK_RATE = 16000
-# A Mandarin voice speaks about 4.5 characters a second (speaker.py's estimate).
+# A Mandarin voice speaks about 4.5 characters a second (voice/speaking.py's estimate).
 SPEECH_SECONDS_PER_CHAR = 0.22
 LEAD_SILENCE_S = 1.0
 # The firmware streams until tts start; past this much silence the device waits.

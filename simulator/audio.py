@@ -2,8 +2,8 @@
 
 What the device says is 16 kHz mono s16le PCM (the firmware's microphone format):
 read from any PCM WAV file (resampled and downmixed with the integration's
-codec.py) or synthesized by ``espeak-ng``. What it hears back is saved as WAV and,
-on request, played with the first player found.
+protocol/codec.py) or synthesized by ``espeak-ng``. What it hears back is saved
+as WAV and, on request, played with the first player found.
 """
 
 import asyncio

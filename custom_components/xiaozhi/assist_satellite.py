@@ -1,10 +1,10 @@
 """The assist satellite of a paired device: its voice requests run through HA.
 
 Each device has one satellite entity. It serves the device's sessions with a
-`voice_session.VoiceSession` and runs their turns through its selected Assist
+`voice.session.VoiceSession` and runs their turns through its selected Assist
 pipeline (the device's pipeline select; VAD sensitivity from its VAD select) up
 to the intent stage; the speaking stage is the voice session's own, from the
-first clause on (see `voice_turn`). Its state follows the turn: listening,
+first clause on (see `voice.turn`). Its state follows the turn: listening,
 processing, responding until the answer's playback ends, idle.
 
 Announcements (and conversations started by HA) are streamed to the device while

@@ -1,6 +1,6 @@
 """Speech played on a device session: the speaker's sink, on a recording transport.
 
-The end-to-end tests (test_voice_session.py) cover the usual path over a real
+The end-to-end tests (tests/voice/test_session.py) cover the usual path over a real
 socket; these reach the interruptions a real device rarely produces at the right
 moment: the reply stopped while the speaker still produces audio, or while a
 sentence waits for the audio before it.

@@ -229,7 +229,7 @@ async def test_text_before_a_tool_call_is_spoken_while_the_agent_works(
 
     (An engine with streaming input gets one text stream and may hold text that
     does not end a sentence until more arrives: how segments are fed to it is
-    speaker.py's choice.)
+    voice/speaking.py's choice.)
     """
     fake_provider.add_transcript(TRANSCRIPT)
     fake_provider.add_reply(

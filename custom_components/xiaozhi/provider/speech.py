@@ -9,7 +9,7 @@ arrive.
 Output format. WAV and raw PCM are produced here, at whatever rate, channel
 count and sample width the caller prefers: the service is asked for ``pcm``
 (24 kHz mono s16le, which OpenAI-compatible services share), resampled with
-`codec.PcmResampler` and framed. mp3, opus (``ogg``/``oga``) and aac are passed
+`protocol.codec.PcmResampler` and framed. mp3, opus (``ogg``/``oga``) and aac are passed
 through from the service as they come. Any other format gets WAV and is left to
 HA's ffmpeg conversion.
 

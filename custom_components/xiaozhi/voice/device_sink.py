@@ -1,4 +1,4 @@
-"""Speech played on the device: the `speaker.SpeechSink` of a device session.
+"""Speech played on the device: the `speaking.SpeechSink` of a voice session.
 
 ``tts start`` goes out as soon as the reply has its first segment, then the PCM
 the speaker hands over is encoded to 60 ms Opus frames and paced out by the

@@ -52,7 +52,7 @@ def pipeline_voice(hass: HomeAssistant, pipeline_id: str | None) -> PipelineVoic
 
 
 def error_message_key(code: str) -> str:
-    """Return the `device_messages` key telling the user a pipeline error."""
+    """Return the `device.messages` key telling the user a pipeline error."""
     if code.startswith("stt-"):
         return ERROR_STT
     if code.startswith("tts-"):

@@ -3,7 +3,7 @@
 While the conversation agent writes, the pipeline reports each of its chat log
 deltas in an ``intent-progress`` event, whatever the TTS engine; its final answer
 comes with ``intent-end``. `ReplyText` turns both into the text stream that
-`speaker.speak_reply` speaks from the first clause on:
+`speaking.speak_reply` speaks from the first clause on:
 
 * assistant ``content`` is passed on as it arrives;
 * a tool call, or a new message (assistant or tool result), is a pause

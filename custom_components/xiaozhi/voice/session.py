@@ -1,7 +1,7 @@
 """The voice layer of one device session: turns, barge-in, follow-ups, announcements.
 
 `VoiceSession` is the `session.SessionHandler` the assist satellite registers for
-its device. Each ``listen start`` begins a `voice_turn.VoiceTurn` fed with the
+its device. Each ``listen start`` begins a `turn.VoiceTurn` fed with the
 device's audio. What follows a turn depends on how the device listens:
 
 * ``auto``: after ``tts stop`` the firmware listens again and says so with a new

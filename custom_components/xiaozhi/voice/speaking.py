@@ -2,7 +2,7 @@
 
 `speak_reply` takes the text deltas of the agent's answer while the agent is still
 writing it, cuts them into speakable segments with the sentence splitter, has the
-pipeline's TTS engine (any HA engine, see `tts_source`) synthesize them and hands
+pipeline's TTS engine (any HA engine, see `tts_audio`) synthesize them and hands
 24 kHz mono PCM to a `SpeechSink`, which owns Opus encoding, pacing and the device
 messages. The first segment goes to TTS the moment the splitter emits it, and the
 sink gets ``start_speaking`` then (the device must be in its speaking state before
@@ -24,7 +24,7 @@ about 0.22 s per wide (CJK) character, 0.065 s per other one, and never before t
 segment's text reached the engine); segments still unannounced when the audio
 ends are announced then, so the device always ends on the last sentence.
 
-The reply's emotion (the first emoji that maps to one, see `emotion`) is sent once,
+The reply's emotion (the first emoji that maps to one, see `text.emotion`) is sent once,
 as soon as it is known and before the next sentence or audio chunk, so the face
 matches the reply while it is spoken; emojis are never spoken (the splitter
 removes them).
@@ -123,7 +123,7 @@ class SpeakResult:
         first_segment_at: When the splitter emitted the first segment.
         first_audio_at: When the first PCM was handed to the sink.
         audio_bytes: PCM handed to the sink.
-        error: Key of the `device_messages` text the user got, if any.
+        error: Key of the `device.messages` text the user got, if any.
     """
 
     started_at: float

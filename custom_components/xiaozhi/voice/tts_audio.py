@@ -12,11 +12,11 @@ sample width, even when the engine honours them itself
 (``SpeechManager._async_generate_tts_audio`` in HA 2026.10: ``needs_conversion``
 is true whenever one of them is set). So those are never asked for: the WAV is
 parsed here as it streams and brought to 24 kHz mono s16le with
-`codec.PcmResampler`, which costs far less than spawning ffmpeg per sentence.
+`protocol.codec.PcmResampler`, which costs far less than spawning ffmpeg per sentence.
 
 HA's ResultStream may carry one WAV file with an unknown size (a streaming
 engine) or several WAV files back to back (each with its size); both are
-handled by `codec.WavStreamDecoder`.
+handled by `protocol.codec.WavStreamDecoder`.
 """
 
 from collections.abc import AsyncGenerator, Mapping

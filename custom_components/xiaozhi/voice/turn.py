@@ -6,7 +6,7 @@ intents, the conversation agent with its chat session; the run shows in HA's
 pipeline debug view). The speaking stage is ours: the agent's text is taken from
 the pipeline's ``intent-progress`` events as it is written and spoken from the
 first clause with the pipeline's own TTS engine, language and voice
-(`speaker.speak_reply`), instead of HA's TTS stage, which starts only after 60
+(`speaking.speak_reply`), instead of HA's TTS stage, which starts only after 60
 characters, or the whole answer for engines without streaming input.
 
 On the device: ``stt`` with the transcript, then ``tts start``,
