@@ -53,7 +53,7 @@ from homeassistant.components.assist_pipeline.vad import (
     VoiceCommandSegmenter,
 )
 
-from custom_components.xiaozhi.codec import OpusDecoder, OpusEncoder
+from custom_components.xiaozhi.protocol.codec import OpusDecoder, OpusEncoder
 from custom_components.xiaozhi.voice.endpointing import (
     End,
     Endpointer,
@@ -236,7 +236,7 @@ class TenModel:
 
     def __call__(self, window: bytes, /) -> float:
         x = self._np.frombuffer(window, "<i2")
-        return (self._vad.process(x[:256])[0] + self._vad.process(x[256:])[0]) / 2
+        return float(self._vad.process(x[:256])[0] + self._vad.process(x[256:])[0]) / 2
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -252,7 +252,8 @@ class WebRtcModel:
 
     def __call__(self, window: bytes, /) -> float:
         pieces = [window[i : i + 320] for i in range(0, 960, 320)]
-        return sum(self._vad.is_speech(p, 16000) for p in pieces) / len(pieces)
+        voiced: int = sum(self._vad.is_speech(p, 16000) for p in pieces)
+        return voiced / len(pieces)
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -339,7 +340,7 @@ class Result:
     audio_s: float
     frames: int
 
-    def pct(self, q: float) -> float:
+    def pct(self, q: int) -> float:
         delays = sorted(s.delay for s in self.scores if s.delay is not None)
         if not delays:
             return math.nan

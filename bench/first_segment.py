@@ -5,7 +5,7 @@ Not a test. Replays the replies of ``bench/replies.py`` as LLM token streams
 
 * the seed: the streaming text splitter of xinnan-tech/xiaozhi-esp32-server,
   re-implemented below for comparison only, and
-* ours: ``custom_components/xiaozhi/splitter.py``,
+* ours: ``custom_components/xiaozhi/text/splitter.py``,
 
 and prints, per reply and in total, when the first segment is handed to TTS and
 its text. Time is simulated (token ``i`` arrives at ``TTFT + i / rate``), so the
@@ -13,40 +13,24 @@ numbers are exact and repeatable; ``--realtime`` replays with real sleeps instea
 and measures ours through the async ``split_stream``.
 
 Run from the repository root: ``/work/venv/bin/python bench/first_segment.py``.
-The splitter module is loaded from its file, so Home Assistant (imported by the
-integration package's ``__init__``) is not needed.
+It imports the integration's ``text`` package, which needs no Home Assistant.
 """
 
 import argparse
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-import importlib.util
 from pathlib import Path
 import re
 import statistics
 import sys
-from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.replies import REPLIES  # noqa: E402
+from replies import REPLIES  # noqa: E402
 
-if TYPE_CHECKING:
-    from custom_components.xiaozhi import splitter
-else:
-
-    def _load_splitter():
-        path = REPO / "custom_components" / "xiaozhi" / "splitter.py"
-        spec = importlib.util.spec_from_file_location("xiaozhi_splitter", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-
-    splitter = _load_splitter()
-
+from custom_components.xiaozhi.text import splitter  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # The seed, re-implemented for comparison. Source: xinnan-tech/xiaozhi-esp32-server

@@ -59,7 +59,7 @@ class ProviderEndpoint:
     """Where Home Assistant finds the provider (a `FakeProvider`, maybe elsewhere)."""
 
     base_url: str
-    api_key: str
+    api_key: str | None
     models: Sequence[str]
 
 
@@ -91,9 +91,10 @@ async def home_assistant(
     # isort: on
     import custom_components.xiaozhi  # noqa: F401 (HA finds the integration here)
     from custom_components.xiaozhi.config_flow import default_subentries
-    from custom_components.xiaozhi.const import DOMAIN, PRESET_CUSTOM
-    from tests.conftest import provider_entry_data
-    from tests.device_fixtures import device_entry_data
+    from custom_components.xiaozhi.const import DOMAIN
+    from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
+    from tests.helpers.devices import device_entry_data
+    from tests.helpers.providers import provider_entry_data
 
     with tempfile.TemporaryDirectory() as config_dir:
         async with async_test_home_assistant(config_dir=config_dir) as hass:

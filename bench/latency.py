@@ -78,13 +78,12 @@ from homeassistant.components.assist_pipeline import (
 from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.core import Context, HomeAssistant
 
-from custom_components.xiaozhi.codec import parse_wav
 from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
-from custom_components.xiaozhi.tts_source import WavStreamDecoder
-from custom_components.xiaozhi.voice_session import VoiceSession
+from custom_components.xiaozhi.protocol.codec import WavStreamDecoder, parse_wav
+from custom_components.xiaozhi.voice.session import VoiceSession
 from fake_provider import FakeProvider
-from tests.device_fixtures import MAC, TOKEN
-from tests.device_sim import SimulatedDevice
+from simulator.device import SimulatedDevice
+from tests.helpers.devices import MAC, TOKEN
 
 # 120 ms frames keep a run's audio far below the server's per-socket message rate.
 FRAME_MS = 120

@@ -37,7 +37,7 @@ Reported:
   ``speech_ended_at``) to the first Opus frame at the device (one monotonic
   clock for all processes), p50 and p95, split into the answer's first clause
   (STT, agent), the TTS engine's first PCM, and the downlink;
-* underruns, server side (``session.downlink.stats``: a reply's downlink ran
+* underruns, server side (``session.playback.downlink.stats``: a reply's downlink ran
   dry and restarted with a new prebuffer; late frames: sent > 20 ms after their
   due time) and device side (a frame arrived after the device would have played
   everything before it: a gap in playback, on a 60 ms playback clock started by
@@ -99,19 +99,19 @@ from harness import (
     scripted_reply,
 )
 
+from custom_components.xiaozhi.protocol.codec import OpusEncoder, parse_wav
 from simulator.device import SimulatedDevice
-from simulator.integration import codec
 
 if TYPE_CHECKING:
     from homeassistant.core import HomeAssistant
 
-    from custom_components.xiaozhi.session import DeviceSession
-    from custom_components.xiaozhi.voice_turn import VoiceTurn
+    from custom_components.xiaozhi.device.session import DeviceSession
+    from custom_components.xiaozhi.voice.turn import VoiceTurn
 
 FRAME_S = 0.06
 FRAME_MS = 60
 UPLINK_RATE = 16000
-# A Mandarin voice speaks about 4.5 characters a second (speaker.py's estimate).
+# A Mandarin voice speaks about 4.5 characters a second (voice/speaking.py's estimate).
 SPEECH_SECONDS_PER_CHAR = 0.22
 LEAD_SILENCE_S = 1.0
 # The firmware streams until tts start; past this much silence the device waits.
@@ -338,12 +338,12 @@ class Uplink:
     @classmethod
     def build(cls) -> Uplink:
         """Encode the utterance after a lead silence, and one frame of silence."""
-        wav = codec.parse_wav(UTTERANCE.read_bytes())
+        wav = parse_wav(UTTERANCE.read_bytes())
         assert wav.rate == UPLINK_RATE
         lead = bytes(round(UPLINK_RATE * LEAD_SILENCE_S) * 2)
-        encoder = codec.OpusEncoder(UPLINK_RATE, FRAME_MS)
+        encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
         speech = encoder.encode(lead + wav.pcm) + encoder.flush()
-        silence_encoder = codec.OpusEncoder(UPLINK_RATE, FRAME_MS)
+        silence_encoder = OpusEncoder(UPLINK_RATE, FRAME_MS)
         [silence] = silence_encoder.encode(bytes(UPLINK_RATE * FRAME_MS // 1000 * 2))
         return cls(speech, silence)
 
@@ -542,7 +542,7 @@ class TurnWatcher:
 
     def poll(self) -> None:
         """Note new sessions and turns."""
-        from custom_components.xiaozhi.voice_session import VoiceSession
+        from custom_components.xiaozhi.voice.session import VoiceSession
 
         for runtime in self._runtimes:
             session = runtime.session
@@ -796,7 +796,7 @@ async def _measure_in(
         DOMAIN,
         ENTRY_KIND_DEVICE,
     )
-    from custom_components.xiaozhi.models import DeviceRuntime
+    from custom_components.xiaozhi.device.runtime import DeviceRuntime
 
     await preferred_pipeline(hass)
     _allow_sessions(hass, result)
@@ -849,7 +849,7 @@ async def _measure_in(
     result.turns = [DeviceTurn(**turn) for turn in report["turns"]]
     result.stages = FirstAudio.of(pair_turns(result.turns, watcher.turns))
     for session in watcher.sessions:
-        stats = session.downlink.stats
+        stats = session.playback.downlink.stats
         result.frames_sent += stats.frames_sent
         result.underruns += stats.underruns
         result.late_frames += stats.late_frames
@@ -865,7 +865,7 @@ def _allow_sessions(hass: HomeAssistant, result: StepResult) -> None:
     """Let every device in: the server refuses more than its session limit."""
     import dataclasses
 
-    from custom_components.xiaozhi.server import async_get_server
+    from custom_components.xiaozhi.server.registry import async_get_server
 
     server = async_get_server(hass)
     limits = getattr(server, "limits", None)

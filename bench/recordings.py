@@ -136,7 +136,8 @@ def source_file(sources: dict[str, Any], ref: str) -> Path:
     """Return the cached file ``source:path`` after checking its SHA-256."""
     name, _, member = ref.partition(":")
     source = sources[name]
-    path = _extracted(source) / source.get("prefix", "") / member
+    prefix: str = source.get("prefix", "")
+    path = _extracted(source) / prefix / member
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     expected = source["files"].get(member)
     if expected != digest:
@@ -184,7 +185,7 @@ def _active(db: Signal, bridge_frames: int = 6) -> npt.NDArray[np.bool_]:
     """Frames above the energy rule, with dips shorter than ``bridge_frames`` filled."""
     peak = db.max()
     threshold = max(min(np.percentile(db, 10) + 12, peak - 25), peak - 40)
-    active = db > threshold
+    active: np.ndarray[tuple[int], np.dtype[np.bool_]] = db > threshold
     idx = np.flatnonzero(active)
     for a, b in itertools.pairwise(idx):
         if 1 < b - a <= bridge_frames:
@@ -452,7 +453,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for rec in build(manifest):
         path = OUT / f"{rec.name}.wav"
-        from custom_components.xiaozhi.codec import pcm_to_wav
+        from custom_components.xiaozhi.protocol.codec import pcm_to_wav
 
         path.write_bytes(pcm_to_wav(rec.pcm, RATE))
         print(

@@ -34,7 +34,7 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custom_components.xiaozhi.tts import VoiceSettings, audio_output, speak
+from custom_components.xiaozhi.provider.speech import VoiceSettings, audio_output, speak
 from fake_provider import FakeProvider
 
 # A typical reply of a voice assistant, in the language Xiaozhi devices speak.

@@ -108,8 +108,8 @@ def provider_entry_data(provider_url: str) -> dict[str, Any]:
         CONF_PRESET,
         CONF_SUPPORTS_AUDIO,
         ENTRY_KIND_PROVIDER,
-        PRESET_CUSTOM,
     )
+    from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
 
     return {
         CONF_ENTRY_KIND: ENTRY_KIND_PROVIDER,
@@ -174,8 +174,9 @@ async def ensure_provider_entry(hass: HomeAssistant, provider_url: str) -> bool:
         XiaozhiConfigFlow,
         default_subentries,
     )
-    from custom_components.xiaozhi.const import DOMAIN, PRESET_CUSTOM
-    from custom_components.xiaozhi.provider import normalize_base_url
+    from custom_components.xiaozhi.const import DOMAIN
+    from custom_components.xiaozhi.provider.client import normalize_base_url
+    from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
 
     base_url = normalize_base_url(provider_url)
     store = ConfigEntryStore(hass)

@@ -21,7 +21,7 @@ import struct
 from typing import Final, Literal, Protocol
 
 # The one WAV reader/writer and resampler: the integration's, without HA.
-from simulator.integration import codec
+from custom_components.xiaozhi.protocol import codec
 
 from .text import Language, detect_language, tokenize
 

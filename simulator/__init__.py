@@ -4,6 +4,6 @@
 pairs like the firmware, says one utterance and prints the exchange and its
 timing; see :mod:`simulator.cli`. :class:`simulator.device.SimulatedDevice` is
 the device itself, used by the tests and the benchmarks. Only aiohttp, PyAV and
-numpy are needed: the integration's codec and protocol modules are loaded without
-Home Assistant (:mod:`simulator.integration`).
+numpy are needed: it imports the integration's protocol package
+(``custom_components.xiaozhi.protocol``), which does not import Home Assistant.
 """

@@ -2,8 +2,8 @@
 
 What the device says is 16 kHz mono s16le PCM (the firmware's microphone format):
 read from any PCM WAV file (resampled and downmixed with the integration's
-codec.py) or synthesized by ``espeak-ng``. What it hears back is saved as WAV and,
-on request, played with the first player found.
+protocol/codec.py) or synthesized by ``espeak-ng``. What it hears back is saved
+as WAV and, on request, played with the first player found.
 """
 
 import asyncio
@@ -15,10 +15,17 @@ from typing import Final
 
 import numpy as np
 
-from .errors import SimulatorError
-from .integration import codec, protocol
+from custom_components.xiaozhi.protocol.codec import (
+    CodecError,
+    PcmResampler,
+    parse_wav,
+    pcm_to_wav,
+)
+from custom_components.xiaozhi.protocol.firmware import UPLINK_SAMPLE_RATE
 
-UPLINK_RATE: Final = protocol.UPLINK_SAMPLE_RATE
+from .errors import SimulatorError
+
+UPLINK_RATE: Final = UPLINK_SAMPLE_RATE
 ESPEAK: Final = "espeak-ng"
 ESPEAK_INSTALL_HINT: Final = (
     "espeak-ng is not installed: install it (Debian/Ubuntu: `sudo apt-get install"
@@ -41,12 +48,12 @@ def wav_to_uplink_pcm(data: bytes) -> bytes:
         SimulatorError: Not a PCM WAV file, or it holds no audio.
     """
     try:
-        wav = codec.parse_wav(data)
-        resampler = codec.PcmResampler(
+        wav = parse_wav(data)
+        resampler = PcmResampler(
             wav.rate, UPLINK_RATE, channels_in=wav.channels, width_in=wav.width
         )
         pcm = resampler.resample(wav.pcm) + resampler.flush()
-    except (codec.CodecError, ValueError) as err:
+    except (CodecError, ValueError) as err:
         raise SimulatorError(f"cannot use this audio: {err}") from None
     if not pcm:
         raise SimulatorError("the audio is empty")
@@ -183,6 +190,6 @@ async def write_wav(path: Path, pcm: bytes, rate: int) -> None:
         SimulatorError: The file cannot be written.
     """
     try:
-        await asyncio.to_thread(path.write_bytes, codec.pcm_to_wav(pcm, rate))
+        await asyncio.to_thread(path.write_bytes, pcm_to_wav(pcm, rate))
     except OSError as err:
         raise SimulatorError(f"cannot write {path}: {err.strerror or err}") from None

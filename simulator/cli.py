@@ -23,6 +23,9 @@ from typing import Final, TextIO
 
 import aiohttp
 
+from custom_components.xiaozhi.protocol.codec import pcm_to_wav
+from custom_components.xiaozhi.protocol.identity import normalize_mac
+
 from . import audio
 from .board import SimBoard
 from .checkin import Activation, OtaClient, PairingTiming, obtain_websocket, ota_url
@@ -30,13 +33,11 @@ from .console import Console, activation_banner
 from .conversation import TurnRecorder, closed_message, speak, wait_for_answer
 from .device import ChannelClosedError, SimulatedDevice
 from .errors import SimulatorError
-from .integration import codec
 from .state import (
     DeviceState,
     StateFileError,
     WebsocketSettings,
     load_state,
-    normalize_mac,
     resolve_identity,
     save_state,
 )
@@ -467,7 +468,7 @@ class Simulation:
         else:
             console.line(f"answer audio: {seconds:.2f} s at {rate} Hz")
         if options.play and pcm:
-            wav = codec.pcm_to_wav(pcm, rate)
+            wav = pcm_to_wav(pcm, rate)
             try:
                 player = await audio.play_wav(wav)
             except SimulatorError as err:

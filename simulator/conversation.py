@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import time
 from typing import Any, Final
 
+from custom_components.xiaozhi.protocol.codec import OpusEncoder
+
 from .audio import UPLINK_RATE, speech_frames
 from .console import Console
 from .device import SimulatedDevice
 from .errors import SimulatorError
-from .integration import codec
 
 # HA's voice command segmenter gives up on a command after 15 s; so does this.
 MAX_TRAILING_SILENCE_S: Final = 15.0
@@ -140,7 +141,7 @@ class UtteranceStreamer:
         self._clock = clock
         self.frame_ms = device.frame_duration_ms
         self.frame_bytes = UPLINK_RATE * self.frame_ms // 1000 * _SAMPLE_BYTES
-        self._encoder = codec.OpusEncoder(UPLINK_RATE, self.frame_ms)
+        self._encoder = OpusEncoder(UPLINK_RATE, self.frame_ms)
         self._start: float | None = None
         self.sent = 0
 

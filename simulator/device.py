@@ -3,7 +3,7 @@
 It behaves as main/protocols/websocket_protocol.cc, protocol.cc, application.cc and
 mcp_server.cc of github:78/xiaozhi-esp32 do: the same handshake headers, the same
 hello, v1/v2/v3 binary framing both ways, real Opus audio (the integration's
-codec.py), audio played only while Speaking (between ``tts start`` and
+protocol/codec.py), audio played only while Speaking (between ``tts start`` and
 ``tts stop``, dropped otherwise), and an MCP server with the firmware's quirks
 (numeric ids only, errors without ``code``, ``tools/list`` paged by payload size).
 
@@ -21,14 +21,23 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 
-from .integration import codec, protocol
+from custom_components.xiaozhi.protocol import ProtocolError
+from custom_components.xiaozhi.protocol.codec import OpusDecoder, OpusEncoder
+from custom_components.xiaozhi.protocol.firmware import (
+    DOWNLINK_SAMPLE_RATE,
+    SERVER_HELLO_TIMEOUT_S,
+    UPLINK_SAMPLE_RATE,
+)
+from custom_components.xiaozhi.protocol.framing import (
+    FrameType,
+    decode_frame,
+    encode_frame,
+)
 
 DEFAULT_MAC: Final = "aa:bb:cc:dd:ee:ff"
 DEFAULT_CLIENT_ID: Final = "2f1f0a6e-8c1b-4c55-9d3c-1c4a9d1b7e00"
 # McpServer::GetToolsList pages at this payload size.
 FIRMWARE_TOOLS_PAGE_BYTES: Final = 8000
-# OpenAudioChannel gives the server this long to answer the hello.
-SERVER_HELLO_TIMEOUT_S: Final = protocol.SERVER_HELLO_TIMEOUT_S
 
 type ToolCallback = Callable[[dict[str, Any]], Any]
 
@@ -150,9 +159,7 @@ class SimulatedDevice:
         self._hello_event = asyncio.Event()
         self._hello_received = False
         self._closed = asyncio.Event()
-        self._encoder = codec.OpusEncoder(
-            protocol.UPLINK_SAMPLE_RATE, frame_duration_ms
-        )
+        self._encoder = OpusEncoder(UPLINK_SAMPLE_RATE, frame_duration_ms)
 
     # ------------------------------------------------------------ connection
 
@@ -197,7 +204,7 @@ class SimulatedDevice:
             "transport": "websocket",
             "audio_params": {
                 "format": "opus",
-                "sample_rate": protocol.UPLINK_SAMPLE_RATE,
+                "sample_rate": UPLINK_SAMPLE_RATE,
                 "channels": 1,
                 "frame_duration": self.frame_duration_ms,
             },
@@ -266,7 +273,7 @@ class SimulatedDevice:
         rate = params.get("sample_rate") if isinstance(params, dict) else None
         if isinstance(rate, int) and not isinstance(rate, bool) and rate > 0:
             return rate
-        return protocol.DOWNLINK_SAMPLE_RATE
+        return DOWNLINK_SAMPLE_RATE
 
     # ------------------------------------------------------------ sending
 
@@ -281,10 +288,10 @@ class SimulatedDevice:
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         if binary:
             await self.ws.send_bytes(
-                protocol.encode_frame(
+                encode_frame(
                     text.encode(),
                     self.protocol_version,
-                    frame_type=protocol.FrameType.JSON,
+                    frame_type=FrameType.JSON,
                 )
             )
         else:
@@ -321,7 +328,7 @@ class SimulatedDevice:
     async def send_opus(self, packet: bytes, *, timestamp: int = 0) -> None:
         """Send one Opus packet framed for the connection's version (SendAudio)."""
         await self.ws.send_bytes(
-            protocol.encode_frame(packet, self.protocol_version, timestamp=timestamp)
+            encode_frame(packet, self.protocol_version, timestamp=timestamp)
         )
 
     async def send_pcm(self, pcm: bytes) -> int:
@@ -361,7 +368,7 @@ class SimulatedDevice:
 
         At ``sample_rate``, by default the downlink rate of the server hello.
         """
-        decoder = codec.OpusDecoder(sample_rate or self.server_sample_rate)
+        decoder = OpusDecoder(sample_rate or self.server_sample_rate)
         return b"".join(decoder.decode(p) for p in self.received_audio) + (
             decoder.flush()
         )
@@ -396,11 +403,11 @@ class SimulatedDevice:
 
     async def _on_binary(self, data: bytes) -> None:
         try:
-            frame = protocol.decode_frame(data, self.protocol_version)
-        except protocol.ProtocolError:
+            frame = decode_frame(data, self.protocol_version)
+        except ProtocolError:
             self.bad_messages += 1
             return
-        if frame.type is protocol.FrameType.JSON:
+        if frame.type is FrameType.JSON:
             await self._on_text(frame.payload.decode(errors="replace"))
             return
         # OnIncomingAudio: played only while Speaking.

@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 import json
 import os
 from pathlib import Path
-import re
 import secrets
 from typing import Any, Final, Self
 import uuid
 
+from custom_components.xiaozhi.protocol.identity import normalize_mac
+
 STATE_FORMAT: Final = 1
-_MAC_RE: Final = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 
 
 class StateFileError(ValueError):
@@ -27,19 +27,6 @@ class StateFileError(ValueError):
 
 class InvalidSettingsError(ValueError):
     """WebSocket settings without a URL, or with fields of the wrong type."""
-
-
-def normalize_mac(value: str) -> str:
-    """Return a MAC address as lowercase ``aa:bb:cc:dd:ee:ff`` (as the firmware sends it).
-
-    Raises:
-        ValueError: Not a MAC address.
-    """
-    mac = value.strip().lower()
-    if not _MAC_RE.match(mac):
-        raise ValueError(f"not a MAC address: {value!r}")
-    digits = re.sub(r"[^0-9a-f]", "", mac)
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def random_mac() -> str:

@@ -18,10 +18,9 @@ from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.tts.const import DATA_TTS_MANAGER
 from homeassistant.core import Context, HomeAssistant
 
-from custom_components.xiaozhi.codec import parse_wav
+from custom_components.xiaozhi.protocol.codec import parse_wav
 from fake_provider import ChatReply, FakeProvider
-
-from .test_stt import chunks_of, metadata, speech_like_pcm
+from tests.helpers.speech import chunks_of, metadata, speech_like_pcm
 
 STT_ENTITY = "stt.xiaozhi_stt"
 TTS_ENTITY = "tts.xiaozhi_tts"

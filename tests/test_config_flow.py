@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.config_entries import (
+    SOURCE_USER,
+    ConfigEntryState,
+    ConfigFlowResult,
+    SubentryFlowResult,
+)
 from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -31,8 +36,7 @@ from custom_components.xiaozhi.const import (
     SUBENTRY_TTS,
 )
 from fake_provider import FakeProvider
-
-from .conftest import provider_entry_data
+from tests.helpers.providers import provider_entry_data
 
 
 def closed_port_url() -> str:
@@ -43,7 +47,7 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-async def start_flow(hass: HomeAssistant, preset: str) -> dict[str, Any]:
+async def start_flow(hass: HomeAssistant, preset: str) -> ConfigFlowResult:
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_USER}
     )
@@ -54,7 +58,20 @@ async def start_flow(hass: HomeAssistant, preset: str) -> dict[str, Any]:
     )
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "connect"
-    return dict(result)
+    return result
+
+
+def schema_of(result: ConfigFlowResult) -> dict[str, Any]:
+    """The fields of a form, by name."""
+    schema = result["data_schema"]
+    assert schema is not None
+    return {str(key): key for key in schema.schema}
+
+
+def state_of(entry: MockConfigEntry) -> ConfigEntryState:
+    """The entry's state now (read through a call: it changes while a test awaits)."""
+    state: ConfigEntryState = entry.state
+    return state
 
 
 def subentry_types(entry: Any) -> list[str]:
@@ -65,7 +82,7 @@ async def test_known_preset_creates_entry_with_audio_subentries(
     ha_core: HomeAssistant, fake_provider: FakeProvider
 ) -> None:
     result = await start_flow(ha_core, "openai")
-    schema_keys = {str(key): key for key in result["data_schema"].schema}
+    schema_keys = schema_of(result)
     assert schema_keys[CONF_BASE_URL].default() == "https://api.openai.com/v1"
     assert CONF_SUPPORTS_AUDIO not in schema_keys
 
@@ -110,7 +127,7 @@ async def test_custom_server_asks_about_audio(
 ) -> None:
     fake_provider.models = ["local-llm", "whisper-1"]
     result = await start_flow(ha_core, "custom")
-    assert CONF_SUPPORTS_AUDIO in {str(key) for key in result["data_schema"].schema}
+    assert CONF_SUPPORTS_AUDIO in schema_of(result)
     result = await ha_core.config_entries.flow.async_configure(
         result["flow_id"],
         {
@@ -225,7 +242,7 @@ async def test_setup_auth_failure_starts_reauth_and_reauth_fixes_it(
     assert result["reason"] == "reauth_successful"
     await ha_core.async_block_till_done()
     assert entry.data[CONF_API_KEY] == fake_provider.api_key
-    assert entry.state is ConfigEntryState.LOADED
+    assert state_of(entry) is ConfigEntryState.LOADED
 
 
 async def test_setup_unreachable_retries(
@@ -297,11 +314,10 @@ async def test_unload(ha_core: HomeAssistant, provider_entry: MockConfigEntry) -
 
 async def start_subentry_flow(
     hass: HomeAssistant, entry: MockConfigEntry, subentry_type: str
-) -> dict[str, Any]:
-    result = await hass.config_entries.subentries.async_init(
+) -> SubentryFlowResult:
+    return await hass.config_entries.subentries.async_init(
         (entry.entry_id, subentry_type), context={"source": SOURCE_USER}
     )
-    return dict(result)
 
 
 async def test_conversation_subentry_new_and_reconfigure(

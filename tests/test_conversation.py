@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 import gc
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,15 +41,12 @@ from fake_provider import (
     TextDelta,
     ToolCall,
 )
-
-from .conftest import provider_entry_data
+from tests.helpers.providers import provider_entry_data
+from tests.helpers.translations import TRANSLATIONS_DIR, message
 
 AGENT_ID = "conversation.xiaozhi_conversation"
 # Assist tools are named after the integration that provides them.
 TURN_ON = "intent__HassTurnOn"
-TRANSLATIONS_DIR = (
-    Path(__file__).parent.parent / "custom_components" / DOMAIN / "translations"
-)
 # Keys of the messages the agent speaks when something goes wrong.
 MESSAGE_KEYS = (
     "invalid_auth",
@@ -62,13 +58,6 @@ MESSAGE_KEYS = (
     "empty_response",
     "tool_round_limit",
 )
-
-
-def message(key: str, language: str = "en", **placeholders: str) -> str:
-    """Return the translated message the agent should say."""
-    translations = json.loads((TRANSLATIONS_DIR / f"{language}.json").read_text())
-    text: str = translations["exceptions"][key]["message"]
-    return text.format(**placeholders)
 
 
 @dataclass

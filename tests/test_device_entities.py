@@ -47,33 +47,31 @@ from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.models import DeviceRuntime
-from custom_components.xiaozhi.number import (
+from custom_components.xiaozhi.device.entity import (
+    pipeline_select_unique_id,
+    vad_sensitivity_select_unique_id,
+)
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
+from custom_components.xiaozhi.device.settings import (
     BRIGHTNESS_TOOL,
     CONF_MCP_TOOLS,
     STATUS_TOOL,
     VOLUME_TOOL,
     DeviceNumbers,
-    XiaozhiNumber,
-    offered_numbers,
-    parse_device_status,
     stored_tool_names,
 )
-from custom_components.xiaozhi.select import (
-    pipeline_select_unique_id,
-    vad_sensitivity_select_unique_id,
-)
-
-from .device_fixtures import (
+from custom_components.xiaozhi.number import XiaozhiNumber, new_number, offered_numbers
+from simulator.device import SimTool, SimulatedDevice
+from tests.helpers.devices import (
     MAC,
     DeviceFactory,
+    assert_link_gone,
     assert_session_gone,
     make_device_entry,
     runtime_of,
     session_tasks,
     wait_until,
 )
-from .device_sim import SimTool, SimulatedDevice
 
 # ---------------------------------------------------------------- the firmware
 
@@ -248,11 +246,11 @@ async def connect(
 
 
 async def disconnect(runtime: DeviceRuntime, device: SimulatedDevice) -> None:
-    session = runtime.session
+    link = runtime.link
     await device.close()
     await wait_until(runtime, lambda: not runtime.connected)
-    if session is not None:
-        await session.async_wait_closed()
+    if link is not None:
+        await link.async_wait_closed()
 
 
 # ---------------------------------------------------------------- fixtures
@@ -385,16 +383,16 @@ async def test_connectivity_follows_the_session(
 
     device = devices(features={})
     await device.connect()
-    await wait_until(runtime, lambda: runtime.session is not None)
-    session = runtime.session
-    assert session is not None
+    await wait_until(runtime, lambda: runtime.link is not None)
+    link = runtime.link
+    assert link is not None
     assert state_of(ha_core, entity_id) == STATE_OFF  # no hello yet
     await device.hello()
     assert state_of(ha_core, entity_id) == STATE_ON
 
     await disconnect(runtime, device)
     assert state_of(ha_core, entity_id) == STATE_OFF
-    await assert_session_gone(ha_core, session)
+    await assert_link_gone(ha_core, link)
 
 
 # ---------------------------------------------------------------- volume and brightness
@@ -782,23 +780,6 @@ async def test_an_empty_listing_changes_nothing(
 # ---------------------------------------------------------------- pure helpers
 
 
-def test_parse_device_status() -> None:
-    assert parse_device_status(
-        '{"audio_speaker":{"volume":70},"screen":{"brightness":75,"theme":"dark"},'
-        '"battery":{"level":80,"charging":false},"network":{"type":"wifi"}}'
-    ) == {"volume": 70, "screen_brightness": 75}
-    assert parse_device_status('{"audio_speaker":{},"screen":{}}') == {}
-    assert parse_device_status('{"audio_speaker":{"volume":69.6}}') == {"volume": 70}
-    assert parse_device_status('{"audio_speaker":{"volume":true}}') == {}
-    assert parse_device_status('{"audio_speaker":{"volume":"70"}}') == {}
-    assert parse_device_status('{"audio_speaker":{"volume":NaN}}') == {}
-    assert parse_device_status('{"audio_speaker":[70]}') == {}
-    assert parse_device_status("[1, 2]") == {}
-    assert parse_device_status("true") == {}
-    assert parse_device_status("") == {}
-    assert parse_device_status("not json") == {}
-
-
 async def test_a_value_reported_before_the_entity_is_added_is_kept(
     ha_core: HomeAssistant, device_entry: MockConfigEntry
 ) -> None:
@@ -810,7 +791,7 @@ async def test_a_value_reported_before_the_entity_is_added_is_kept(
     ) -> None:
         raise AssertionError("nothing is added before async_start")
 
-    numbers = DeviceNumbers(ha_core, device_entry, add_entities)
+    numbers = DeviceNumbers(ha_core, device_entry, add_entities, new_number)
     (volume,) = offered_numbers([VOLUME_TOOL])
     entity = XiaozhiNumber(numbers, volume)
     entity.async_show_value(33)

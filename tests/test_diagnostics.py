@@ -6,11 +6,10 @@ from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
 from custom_components.xiaozhi.const import CONF_CLIENT_ID
+from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
-from custom_components.xiaozhi.models import DeviceRuntime
-
-from .device_sim import SimTool
-from .test_websocket import TOKEN, DeviceFactory, wait_until
+from simulator.device import SimTool
+from tests.helpers.devices import TOKEN, DeviceFactory, wait_until
 
 
 async def test_provider_diagnostics_redact_the_key(

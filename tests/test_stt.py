@@ -1,16 +1,8 @@
 """Tests of the STT entity against the local OpenAI-compatible server."""
 
-from collections.abc import AsyncGenerator, AsyncIterator
-import math
-import random
-import struct
+from collections.abc import AsyncGenerator
 from typing import Any
 
-from openai.types.audio import (
-    TranscriptionTextDeltaEvent,
-    TranscriptionTextDoneEvent,
-    TranscriptionTextSegmentEvent,
-)
 import pytest
 
 from homeassistant.components import stt
@@ -19,73 +11,13 @@ from homeassistant.const import CONF_PROMPT
 from homeassistant.core import HomeAssistant
 
 from custom_components.xiaozhi.config_flow import default_subentries
-from custom_components.xiaozhi.const import (
-    CONF_LANGUAGE,
-    CONF_MODEL,
-    PRESET_CUSTOM,
-    SUBENTRY_STT,
-)
-from custom_components.xiaozhi.stt import (
-    MAX_AUDIO_SECONDS,
-    SPEECH_LANGUAGES,
-    Utterance,
-    api_language,
-    rms_dbfs,
-    silence_rms,
-    streams_transcript,
-    transcript_of,
-)
+from custom_components.xiaozhi.const import CONF_LANGUAGE, CONF_MODEL, SUBENTRY_STT
+from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM, SPEECH_LANGUAGES
+from custom_components.xiaozhi.provider.transcription import MAX_AUDIO_SECONDS
 from fake_provider import TRANSCRIPTIONS_PATH, FakeProvider
+from tests.helpers.speech import RATE, chunks_of, metadata, noise_pcm, speech_like_pcm
 
 STT_ENTITY = "stt.xiaozhi_stt"
-RATE = 16000
-CHUNK_BYTES = 320  # 10 ms, what HA's pipeline hands over
-
-
-def speech_like_pcm(seconds: float, *, peak: float = 0.5, seed: int = 1) -> bytes:
-    """Return 16 kHz mono s16le audio shaped like speech.
-
-    A 140 Hz voice with harmonics, opened and closed four times a second like
-    syllables, over a little noise.
-    """
-    noise = random.Random(seed)
-    samples = []
-    for n in range(round(seconds * RATE)):
-        t = n / RATE
-        voice = sum(math.sin(2 * math.pi * 140 * k * t) / k for k in range(1, 6)) / 2.3
-        envelope = 0.5 - 0.5 * math.cos(2 * math.pi * 4 * t)
-        value = peak * envelope * voice + noise.uniform(-0.005, 0.005)
-        samples.append(round(max(-1.0, min(1.0, value)) * 32767))
-    return struct.pack(f"<{len(samples)}h", *samples)
-
-
-def noise_pcm(seconds: float, dbfs: float) -> bytes:
-    """Return white noise whose RMS is about ``dbfs``."""
-    noise = random.Random(7)
-    amplitude = 32768 * 10 ** (dbfs / 20) * math.sqrt(3)
-    count = round(seconds * RATE)
-    return struct.pack(
-        f"<{count}h",
-        *(round(noise.uniform(-amplitude, amplitude)) for _ in range(count)),
-    )
-
-
-async def chunks_of(pcm: bytes, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
-    """Stream ``pcm`` in chunks, like a microphone."""
-    for start in range(0, len(pcm), size):
-        yield pcm[start : start + size]
-
-
-def metadata(language: str = "en") -> stt.SpeechMetadata:
-    """Return the metadata HA's pipeline passes for device audio."""
-    return stt.SpeechMetadata(
-        language=language,
-        format=stt.AudioFormats.WAV,
-        codec=stt.AudioCodecs.PCM,
-        bit_rate=stt.AudioBitRates.BITRATE_16,
-        sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
-        channel=stt.AudioChannels.CHANNEL_MONO,
-    )
 
 
 def stt_entity(hass: HomeAssistant) -> stt.SpeechToTextEntity:
@@ -324,82 +256,3 @@ async def test_long_speech_is_cut_at_the_limit(
     assert request.wav.frames == MAX_AUDIO_SECONDS * RATE
     assert len(sent) == MAX_AUDIO_SECONDS
     assert "transcribing only the start" in caplog.text
-
-
-def test_utterance_measures_windows_and_tail() -> None:
-    """Loudness is the loudest 20 ms window, the partial tail included."""
-    utterance = Utterance()
-    quiet = noise_pcm(0.4, -70.0)
-    loud_tail = struct.pack("<4h", 20000, -20000, 20000, -20000)
-
-    assert utterance.add(quiet[:1001])
-    assert utterance.add(quiet[1001:])
-    assert rms_dbfs(utterance.loudest_rms) < -60
-    assert utterance.add(loud_tail)
-    assert utterance.problem() is None
-    assert utterance.loudest_rms == 20000
-    assert utterance.seconds == pytest.approx(0.40025)
-
-
-def test_utterance_limit_exactly_reached() -> None:
-    """Audio that ends exactly at the limit is not reported as truncated."""
-    utterance = Utterance(max_seconds=0.5)
-
-    assert not utterance.add(speech_like_pcm(0.5))
-    exact = (utterance.truncated, utterance.seconds)
-    assert not utterance.add(b"\x01\x00")
-    assert exact == (False, 0.5)
-    assert (utterance.truncated, utterance.seconds) == (True, 0.5)
-
-
-def test_loudness_helpers() -> None:
-    """The silence threshold is -50 dBFS; zero RMS is minus infinity."""
-    assert rms_dbfs(round(silence_rms())) == pytest.approx(-50, abs=0.1)
-    assert rms_dbfs(0) == -math.inf
-    assert rms_dbfs(32768) == 0
-
-
-@pytest.mark.parametrize(
-    ("language", "code"),
-    [("en-US", "en"), ("zh-Hans", "zh"), ("de", "de"), ("", None), ("-x", None)],
-)
-def test_api_language(language: str, code: str | None) -> None:
-    """HA language tags become ISO 639-1 codes."""
-    assert api_language(language) == code
-
-
-@pytest.mark.parametrize(
-    ("model", "streams"),
-    [
-        ("gpt-4o-transcribe", True),
-        ("gpt-4o-mini-transcribe-2025-03-20", True),
-        ("whisper-1", False),
-        ("FunAudioLLM/SenseVoiceSmall", False),
-    ],
-)
-def test_streams_transcript(model: str, streams: bool) -> None:
-    """Only the gpt-4o transcribe models stream."""
-    assert streams_transcript(model) is streams
-
-
-async def test_transcript_of_stream_without_done_event() -> None:
-    """A stream that ends without its done event yields the deltas."""
-
-    async def events() -> AsyncIterator[Any]:
-        yield TranscriptionTextDeltaEvent(type="transcript.text.delta", delta="ni")
-        yield TranscriptionTextSegmentEvent.model_construct(
-            type="transcript.text.segment", text="ni"
-        )
-        yield TranscriptionTextDeltaEvent(type="transcript.text.delta", delta="hao")
-
-    assert await transcript_of(events()) == "nihao"
-
-
-async def test_transcript_of_prefers_done_text() -> None:
-    """The done event's text is the transcript."""
-
-    async def events() -> AsyncIterator[Any]:
-        yield TranscriptionTextDeltaEvent(type="transcript.text.delta", delta="ni")
-        yield TranscriptionTextDoneEvent(type="transcript.text.done", text="你好")
-
-    assert await transcript_of(events()) == "你好"

@@ -1,126 +1,55 @@
-"""The Xiaozhi integration: Home Assistant as the server for Xiaozhi voice devices."""
+"""The Xiaozhi integration: Home Assistant as the server for Xiaozhi voice devices.
 
-import openai
+This package holds two kinds of code. The Home Assistant integration proper
+(``integration.py``, the platforms, ``device/``, ``server/``, ``transport/``,
+``voice/``, ``provider/``), and the device protocol (``protocol/``, ``text/``),
+which imports neither Home Assistant nor the OpenAI SDK. HACS ships only this
+folder, so the protocol code lives here, and the simulator, the benchmarks and
+other programs import it without Home Assistant installed. That is why this
+module imports nothing: Home Assistant's entry points are looked up in
+``integration.py`` when Home Assistant asks for them (PEP 562 ``__getattr__``;
+its loader only uses ``hasattr``/``getattr`` on the integration's module).
 
-from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_API_KEY, Platform
-from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv, device_registry as dr
-from homeassistant.helpers.typing import ConfigType
+Inside a running Home Assistant, ``integration.py`` is imported right away all
+the same: the loader imports this package in its import executor, and the first
+``hasattr`` comes later, from the event loop, where importing the integration
+(PyAV, the device server) would block it.
+"""
 
-from .const import CONF_BASE_URL, CONF_MAC, DOMAIN
-from .device_entity import device_registry_info
-from .firmware_check import async_forget_firmware_issue, async_track_firmware_features
-from .models import (
-    DeviceConfigEntry,
-    DeviceRuntime,
-    ProviderConfigEntry,
-    ProviderRuntime,
-    is_device_entry,
-)
-from .ota import ActivateView, OtaView
-from .provider import async_create_client, async_list_models
-from .server import DATA_SERVER, XiaozhiServer, async_get_server
-from .websocket import async_setup_websocket
+import sys
+from typing import TYPE_CHECKING, Any, Final
 
-CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-
-PROVIDER_PLATFORMS: tuple[Platform, ...] = (
-    Platform.CONVERSATION,
-    Platform.STT,
-    Platform.TTS,
-)
-DEVICE_PLATFORMS: tuple[Platform, ...] = (
-    Platform.ASSIST_SATELLITE,
-    Platform.BINARY_SENSOR,
-    Platform.NUMBER,
-    Platform.SELECT,
-)
-
-
-def _platforms(entry: ConfigEntry) -> tuple[Platform, ...]:
-    if is_device_entry(entry):
-        return DEVICE_PLATFORMS
-    return PROVIDER_PLATFORMS
-
-
-async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Start the device server: its HTTP views live as long as HA, entries come and go."""
-    hass.data[DATA_SERVER] = XiaozhiServer(hass)
-    hass.http.register_view(OtaView())
-    hass.http.register_view(ActivateView())
-    async_setup_websocket(hass)
-    return True
-
-
-async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-    """Set up a provider or a paired device from a config entry."""
-    if is_device_entry(entry):
-        _async_setup_device(hass, entry)
-    else:
-        await _async_setup_provider(hass, entry)
-        # Subentry changes add or change entities. (Device entries are not reloaded
-        # on data changes: a check-in refreshing the firmware version must not drop
-        # the live session.)
-        entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
-    await hass.config_entries.async_forward_entry_setups(entry, _platforms(entry))
-    return True
-
-
-@callback
-def _async_setup_device(hass: HomeAssistant, entry: DeviceConfigEntry) -> None:
-    entry.runtime_data = DeviceRuntime(entry.data[CONF_MAC])
-    dr.async_get(hass).async_get_or_create(
-        config_entry_id=entry.entry_id, **device_registry_info(entry.data)
-    )
-    entry.async_on_unload(entry.add_update_listener(_async_refresh_device))
-    entry.async_on_unload(async_track_firmware_features(hass, entry))
-
-
-async def _async_refresh_device(hass: HomeAssistant, entry: DeviceConfigEntry) -> None:
-    """Show a new firmware version or board on the device page at once."""
-    dr.async_get(hass).async_get_or_create(
-        config_entry_id=entry.entry_id, **device_registry_info(entry.data)
+if TYPE_CHECKING:
+    from .integration import (
+        CONFIG_SCHEMA as CONFIG_SCHEMA,
+        async_migrate_entry as async_migrate_entry,
+        async_remove_entry as async_remove_entry,
+        async_setup as async_setup,
+        async_setup_entry as async_setup_entry,
+        async_unload_entry as async_unload_entry,
     )
 
-
-async def _async_setup_provider(
-    hass: HomeAssistant, entry: ProviderConfigEntry
-) -> None:
-    client = await async_create_client(
-        hass, entry.data[CONF_BASE_URL], entry.data.get(CONF_API_KEY)
-    )
-    try:
-        models = await async_list_models(client)
-    except openai.AuthenticationError as err:
-        raise ConfigEntryAuthFailed(
-            translation_domain=DOMAIN, translation_key="invalid_auth"
-        ) from err
-    except openai.OpenAIError as err:
-        raise ConfigEntryNotReady(
-            translation_domain=DOMAIN,
-            translation_key="cannot_connect",
-            translation_placeholders={"error": str(err)},
-        ) from err
-    entry.runtime_data = ProviderRuntime(client=client, models=models)
+# What Home Assistant looks up on an integration's module (and we define).
+ENTRY_POINTS: Final = frozenset(
+    {
+        "CONFIG_SCHEMA",
+        "async_setup",
+        "async_setup_entry",
+        "async_unload_entry",
+        "async_remove_entry",
+        "async_migrate_entry",
+    }
+)
 
 
-async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-    """Unload a config entry; a device's open connection is closed at once."""
-    if is_device_entry(entry):
-        await async_get_server(hass).async_disconnect(
-            entry.data[CONF_MAC], "device entry unloaded"
-        )
-    return await hass.config_entries.async_unload_platforms(entry, _platforms(entry))
+def __getattr__(name: str) -> Any:
+    """Return one of Home Assistant's entry points, importing the integration."""
+    if name in ENTRY_POINTS:
+        from . import integration
+
+        return getattr(integration, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-async def async_remove_entry(hass: HomeAssistant, entry: ConfigEntry) -> None:
-    """Forget what a removed device left behind outside its entry."""
-    if is_device_entry(entry):
-        async_forget_firmware_issue(hass, entry)
-
-
-async def _async_reload_on_update(hass: HomeAssistant, entry: ConfigEntry) -> None:
-    """Reload so entities follow subentry and option changes."""
-    await hass.config_entries.async_reload(entry.entry_id)
+if "homeassistant.core" in sys.modules:
+    from . import integration as integration

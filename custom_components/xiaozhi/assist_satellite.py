@@ -1,10 +1,10 @@
 """The assist satellite of a paired device: its voice requests run through HA.
 
 Each device has one satellite entity. It serves the device's sessions with a
-`voice_session.VoiceSession` and runs their turns through its selected Assist
+`voice.session.VoiceSession` and runs their turns through its selected Assist
 pipeline (the device's pipeline select; VAD sensitivity from its VAD select) up
 to the intent stage; the speaking stage is the voice session's own, from the
-first clause on (see `voice_turn`). Its state follows the turn: listening,
+first clause on (see `voice.turn`). Its state follows the turn: listening,
 processing, responding until the answer's playback ends, idle.
 
 Announcements (and conversations started by HA) are streamed to the device while
@@ -12,35 +12,37 @@ it is connected: a Xiaozhi device connects only for a conversation and stays
 connected a while after, so HA cannot reach it at other times.
 """
 
-from collections.abc import AsyncIterable
 from typing import Final, override
 
 from homeassistant.components.assist_pipeline import PipelineEvent
-from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.components.assist_satellite import (
     AssistSatelliteAnnouncement,
     AssistSatelliteConfiguration,
-    AssistSatelliteEntity,
     AssistSatelliteEntityDescription,
     AssistSatelliteEntityFeature,
 )
-from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.tts import ATTR_PREFERRED_FORMAT
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import chat_session, entity_registry as er
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .announce import AnnouncementError, announcement_audio
+from . import ha_internals
 from .const import CONF_DEVICE_LANGUAGE, DOMAIN, LOGGER
-from .device_entity import XiaozhiDeviceEntity
-from .models import DeviceConfigEntry
-from .select import pipeline_select_unique_id, vad_sensitivity_select_unique_id
-from .session import DeviceSession, SessionClosedError
-from .tts_source import WAV_FORMAT, TtsError
-from .voice_session import DeviceDisconnectedError, VoiceSession
-from .voice_turn import PipelineListener
+from .device.entity import (
+    XiaozhiDeviceEntity,
+    device_platform,
+    pipeline_select_unique_id,
+    vad_sensitivity_select_unique_id,
+)
+from .device.runtime import DeviceConfigEntry
+from .device.session import DeviceSession
+from .device.supervisor import SessionClosedError
+from .voice.announce import AnnouncementError, announcement_audio
+from .voice.pipeline import PipelineListener
+from .voice.session import DeviceDisconnectedError, VoiceSession
+from .voice.tts_audio import WAV_FORMAT, TtsError
+from .voice.turn import PipelineRun
 
 PARALLEL_UPDATES = 0
 
@@ -53,16 +55,7 @@ ERROR_NOT_CONNECTED: Final = "device_not_connected"
 ERROR_ANNOUNCEMENT: Final = "announcement_failed"
 
 
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: DeviceConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Add the device's assist satellite."""
-    async_add_entities([XiaozhiAssistSatellite(entry)])
-
-
-class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
+class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunSilence):
     """A Xiaozhi device as an Assist satellite."""
 
     entity_description = AssistSatelliteEntityDescription(
@@ -118,26 +111,17 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
 
     # The voice session's host ------------------------------------------------------
 
-    async def async_run_pipeline(
-        self,
-        audio: AsyncIterable[bytes],
-        *,
-        wake_word_phrase: str | None,
-        manual: bool,
-        listener: PipelineListener,
-    ) -> None:
-        """Run the selected pipeline up to the intent stage; events go to listener."""
+    async def async_run_pipeline(self, run: PipelineRun) -> None:
+        """Run the selected pipeline up to the intent stage; events go to the run's listener."""
         self._keep_conversation()
-        self._run_listener = listener
-        self._manual_run = manual
+        self._run_listener = run.listener
+        self._manual_run = run.manual
         try:
-            await self.async_accept_pipeline_from_satellite(
-                audio,
-                end_stage=PipelineStage.INTENT,
-                wake_word_phrase=wake_word_phrase,
+            await ha_internals.run_pipeline_to_intent(
+                self, run.audio, wake_word_phrase=run.wake_word_phrase
             )
         finally:
-            if self._run_listener is listener:
+            if self._run_listener is run.listener:
                 self._run_listener = None
 
     def _keep_conversation(self) -> None:
@@ -147,18 +131,16 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
         by a barge-in would otherwise start the next turn in a new conversation.
         """
         with chat_session.async_get_chat_session(
-            self.hass, self._conversation_id
+            self.hass, ha_internals.satellite_conversation_id(self)
         ) as session:
-            self._conversation_id = session.conversation_id
+            ha_internals.set_satellite_conversation_id(self, session.conversation_id)
 
     @callback
     def async_set_responding(self) -> None:
         """Show the device answering until `async_response_finished`."""
         # The run ends at the intent stage, so HA's own TTS stage never says the
-        # run has speech; without this flag the run's end would show idle while
-        # the answer is still playing.
-        self._run_has_tts = True
-        self._set_state(AssistSatelliteState.RESPONDING)
+        # run has speech: its end would show idle while the answer still plays.
+        ha_internals.show_satellite_responding(self)
 
     @callback
     def async_response_finished(self) -> None:
@@ -166,12 +148,10 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
         if not self._announcing:
             self.tts_response_finished()
 
-    @callback
     @override
-    def _resolve_vad_sensitivity(self) -> float:
-        if self._manual_run:
-            return MANUAL_SILENCE_SECONDS
-        return super()._resolve_vad_sensitivity()
+    def run_silence_seconds(self) -> float | None:
+        """Return push to talk's silence; auto runs use the VAD select's."""
+        return MANUAL_SILENCE_SECONDS if self._manual_run else None
 
     @override
     def on_pipeline_event(self, event: PipelineEvent) -> None:
@@ -257,3 +237,9 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, AssistSatelliteEntity):
             translation_key=ERROR_NOT_CONNECTED,
             translation_placeholders={"device": self.entry.title},
         )
+
+
+# The device's assist satellite.
+async_setup_entry = device_platform(
+    lambda _hass, entry: [XiaozhiAssistSatellite(entry)]
+)

@@ -6,25 +6,14 @@ of the time between conversations; that is normal, not a fault.
 """
 
 from homeassistant.components.binary_sensor import BinarySensorEntity
-from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .device_entity import XiaozhiDeviceEntity
-from .models import DeviceConfigEntry
+from .device.entity import XiaozhiDeviceEntity, device_platform
+from .device.runtime import DeviceConfigEntry
+from .ha_internals import BinarySensorDeviceClass
 
 # Nothing is polled or sent: the state comes from the device's session.
 PARALLEL_UPDATES = 0
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: DeviceConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Add the device's connectivity sensor."""
-    async_add_entities([XiaozhiConnectivitySensor(entry)])
 
 
 class XiaozhiConnectivitySensor(XiaozhiDeviceEntity, BinarySensorEntity):
@@ -45,3 +34,9 @@ class XiaozhiConnectivitySensor(XiaozhiDeviceEntity, BinarySensorEntity):
     def is_on(self) -> bool:
         """Return whether the device is connected."""
         return self.runtime.connected
+
+
+# The device's connectivity sensor.
+async_setup_entry = device_platform(
+    lambda _hass, entry: [XiaozhiConnectivitySensor(entry)]
+)

@@ -55,46 +55,47 @@ from .const import (
     CONF_MAX_TOKENS,
     CONF_MODEL,
     CONF_PRESET,
-    CONF_PROTOCOL_VERSION,
     CONF_SPEED,
     CONF_SUPPORTS_AUDIO,
     CONF_TEMPERATURE,
     CONF_VOICE,
-    CUSTOM_DEFAULT_CHAT_MODEL,
-    CUSTOM_DEFAULT_STT_MODEL,
-    CUSTOM_DEFAULT_TTS_MODEL,
-    CUSTOM_DEFAULT_TTS_VOICE,
     DEFAULT_CONVERSATION_NAME,
-    DEFAULT_PROTOCOL_VERSION,
     DEFAULT_STT_NAME,
     DEFAULT_TTS_NAME,
     DOMAIN,
     ENTRY_KIND_DEVICE,
     ENTRY_KIND_PROVIDER,
     LOGGER,
-    OPENAI_VOICES,
-    PRESET_CUSTOM,
-    PRESETS,
     RECOMMENDED_MAX_TOKENS,
     RECOMMENDED_SPEED,
     RECOMMENDED_TEMPERATURE,
     SUBENTRY_CONVERSATION,
     SUBENTRY_STT,
     SUBENTRY_TTS,
-    conversation_defaults,
-    stt_defaults,
-    tts_defaults,
 )
-from .models import ProviderConfigEntry, is_device_entry
-from .pairing import PairingError
-from .provider import (
-    PRESET_TITLES,
+from .device.runtime import is_device_entry
+from .provider.client import (
+    ProviderConfigEntry,
     async_create_client,
     async_list_models,
     normalize_base_url,
     provider_title,
 )
-from .server import async_get_server
+from .provider.presets import (
+    CUSTOM_DEFAULT_CHAT_MODEL,
+    CUSTOM_DEFAULT_STT_MODEL,
+    CUSTOM_DEFAULT_TTS_MODEL,
+    CUSTOM_DEFAULT_TTS_VOICE,
+    OPENAI_VOICES,
+    PRESET_CUSTOM,
+    PRESET_TITLES,
+    PRESETS,
+    conversation_defaults,
+    stt_defaults,
+    tts_defaults,
+)
+from .server.pairing import PairingError
+from .server.registry import async_get_server
 
 API_KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
@@ -171,7 +172,8 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
     """Add an OpenAI-compatible service."""
 
     VERSION = 1
-    MINOR_VERSION = 1
+    # 1.2: device entries no longer store the WebSocket framing version.
+    MINOR_VERSION = 2
 
     def __init__(self) -> None:
         """Start with no preset chosen and no device discovered."""
@@ -370,7 +372,6 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             CONF_BOARD: device.get(CONF_BOARD, ""),
             CONF_FIRMWARE_VERSION: device.get(CONF_FIRMWARE_VERSION, ""),
             CONF_DEVICE_LANGUAGE: device.get(CONF_DEVICE_LANGUAGE, ""),
-            CONF_PROTOCOL_VERSION: DEFAULT_PROTOCOL_VERSION,
             # A fresh token on every pairing: a re-paired device's old token dies.
             CONF_TOKEN: secrets.token_urlsafe(32),
         }

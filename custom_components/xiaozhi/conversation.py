@@ -7,24 +7,13 @@ import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionFunctionToolParam
 
 from homeassistant.components import conversation
-from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import translation
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import language as language_util
 
-from .chat_stream import (
-    ERROR_INVALID_AUTH,
-    ContentDelta,
-    StreamOutcome,
-    convert_content,
-    error_translation_key,
-    format_tool,
-    transform_stream,
-)
 from .const import (
     CONF_MAX_TOKENS,
     CONF_MODEL,
@@ -37,8 +26,18 @@ from .const import (
     RECOMMENDED_TEMPERATURE,
     SUBENTRY_CONVERSATION,
 )
-from .entity import ProviderSubentryEntity, async_add_subentry_entities
-from .models import ProviderConfigEntry
+from .ha_internals import AbstractConversationAgent
+from .provider.chat_stream import (
+    ERROR_INVALID_AUTH,
+    ContentDelta,
+    StreamOutcome,
+    convert_content,
+    error_translation_key,
+    format_tool,
+    transform_stream,
+)
+from .provider.client import ProviderConfigEntry
+from .provider.entity import ProviderSubentryEntity, subentry_platform
 
 PARALLEL_UPDATES = 0
 
@@ -57,17 +56,6 @@ OPENAI_PRESET: Final = "openai"
 
 MESSAGE_EMPTY_ANSWER: Final = "empty_response"
 MESSAGE_TOOL_ROUND_LIMIT: Final = "tool_round_limit"
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: ProviderConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Add one conversation agent per conversation subentry."""
-    async_add_subentry_entities(
-        entry, async_add_entities, SUBENTRY_CONVERSATION, XiaozhiConversationEntity
-    )
 
 
 def translation_language(language: str | None) -> str:
@@ -291,3 +279,7 @@ class XiaozhiConversationEntity(
             self.entity_id, one_message()
         ):
             pass
+
+
+# One entity per conversation subentry.
+async_setup_entry = subentry_platform(SUBENTRY_CONVERSATION, XiaozhiConversationEntity)

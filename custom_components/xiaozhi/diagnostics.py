@@ -9,7 +9,7 @@ from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
 from .const import CONF_CLIENT_ID
-from .models import DeviceRuntime, is_device_entry
+from .device.runtime import DeviceRuntime, is_device_entry
 
 # The device token is its password; the Client-Id is half of what the token is handed
 # out for, so neither leaves Home Assistant in a diagnostics file.
@@ -40,17 +40,18 @@ async def async_get_config_entry_diagnostics(
 
 
 def device_diagnostics(runtime: DeviceRuntime) -> dict[str, Any]:
-    """Describe a device's connection state (nothing secret is kept in a session)."""
-    session = runtime.session
+    """Describe a device's connection state (nothing secret is kept in a link)."""
+    link = runtime.link
     info: dict[str, Any] = {
         "connected": runtime.connected,
         "tools": [tool.name for tool in runtime.tools],
     }
-    if session is None:
+    if link is None:
         return info
-    hello = session.hello
+    hello = link.hello
+    session = link.session
     info["session"] = {
-        "protocol_version": session.protocol_version,
+        **link.transport.diagnostics(),
         "hello": None
         if hello is None
         else {
@@ -58,10 +59,12 @@ def device_diagnostics(runtime: DeviceRuntime) -> dict[str, Any]:
             "features": dict(hello.features),
             "audio_params": asdict(hello.audio_params),
         },
-        "listening": session.listening,
-        "listen_mode": session.listen_mode,
-        "speaking": session.speaking,
-        "bad_input": dict(session.bad_input),
-        "downlink": asdict(session.downlink.stats),
+        "listening": session is not None and session.listening,
+        "listen_mode": None if session is None else session.listen_mode,
+        "speaking": session is not None and session.speaking,
+        "bad_input": dict(link.bad_input),
+        "downlink": None
+        if session is None
+        else asdict(session.playback.downlink.stats),
     }
     return info

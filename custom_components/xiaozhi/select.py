@@ -13,42 +13,18 @@ from homeassistant.components.assist_pipeline import (
     VadSensitivitySelect,
 )
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_MAC, DOMAIN
-from .device_entity import XiaozhiDeviceEntity
-from .models import DeviceConfigEntry
+from .device.entity import (
+    PIPELINE_KEY,
+    VAD_SENSITIVITY_KEY,
+    XiaozhiDeviceEntity,
+    device_platform,
+)
+from .device.runtime import DeviceConfigEntry
 
 # Choosing an option only stores it; nothing is sent to the device.
 PARALLEL_UPDATES = 0
-
-# The keys assist_pipeline's selects put after the unique id prefix (the MAC).
-PIPELINE_KEY = "pipeline"
-VAD_SENSITIVITY_KEY = "vad_sensitivity"
-
-
-def pipeline_select_unique_id(mac: str) -> str:
-    """Return the unique id of the pipeline select of the device with ``mac``."""
-    return f"{mac}-{PIPELINE_KEY}"
-
-
-def vad_sensitivity_select_unique_id(mac: str) -> str:
-    """Return the unique id of the VAD sensitivity select of the device with ``mac``."""
-    return f"{mac}-{VAD_SENSITIVITY_KEY}"
-
-
-async def async_setup_entry(
-    hass: HomeAssistant,
-    entry: DeviceConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-) -> None:
-    """Add the device's pipeline and VAD sensitivity selects."""
-    async_add_entities(
-        [
-            XiaozhiPipelineSelect(hass, entry),
-            XiaozhiVadSensitivitySelect(hass, entry),
-        ]
-    )
 
 
 class XiaozhiPipelineSelect(XiaozhiDeviceEntity, AssistPipelineSelect):
@@ -67,3 +43,12 @@ class XiaozhiVadSensitivitySelect(XiaozhiDeviceEntity, VadSensitivitySelect):
         """Attach assist_pipeline's VAD sensitivity select to the device of ``entry``."""
         XiaozhiDeviceEntity.__init__(self, entry, VAD_SENSITIVITY_KEY)
         VadSensitivitySelect.__init__(self, hass, entry.data[CONF_MAC])
+
+
+# The device's pipeline and VAD sensitivity selects.
+async_setup_entry = device_platform(
+    lambda hass, entry: [
+        XiaozhiPipelineSelect(hass, entry),
+        XiaozhiVadSensitivitySelect(hass, entry),
+    ]
+)

@@ -24,6 +24,7 @@ from openai.types.chat import (
 )
 import pytest
 
+from custom_components.xiaozhi.protocol import codec
 from fake_provider.audio import (
     SAMPLE_RATE,
     EspeakSynthesizer,
@@ -60,7 +61,6 @@ from fake_provider.demo import (
 from fake_provider.server import FakeProvider
 from fake_provider.text import tokenize
 from simulator import audio as simulator_audio
-from simulator.integration import codec
 
 ROOT = Path(__file__).parents[2]
 SYSTEM_PROMPT = (

@@ -17,6 +17,7 @@ import numpy as np
 import openai
 import pytest
 
+from custom_components.xiaozhi.protocol import codec
 from fake_provider.demo import DemoMode, Timing, Topic, classify
 from fake_provider.listener import (
     MATCH_THRESHOLD,
@@ -28,7 +29,6 @@ from fake_provider.listener import (
 )
 from fake_provider.server import FakeProvider
 from simulator import audio as simulator_audio
-from simulator.integration import codec
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="the demo learns with espeak-ng"

@@ -15,11 +15,11 @@ from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDon
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 import pytest
 
+from custom_components.xiaozhi.protocol import codec
 from fake_provider.audio import SAMPLE_RATE, WAV_HEADER_CUT
 from fake_provider.chat import ChatReply
 from fake_provider.quirks import TranscriptAnswer
 from fake_provider.server import FakeProvider
-from simulator.integration import codec
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MODEL = "gpt-4o-mini"

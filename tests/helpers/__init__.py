@@ -1,1 +1,1 @@
-"""Helpers and fixtures shared by the test modules."""
+"""Shared helpers and fixtures of the test suite (fixtures registered by tests/conftest.py)."""

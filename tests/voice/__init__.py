@@ -1,1 +1,1 @@
-"""Tests of the voice turn."""
+"""Tests of voice/: a device's turns through HA's Assist pipeline and their speech."""

@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from custom_components.xiaozhi.codec import OpusDecoder, OpusEncoder, parse_wav
+from custom_components.xiaozhi.protocol.codec import OpusDecoder, OpusEncoder, parse_wav
 from custom_components.xiaozhi.voice.endpointing import (
     WINDOW_SAMPLES,
     End,

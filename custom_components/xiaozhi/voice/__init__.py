@@ -1,1 +1,1 @@
-"""Voice turns of Xiaozhi devices: from device audio to the spoken reply."""
+"""Turns and speech: the Assist pipeline run of an utterance and the spoken answer."""

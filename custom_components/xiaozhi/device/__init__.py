@@ -1,0 +1,1 @@
+"""One paired device, whatever its transport: its link, voice sessions, playback, entities."""

@@ -1,0 +1,132 @@
+"""What a loaded device entry holds: its live link, tools and listeners."""
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import CALLBACK_TYPE, callback
+
+from ..const import CONF_ENTRY_KIND, ENTRY_KIND_DEVICE, ENTRY_KIND_PROVIDER, LOGGER
+
+if TYPE_CHECKING:
+    from ..protocol.mcp import McpTool
+    from .handler import SessionHandler
+    from .link import DeviceLink
+    from .session import DeviceSession
+
+
+def entry_kind(entry: ConfigEntry) -> str:
+    """Return whether the entry is a provider (the default) or a paired device."""
+    kind: str = entry.data.get(CONF_ENTRY_KIND, ENTRY_KIND_PROVIDER)
+    return kind
+
+
+def is_device_entry(entry: ConfigEntry) -> bool:
+    """Return whether the entry is a paired device."""
+    return entry_kind(entry) == ENTRY_KIND_DEVICE
+
+
+type SessionHandlerFactory = Callable[[DeviceSession], SessionHandler]
+
+
+class DeviceRuntime:
+    """What a loaded device entry holds: its live link, its tools, its listeners.
+
+    Entities subscribe with :meth:`async_add_listener`; listeners are called without
+    arguments whenever the device connects, becomes ready, disconnects, starts or
+    stops listening or speaking, or its MCP tools change, and read the state here
+    (``connected``, ``session.listening``, ``session.speaking``, ``tools``).
+
+    Attributes:
+        mac: The device's MAC address.
+        link: The live link, from authentication until it ends.
+        tools: The MCP tools the device offered when it last connected.
+        handler_factory: Creates the voice handler of each new session; None
+            until the voice layer registers one.
+    """
+
+    def __init__(self, mac: str) -> None:
+        """Start disconnected, without tools or handler."""
+        self.mac = mac
+        self.link: DeviceLink | None = None
+        self.tools: tuple[McpTool, ...] = ()
+        self.handler_factory: SessionHandlerFactory | None = None
+        self._listeners: list[CALLBACK_TYPE] = []
+
+    @property
+    def connected(self) -> bool:
+        """Return whether a link is open and the device said hello on it."""
+        return self.link is not None and self.link.ready
+
+    @property
+    def session(self) -> DeviceSession | None:
+        """Return the live voice session, if any."""
+        return None if self.link is None else self.link.session
+
+    @callback
+    def async_add_listener(self, update_callback: CALLBACK_TYPE) -> CALLBACK_TYPE:
+        """Call ``update_callback`` on every change; returns the unsubscribe call."""
+        self._listeners.append(update_callback)
+
+        @callback
+        def remove_listener() -> None:
+            if update_callback in self._listeners:
+                self._listeners.remove(update_callback)
+
+        return remove_listener
+
+    @callback
+    def async_update_listeners(self) -> None:
+        """Tell every listener that something changed."""
+        for update_callback in list(self._listeners):
+            try:
+                update_callback()
+            except Exception:
+                LOGGER.exception("Error in a listener of device %s", self.mac)
+
+    @callback
+    def async_set_handler_factory(
+        self, factory: SessionHandlerFactory
+    ) -> CALLBACK_TYPE:
+        """Serve this device's sessions with handlers from ``factory``.
+
+        A live session switches at once. Returns the call that unregisters the
+        factory (sessions then fall back to the logging handler).
+        """
+        self.handler_factory = factory
+        self._async_refresh_session_handler()
+
+        @callback
+        def unset_factory() -> None:
+            if self.handler_factory is factory:
+                self.handler_factory = None
+                self._async_refresh_session_handler()
+
+        return unset_factory
+
+    @callback
+    def _async_refresh_session_handler(self) -> None:
+        if (session := self.session) is not None:
+            session.refresh_handler()
+
+    @callback
+    def async_attach(self, link: DeviceLink) -> None:
+        """Make ``link`` the device's live link (the caller ended the old one)."""
+        self.link = link
+        self.async_update_listeners()
+
+    @callback
+    def async_detach(self, link: DeviceLink) -> None:
+        """Forget ``link`` if it is still the live one."""
+        if self.link is link:
+            self.link = None
+            self.async_update_listeners()
+
+    @callback
+    def async_set_tools(self, tools: Iterable[McpTool]) -> None:
+        """Keep the device's MCP tools."""
+        self.tools = tuple(tools)
+        self.async_update_listeners()
+
+
+type DeviceConfigEntry = ConfigEntry[DeviceRuntime]

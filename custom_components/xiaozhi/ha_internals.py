@@ -1,0 +1,113 @@
+"""Every use of Home Assistant beyond its public API, each in one place.
+
+Home Assistant's public API of an integration is what the integration's package
+exports (its ``__all__``). Where this integration needs more, the access lives
+here: one small function per private attribute, and the names it takes from
+deeper module paths. tests/test_ha_internals.py checks each against the
+installed Home Assistant and fails, naming the symbol, when an upgrade moves or
+changes it; ARCHITECTURE.md lists them.
+
+Nothing else of the integration touches a private attribute of Home Assistant
+or imports past a package's public root.
+"""
+
+from abc import abstractmethod
+from collections.abc import AsyncIterable
+from typing import override
+
+from homeassistant.components.assist_pipeline import Pipeline
+from homeassistant.components.assist_pipeline.models import PipelineStage
+from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
+from homeassistant.components.assist_satellite import AssistSatelliteEntity
+from homeassistant.components.assist_satellite.entity import AssistSatelliteState
+from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+from homeassistant.components.conversation.models import AbstractConversationAgent
+from homeassistant.components.tts.entity import TTSAudioRequest
+from homeassistant.core import HomeAssistant, callback
+
+# Names Home Assistant keeps in submodules without exporting them from the
+# integration's package.
+__all__ = [
+    "AbstractConversationAgent",
+    "BinarySensorDeviceClass",
+    "SatelliteWithRunSilence",
+    "TTSAudioRequest",
+    "pipeline_by_id",
+    "run_pipeline_to_intent",
+    "satellite_conversation_id",
+    "set_satellite_conversation_id",
+    "show_satellite_responding",
+]
+
+
+@callback
+def pipeline_by_id(hass: HomeAssistant, pipeline_id: str | None) -> Pipeline:
+    """Return a pipeline by id (None: the preferred one).
+
+    ``assist_pipeline.async_get_pipelines`` is public but lists only stored
+    pipelines; this also finds those Home Assistant builds for a conversation
+    entity.
+
+    Raises:
+        PipelineNotFound: There is no such pipeline.
+    """
+    return async_get_pipeline(hass, pipeline_id)
+
+
+async def run_pipeline_to_intent(
+    satellite: AssistSatelliteEntity,
+    audio: AsyncIterable[bytes],
+    *,
+    wake_word_phrase: str | None,
+) -> None:
+    """Run the satellite's pipeline on ``audio`` up to its intent stage.
+
+    ``end_stage`` is public, but the enum it takes is not exported.
+    """
+    await satellite.async_accept_pipeline_from_satellite(
+        audio, end_stage=PipelineStage.INTENT, wake_word_phrase=wake_word_phrase
+    )
+
+
+def satellite_conversation_id(satellite: AssistSatelliteEntity) -> str | None:
+    """Return the conversation the satellite's next run continues."""
+    return satellite._conversation_id
+
+
+def set_satellite_conversation_id(
+    satellite: AssistSatelliteEntity, conversation_id: str | None
+) -> None:
+    """Make the satellite's next run continue ``conversation_id``."""
+    satellite._conversation_id = conversation_id
+
+
+@callback
+def show_satellite_responding(satellite: AssistSatelliteEntity) -> None:
+    """Show the satellite responding until ``tts_response_finished``.
+
+    What the base class does when a run's TTS stage starts; a run that ends at
+    the intent stage has none, so its end would otherwise show idle.
+    """
+    satellite._run_has_tts = True
+    satellite._set_state(AssistSatelliteState.RESPONDING)
+
+
+class SatelliteWithRunSilence(AssistSatelliteEntity):
+    """A satellite that chooses, per run, how much silence ends a request.
+
+    The base class reads the silence from the VAD sensitivity select, for every
+    run alike, in a private method; this overrides it with
+    :meth:`run_silence_seconds`.
+    """
+
+    @abstractmethod
+    def run_silence_seconds(self) -> float | None:
+        """Return the silence that ends this run's request; None: the select's."""
+
+    @callback
+    @override
+    def _resolve_vad_sensitivity(self) -> float:
+        seconds = self.run_silence_seconds()
+        if seconds is None:
+            return super()._resolve_vad_sensitivity()
+        return seconds

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible service: client, chat stream, transcription, speech."""

@@ -1,0 +1,1 @@
+"""The device-facing server: registry of links, authentication, OTA, pairing, limits."""

@@ -1,0 +1,1 @@
+"""How devices reach the server: the transport seam and the WebSocket transport."""

@@ -1,0 +1,166 @@
+"""The voice layer of one device session: turns, barge-in, follow-ups, announcements.
+
+`VoiceSession` is the `session.SessionHandler` the assist satellite registers for
+its device. Each ``listen start`` begins a `turn.VoiceTurn` fed with the
+device's audio. What follows a turn depends on how the device listens:
+
+* ``auto``: after ``tts stop`` the firmware listens again and says so with a new
+  ``listen start``; when nothing was spoken it is still listening, so the next
+  turn starts here.
+* ``realtime``: the device never stops listening, so the next turn always starts
+  here.
+* ``manual`` (push to talk): the device goes idle after the answer.
+
+Follow-ups continue the same conversation (the satellite keeps its conversation
+id, so HA's chat session, and its ``continue_conversation`` routing to the agent
+that asked, carry over). When a follow-up turn hears nothing, the conversation
+is over and the session is closed, which is how the firmware returns to idle.
+
+Barge-in: ``abort``, a wake word or a new ``listen start`` cancel the running
+turn (pipeline run, agent request, TTS) and stop its audio at once.
+"""
+
+import asyncio
+from collections.abc import AsyncGenerator
+import contextlib
+
+from ..const import LOGGER
+from ..device.session import DeviceSession
+from ..protocol.messages import ListenMode
+from ..transport.base import EndReason
+from .tts_audio import SPEECH_SAMPLE_RATE
+from .turn import SatelliteHost, TurnEnd, VoiceTurn
+
+
+class DeviceDisconnectedError(ConnectionError):
+    """The device went away before the announcement was played."""
+
+
+class VoiceSession:
+    """Serves one device session's voice requests (a `session.SessionHandler`).
+
+    Attributes:
+        last_turn: The most recent turn (its timings serve diagnostics and the
+            latency bench).
+    """
+
+    def __init__(self, host: SatelliteHost, session: DeviceSession) -> None:
+        """Serve ``session`` through the satellite ``host``."""
+        self._host = host
+        self._session = session
+        self._turn: VoiceTurn | None = None
+        self._turn_task: asyncio.Task[None] | None = None
+        self._wake_word_phrase: str | None = None
+        self.last_turn: VoiceTurn | None = None
+
+    # SessionHandler --------------------------------------------------------------
+
+    def on_connected(self) -> None:
+        """Nothing to do until the device listens."""
+        LOGGER.debug("Voice session of %s ready", self._session.name)
+
+    def on_disconnected(self) -> None:
+        """Stop the running turn (the session ended or another handler took over)."""
+        if self._turn_task is None:
+            return
+        self._turn_task.cancel()
+        if self._session.speaking and not self._session.closed:
+            self._session.create_task(
+                self._session.playback.stop_speaking(), "stop speaking"
+            )
+
+    async def on_listen_start(self, mode: ListenMode) -> None:
+        """Begin a turn, interrupting the one running."""
+        await self._async_stop_turn()
+        self._start_turn(mode)
+
+    async def on_listen_stop(self) -> None:
+        """End the utterance (push to talk released, or the device went idle)."""
+        if self._turn is not None:
+            self._turn.end_of_speech()
+
+    async def on_wake_word(self, text: str) -> None:
+        """Interrupt any answer; the next turn reports the wake word to HA."""
+        self._wake_word_phrase = text or None
+        await self._async_stop_turn()
+
+    async def on_abort(self, reason: str | None) -> None:
+        """Cancel the turn (the session already stopped the audio)."""
+        await self._async_stop_turn()
+
+    def on_audio(self, pcm: bytes) -> None:
+        """Feed the utterance being listened to; other audio is dropped."""
+        if self._turn is not None:
+            self._turn.audio.put(pcm)
+
+    # Announcements ---------------------------------------------------------------
+
+    async def async_announce(self, audio: AsyncGenerator[bytes], message: str) -> None:
+        """Play 24 kHz mono PCM, with ``message`` as subtitle; waits for the end.
+
+        The device then listens as after an answer.
+
+        Raises:
+            DeviceDisconnectedError: The session ended first.
+        """
+        await self._async_stop_turn()
+        task = self._session.create_task(
+            self._async_play_announcement(audio, message), "announcement"
+        )
+        await asyncio.wait({task})
+        if task.cancelled():
+            raise DeviceDisconnectedError(f"{self._session.name} disconnected")
+        task.result()
+
+    async def _async_play_announcement(
+        self, audio: AsyncGenerator[bytes], message: str
+    ) -> None:
+        async with contextlib.aclosing(audio):
+            await self._session.playback.start_speaking()
+            if message:
+                await self._session.send_sentence(message)
+            try:
+                played = await self._session.playback.play_pcm(
+                    audio, SPEECH_SAMPLE_RATE
+                )
+            finally:
+                await self._session.playback.stop_speaking()
+        if played and self._session.listen_mode is ListenMode.REALTIME:
+            self._start_turn(ListenMode.REALTIME)
+
+    # Turns -----------------------------------------------------------------------
+
+    def _start_turn(self, mode: ListenMode) -> None:
+        turn = VoiceTurn(self._host, self._session, mode, self._wake_word_phrase)
+        self._wake_word_phrase = None
+        self._turn = self.last_turn = turn
+        self._turn_task = self._session.create_task(self._async_run_turn(turn), "turn")
+
+    async def _async_run_turn(self, turn: VoiceTurn) -> None:
+        end = await turn.run()
+        if self._turn is turn:
+            self._turn = self._turn_task = None
+        LOGGER.debug("Turn of %s ended: %s", self._session.name, end.name)
+        match end:
+            case TurnEnd.END_CONVERSATION if turn.mode is not ListenMode.MANUAL:
+                self._session.end(EndReason.NORMAL, "the conversation is over")
+            case TurnEnd.LISTEN_AGAIN if self._device_still_listens(turn):
+                self._start_turn(turn.mode)
+
+    @staticmethod
+    def _device_still_listens(turn: VoiceTurn) -> bool:
+        """Return whether the device listens on without a new ``listen start``."""
+        if turn.mode is ListenMode.REALTIME:
+            return True
+        return turn.mode is ListenMode.AUTO and not turn.spoke
+
+    async def _async_stop_turn(self) -> None:
+        """Cancel the running turn, silence the device, wait for the turn's end."""
+        while (task := self._turn_task) is not None:
+            task.cancel()
+            # The audio stops now, not after the turn has cleaned up.
+            await self._session.playback.stop_speaking()
+            await asyncio.wait({task})
+            if self._turn_task is task:
+                self._turn = self._turn_task = None
+        await self._session.playback.stop_speaking()

@@ -1,0 +1,1 @@
+"""Tests of device/: links, voice sessions, playback, settings, the firmware check."""

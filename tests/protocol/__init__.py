@@ -1,0 +1,1 @@
+"""Tests of protocol/: framing, messages, codecs, MCP, pacing, HA-free imports."""

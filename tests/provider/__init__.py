@@ -1,0 +1,1 @@
+"""Tests of provider/: the chat stream, transcription and speech logic."""

@@ -1,0 +1,1 @@
+"""Tests of server/: the OTA and activation endpoints, pairing, rate limits."""

@@ -1,0 +1,139 @@
+"""Home Assistant still has every internal that ha_internals.py relies on.
+
+Each check names the Home Assistant symbol: when an upgrade moves or changes one,
+this fails with that name, and ha_internals.py is the one place to adapt. The
+behaviour behind them is exercised through the satellite, TTS and conversation
+tests.
+"""
+
+import dataclasses
+import importlib
+import inspect
+from typing import Any
+
+import pytest
+
+from homeassistant.components.assist_satellite import AssistSatelliteEntity
+from homeassistant.const import __version__ as ha_version
+
+from custom_components.xiaozhi import ha_internals
+
+
+def fail(symbol: str, problem: str) -> str:
+    return (
+        f"Home Assistant {ha_version}: {symbol} {problem}; "
+        "adapt custom_components/xiaozhi/ha_internals.py"
+    )
+
+
+# (module, name, members we use)
+IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
+    ("homeassistant.components.assist_pipeline.models", "PipelineStage", ("INTENT",)),
+    ("homeassistant.components.assist_pipeline.pipeline", "async_get_pipeline", ()),
+    (
+        "homeassistant.components.assist_satellite.entity",
+        "AssistSatelliteState",
+        ("RESPONDING", "IDLE"),
+    ),
+    (
+        "homeassistant.components.binary_sensor.const",
+        "BinarySensorDeviceClass",
+        ("CONNECTIVITY",),
+    ),
+    (
+        "homeassistant.components.conversation.models",
+        "AbstractConversationAgent",
+        ("supported_languages", "async_process"),
+    ),
+    (
+        "homeassistant.components.tts.entity",
+        "TTSAudioRequest",
+        ("language", "options", "message_gen"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "members"), IMPORTED, ids=[f"{m}.{n}" for m, n, _ in IMPORTED]
+)
+def test_imported_names_are_where_we_take_them_from(
+    module: str, name: str, members: tuple[str, ...]
+) -> None:
+    symbol = f"{module}.{name}"
+    found = getattr(importlib.import_module(module), name, None)
+    assert found is not None, fail(symbol, "is gone")
+    fields = (
+        {field.name for field in dataclasses.fields(found)}
+        if dataclasses.is_dataclass(found)
+        else set()
+    )
+    for member in members:
+        assert hasattr(found, member) or member in fields, fail(
+            f"{symbol}.{member}", "is gone"
+        )
+
+
+# Private attributes of AssistSatelliteEntity: (name, what it is).
+SATELLITE_PRIVATES: list[tuple[str, str]] = [
+    ("_conversation_id", "attribute"),
+    ("_run_has_tts", "attribute"),
+    ("_set_state", "method"),
+    ("_resolve_vad_sensitivity", "method"),
+]
+
+
+@pytest.mark.parametrize(("name", "kind"), SATELLITE_PRIVATES)
+def test_satellite_privates_exist(name: str, kind: str) -> None:
+    symbol = f"AssistSatelliteEntity.{name}"
+    assert hasattr(AssistSatelliteEntity, name), fail(symbol, "is gone")
+    if kind == "method":
+        assert callable(getattr(AssistSatelliteEntity, name)), fail(
+            symbol, "is no longer a method"
+        )
+
+
+def pipeline_run_source() -> str:
+    return inspect.getsource(AssistSatelliteEntity.async_accept_pipeline_from_satellite)
+
+
+@pytest.mark.parametrize(
+    "used",
+    [
+        "self._resolve_vad_sensitivity()",  # our per-run silence
+        "self._conversation_id",  # the conversation a run continues
+        "self._run_has_tts = False",  # a run starts without speech
+    ],
+)
+def test_the_pipeline_run_still_uses_what_we_set(used: str) -> None:
+    assert used in pipeline_run_source(), fail(
+        "AssistSatelliteEntity.async_accept_pipeline_from_satellite",
+        f"no longer uses {used}",
+    )
+
+
+def test_state_changes_go_through_set_state() -> None:
+    source = inspect.getsource(AssistSatelliteEntity.tts_response_finished)
+    assert "self._set_state(" in source, fail(
+        "AssistSatelliteEntity.tts_response_finished", "no longer calls _set_state"
+    )
+    parameters = inspect.signature(AssistSatelliteEntity._set_state).parameters
+    assert list(parameters) == ["self", "state"], fail(
+        "AssistSatelliteEntity._set_state", "takes other arguments"
+    )
+
+
+def test_end_stage_takes_the_pipeline_stage() -> None:
+    parameters = inspect.signature(
+        AssistSatelliteEntity.async_accept_pipeline_from_satellite
+    ).parameters
+    for name in ("end_stage", "wake_word_phrase"):
+        assert name in parameters, fail(
+            f"AssistSatelliteEntity.async_accept_pipeline_from_satellite({name}=)",
+            "is gone",
+        )
+
+
+def test_every_wrapper_is_listed() -> None:
+    public: list[Any] = [getattr(ha_internals, name) for name in ha_internals.__all__]
+    assert all(item is not None for item in public)
+    assert sorted(ha_internals.__all__) == ha_internals.__all__

@@ -1,0 +1,1 @@
+"""Tests of text/: the sentence splitter, emoji emotions, the look-ahead engine."""

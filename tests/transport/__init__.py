@@ -1,0 +1,1 @@
+"""Tests of transport/: the WebSocket endpoint over real sockets, hardening, faults."""
