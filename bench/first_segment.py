@@ -5,7 +5,7 @@ Not a test. Replays the replies of ``bench/replies.py`` as LLM token streams
 
 * the seed: the streaming text splitter of xinnan-tech/xiaozhi-esp32-server,
   re-implemented below for comparison only, and
-* ours: ``custom_components/xiaozhi/text/splitter.py``,
+* ours: ``custom_components/xiaozhi/sentences/splitter.py``,
 
 and prints, per reply and in total, when the first segment is handed to TTS and
 its text. Time is simulated (token ``i`` arrives at ``TTFT + i / rate``), so the
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from replies import REPLIES  # noqa: E402
 
-from custom_components.xiaozhi.text import splitter  # noqa: E402
+from custom_components.xiaozhi.sentences import splitter  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # The seed, re-implemented for comparison. Source: xinnan-tech/xiaozhi-esp32-server

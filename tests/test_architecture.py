@@ -19,12 +19,19 @@ PACKAGE = package.__name__  # custom_components.xiaozhi
 # packages, top-level modules, or transport.base (the seam; see ARCHITECTURE.md).
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
-    "text": {"protocol"},
-    "provider": {"text", "protocol", "const", "ha_internals"},
+    "sentences": {"protocol"},
+    "provider": {"sentences", "protocol", "const", "ha_internals"},
     "device": {"protocol", "const", "transport.base", "ha_internals"},
     "server": {"device", "protocol", "const", "transport.base", "ha_internals"},
     "transport": {"server", "device", "protocol", "const", "ha_internals"},
-    "voice": {"device", "text", "protocol", "const", "transport.base", "ha_internals"},
+    "voice": {
+        "device",
+        "sentences",
+        "protocol",
+        "const",
+        "transport.base",
+        "ha_internals",
+    },
 }
 PLATFORMS = frozenset(
     {
@@ -40,7 +47,7 @@ PLATFORMS = frozenset(
     }
 )
 # Importable without Home Assistant: nothing outside the standard library but these.
-STANDALONE = frozenset({"protocol", "text"})
+STANDALONE = frozenset({"protocol", "sentences"})
 STANDALONE_THIRD_PARTY = frozenset({"av"})
 
 

@@ -2,7 +2,7 @@
 
 This package holds two kinds of code. The Home Assistant integration proper
 (``integration.py``, the platforms, ``device/``, ``server/``, ``transport/``,
-``voice/``, ``provider/``), and the device protocol (``protocol/``, ``text/``),
+``voice/``, ``provider/``), and the device protocol (``protocol/``, ``sentences/``),
 which imports neither Home Assistant nor the OpenAI SDK. HACS ships only this
 folder, so the protocol code lives here, and the simulator, the benchmarks and
 other programs import it without Home Assistant installed. That is why this

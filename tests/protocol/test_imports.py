@@ -13,7 +13,7 @@ import custom_components.xiaozhi as package
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = Path(package.__file__).parent
-STANDALONE_PACKAGES = ("protocol", "text")
+STANDALONE_PACKAGES = ("protocol", "sentences")
 
 # Runs in a fresh interpreter that refuses to import Home Assistant and OpenAI.
 REFUSING_IMPORTS = """

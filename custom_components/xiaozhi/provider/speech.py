@@ -37,8 +37,8 @@ from homeassistant.exceptions import HomeAssistantError
 
 from ..const import DOMAIN, RECOMMENDED_SPEED
 from ..protocol.codec import PcmResampler, wav_header
-from ..text.lookahead import DEFAULT_LOOKAHEAD, synthesize_in_order
-from ..text.splitter import split_stream
+from ..sentences.lookahead import DEFAULT_LOOKAHEAD, synthesize_in_order
+from ..sentences.splitter import split_stream
 
 type ProviderFormat = Literal["pcm", "mp3", "opus", "aac"]
 

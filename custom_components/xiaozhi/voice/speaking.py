@@ -57,9 +57,9 @@ from homeassistant.core import HomeAssistant
 
 from ..const import LOGGER
 from ..device.messages import device_message
-from ..text.emotion import emotion_for_emojis
-from ..text.lookahead import DEFAULT_LOOKAHEAD, Synthesis, syntheses_in_order
-from ..text.splitter import Segment, SentenceSplitter, SplitterOptions
+from ..sentences.emotion import emotion_for_emojis
+from ..sentences.lookahead import DEFAULT_LOOKAHEAD, Synthesis, syntheses_in_order
+from ..sentences.splitter import Segment, SentenceSplitter, SplitterOptions
 from .tts_audio import (
     SPEECH_SAMPLE_RATE,
     TtsError,

@@ -3,13 +3,13 @@
 import pytest
 
 from custom_components.xiaozhi.protocol.messages import EMOTIONS
-from custom_components.xiaozhi.text.emotion import (
+from custom_components.xiaozhi.sentences.emotion import (
     EMOTION_EMOJIS,
     NEUTRAL,
     emoji_for_emotion,
     emotion_for_emojis,
 )
-from custom_components.xiaozhi.text.splitter import SentenceSplitter
+from custom_components.xiaozhi.sentences.splitter import SentenceSplitter
 
 # The emotion names the firmware's emoji font and board faces know
 # (78/xiaozhi-esp32, e.g. boards/espressif/esp-hi/emoji_display.cc).

@@ -7,7 +7,7 @@ from typing import Unpack
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
-from custom_components.xiaozhi.text.splitter import (
+from custom_components.xiaozhi.sentences.splitter import (
     DEFAULT_FIRST_MIN_CJK,
     DEFAULT_FIRST_MIN_LATIN,
     DEFAULT_MAX_CHARS,

@@ -5,7 +5,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
-from custom_components.xiaozhi.text.lookahead import synthesize_in_order
+from custom_components.xiaozhi.sentences.lookahead import synthesize_in_order
 from tests.helpers.streams import collect_into
 
 TIMEOUT = 10.0

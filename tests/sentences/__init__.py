@@ -1,0 +1,1 @@
+"""Tests of sentences/: the sentence splitter, emoji emotions, the look-ahead engine."""

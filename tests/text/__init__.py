@@ -1,1 +1,0 @@
-"""Tests of text/: the sentence splitter, emoji emotions, the look-ahead engine."""
