@@ -48,7 +48,8 @@ PLATFORMS = frozenset(
 )
 # Importable without Home Assistant: nothing outside the standard library but these.
 STANDALONE = frozenset({"protocol", "sentences"})
-STANDALONE_THIRD_PARTY = frozenset({"av"})
+# PyAV (Opus) and cryptography (the UDP audio channel's AES) install without Home Assistant.
+STANDALONE_THIRD_PARTY = frozenset({"av", "cryptography"})
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from custom_components.xiaozhi.protocol.codec import (
     pcm_to_wav,
     wav_header,
 )
-from custom_components.xiaozhi.text.splitter import Segment
+from custom_components.xiaozhi.sentences.splitter import Segment
 from custom_components.xiaozhi.voice.speaking import (
     AUDIO_CHUNK_BYTES,
     BYTES_PER_SECOND,
