@@ -8,7 +8,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv, device_registry as dr
+from homeassistant.helpers import config_validation as cv, device_registry as dr, llm
 from homeassistant.helpers.typing import ConfigType
 
 from .config_flow import XiaozhiConfigFlow
@@ -19,6 +19,7 @@ from .device.firmware_check import (
     async_track_firmware_features,
 )
 from .device.runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
+from .device.tools_api import DeviceToolsAPI
 from .provider.client import (
     ProviderConfigEntry,
     ProviderRuntime,
@@ -60,6 +61,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     hass.http.register_view(OtaView())
     hass.http.register_view(ActivateView())
     async_setup_websocket(hass)
+    llm.async_register_api(hass, DeviceToolsAPI(hass))
     hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, server.async_shutdown)
     return True
 
