@@ -20,6 +20,7 @@ from .device.firmware_check import (
 )
 from .device.runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
 from .device.tools_api import DeviceToolsAPI
+from .photo_answers import async_answer_photo
 from .provider.client import (
     ProviderConfigEntry,
     ProviderRuntime,
@@ -28,6 +29,7 @@ from .provider.client import (
 )
 from .server.ota import ActivateView, OtaView
 from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
+from .server.vision import VisionView
 from .transport.websocket import async_setup_websocket
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -44,6 +46,7 @@ PROVIDER_PLATFORMS: tuple[Platform, ...] = (
 DEVICE_PLATFORMS: tuple[Platform, ...] = (
     Platform.ASSIST_SATELLITE,
     Platform.BINARY_SENSOR,
+    Platform.IMAGE,
     Platform.NUMBER,
     Platform.SELECT,
 )
@@ -60,6 +63,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     server = hass.data[DATA_SERVER] = XiaozhiServer(hass)
     hass.http.register_view(OtaView())
     hass.http.register_view(ActivateView())
+    hass.http.register_view(VisionView(async_answer_photo))
     async_setup_websocket(hass)
     llm.async_register_api(hass, DeviceToolsAPI(hass))
     hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, server.async_shutdown)

@@ -29,24 +29,13 @@ from custom_components.xiaozhi.provider.chat_stream import format_tool
 from fake_provider import ChatReply, FakeProvider
 from simulator.board import OttoBoard
 from simulator.device import SimTool, SimulatedDevice, ToolCallError
-from tests.helpers.devices import MAC, DeviceFactory, wait_until
+from tests.helpers.devices import MAC, DeviceFactory, registry_device_id, wait_until
 from tests.helpers.translations import message
 from tests.helpers.voice import answer_messages, chat_messages, say, sentences, until
 
 NAMESPACE = "xiaozhi-device__"
 ACTION = f"{NAMESPACE}self_otto_action"
 VOLUME = f"{NAMESPACE}self_audio_speaker_set_volume"
-
-
-def device_id(hass: HomeAssistant) -> str:
-    """The device registry id of the paired device (what its satellite passes)."""
-    entry = hass.config_entries.async_entry_for_domain_unique_id(DOMAIN, MAC)
-    assert entry is not None
-    device = dr.async_get(hass).async_get_device_by_identifier(
-        (DOMAIN, MAC), entry.entry_id
-    )
-    assert device is not None
-    return device.id
 
 
 def context(hass: HomeAssistant, device: str | None) -> llm.LLMContext:
@@ -106,7 +95,7 @@ async def robot(
 async def test_a_robots_tools_are_offered_next_to_assists(
     ha_core: HomeAssistant,
 ) -> None:
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
 
     ours = [tool for tool in instance.tools if tool.name.startswith(NAMESPACE)]
     assert {tool.name for tool in ours} == {
@@ -141,7 +130,7 @@ async def test_agents_render_the_device_schemas_faithfully(
     ha_core: HomeAssistant,
 ) -> None:
     """As OpenAI's and Ollama's agents render them, and as ours does."""
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
     action = tool_named(instance, ACTION)
 
     for serializer in (instance.custom_serializer, None):
@@ -192,7 +181,7 @@ async def test_a_device_that_is_not_connected_says_so(
     ha_core: HomeAssistant, runtime: DeviceRuntime
 ) -> None:
     instance = await llm.async_get_api(
-        ha_core, DEVICE_TOOLS_API_ID, context(ha_core, device_id(ha_core))
+        ha_core, DEVICE_TOOLS_API_ID, context(ha_core, registry_device_id(ha_core))
     )
 
     assert instance.tools == []
@@ -206,7 +195,7 @@ async def test_a_device_that_is_not_connected_says_so(
 async def test_a_call_reaches_the_device_with_the_models_arguments(
     ha_core: HomeAssistant, robot: SimulatedDevice, board: OttoBoard
 ) -> None:
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
 
     result = await call(instance, ACTION, action="moonwalk", steps=2)
 
@@ -226,7 +215,7 @@ async def test_a_call_reaches_the_device_with_the_models_arguments(
 async def test_arguments_the_device_would_refuse_never_reach_it(
     ha_core: HomeAssistant, robot: SimulatedDevice
 ) -> None:
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
     calls = len(robot.tool_calls)
 
     with pytest.raises(probatio.Invalid, match="at most 100"):
@@ -244,7 +233,7 @@ async def test_a_volume_set_by_the_assistant_shows_on_the_volume_entity(
         NUMBER_DOMAIN, DOMAIN, f"{MAC}-volume"
     )
     assert entity_id is not None
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
 
     await call(instance, VOLUME, volume=35)
 
@@ -263,7 +252,7 @@ async def test_a_device_error_is_the_models_tool_error(
     device = devices(tools=[SimTool("self.lamp.turn_on", "Turn on", callback=broken)])
     await device.open()
     await wait_until(runtime, lambda: bool(runtime.tools))
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
 
     with pytest.raises(HomeAssistantError) as err:
         await call(instance, f"{NAMESPACE}self_lamp_turn_on")
@@ -280,7 +269,7 @@ async def test_a_device_that_does_not_answer_times_out(
     ha_core: HomeAssistant, robot: SimulatedDevice
 ) -> None:
     our_api(ha_core).tool_timeout = 0.05
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
     robot.answer_mcp = False
 
     with pytest.raises(HomeAssistantError) as err:
@@ -307,7 +296,7 @@ async def test_a_device_leaving_mid_call_fails_the_call(
     device = devices(tools=[SimTool("self.chassis.dance", "Dance", callback=slow)])
     await device.open()
     await wait_until(runtime, lambda: bool(runtime.tools))
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
 
     pending = asyncio.create_task(call(instance, f"{NAMESPACE}self_chassis_dance"))
     await started.wait()
@@ -341,7 +330,7 @@ async def test_calls_to_one_device_run_one_at_a_time(
     )
     await device.open()
     await wait_until(runtime, lambda: len(runtime.tools) == 2)
-    instance = await merged_api(ha_core, device_id(ha_core))
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
 
     first = asyncio.create_task(call(instance, f"{NAMESPACE}self_a"))
     await until_true(lambda: running == ["a"])

@@ -18,7 +18,7 @@ and the endpoint share:
   Home Assistant keeps no pictures of the home on disk for this.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,9 +31,22 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.network import NoURLAvailableError, get_url
 
 from ..const import DOMAIN, VISION_PATH
+from ..protocol.mcp import McpTool
 
 PHOTO_TOOL: Final = "self.camera.take_photo"
+# The device's image entity of its last photo (unique id: "<mac>-last_photo").
+LAST_PHOTO_KEY: Final = "last_photo"
 _VISION_TOKEN_PURPOSE: Final = b"xiaozhi-vision"
+
+
+def last_photo_unique_id(mac: str) -> str:
+    """Return the unique id of the image entity of the device with ``mac``."""
+    return f"{mac}-{LAST_PHOTO_KEY}"
+
+
+def has_camera(tools: Iterable[McpTool]) -> bool:
+    """Return whether a device with these tools takes photos."""
+    return any(tool.name == PHOTO_TOOL for tool in tools)
 
 
 def vision_token(device_token: str) -> str:
