@@ -31,6 +31,7 @@ from .server.ota import ActivateView, OtaView
 from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
 from .server.vision import VisionView
 from .transport.websocket import async_setup_websocket
+from .voice.timers import async_setup_timers
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -66,6 +67,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     hass.http.register_view(VisionView(async_answer_photo))
     async_setup_websocket(hass)
     llm.async_register_api(hass, DeviceToolsAPI(hass))
+    await async_setup_timers(hass)
     hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, server.async_shutdown)
     return True
 
