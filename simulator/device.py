@@ -254,6 +254,9 @@ class SimulatedDevice:
         self.observer = observer
         # Set False to leave MCP requests unanswered (timeouts).
         self.answer_mcp = True
+        # An unset event here holds MCP requests until it is set (a device slow
+        # to list its tools right after its hello).
+        self.hold_mcp: asyncio.Event | None = None
         self.session_id = ""
         self.server_hello: dict[str, Any] | None = None
         self.speaking = False
@@ -576,6 +579,8 @@ class SimulatedDevice:
         request_id = payload.get("id")
         if method.startswith("notifications") or not self.answer_mcp:
             return
+        if self.hold_mcp is not None:
+            await self.hold_mcp.wait()
         if isinstance(request_id, bool) or not isinstance(request_id, int | float):
             return  # the firmware drops non-numeric ids silently
         params = payload.get("params")

@@ -427,3 +427,89 @@ async def test_a_failing_device_tool_is_answered_not_fatal(
     [result] = [m for m in chat_messages(fake_provider, 1) if m["role"] == "tool"]
     assert '"error":true' in result["content"]
     assert "at most 100" in result["content"]
+
+
+async def test_a_conversation_right_after_the_wake_word_waits_for_the_tools(
+    ha_core: HomeAssistant,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+    board: OttoBoard,
+) -> None:
+    listing = asyncio.Event()
+    device = devices(tools=board.tools())
+    device.hold_mcp = listing
+    await device.open()
+
+    pending = asyncio.create_task(merged_api(ha_core, registry_device_id(ha_core)))
+    listing.set()
+    instance = await pending
+
+    assert ACTION in {tool.name for tool in instance.tools}
+
+
+async def test_a_tool_whose_arguments_cannot_be_checked_is_left_out(
+    ha_core: HomeAssistant,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    device = devices(
+        tools=[
+            SimTool("self.odd.unusable", "", {"level": {"type": "weird"}}),
+            SimTool(
+                "self.odd.formatted",
+                "",
+                {"count": {"type": "integer", "format": "int32", "default": 1}},
+            ),
+            SimTool("self.lamp.turn_on", "Turn on"),
+        ]
+    )
+    await device.open()
+    await wait_until(runtime, lambda: len(runtime.tools) == 3)
+
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
+
+    names = {tool.name for tool in instance.tools if tool.name.startswith(NAMESPACE)}
+    assert names == {f"{NAMESPACE}self_odd_formatted", f"{NAMESPACE}self_lamp_turn_on"}
+    assert "Not offering self.odd.unusable of Kitchen speaker" in caplog.text
+    # Built once per listing: the next conversation logs nothing new.
+    caplog.clear()
+    await merged_api(ha_core, registry_device_id(ha_core))
+    assert "self.odd" not in caplog.text
+
+
+async def test_what_a_tool_reports_as_failure_and_its_images_reach_the_model(
+    ha_core: HomeAssistant, robot: SimulatedDevice
+) -> None:
+    """Results the firmware never sends, other clients may: isError, image items."""
+    instance = await merged_api(ha_core, registry_device_id(ha_core))
+    robot.answer_mcp = False
+
+    def status_request() -> dict[str, Any] | None:
+        return next(
+            (
+                request
+                for request in robot.mcp_requests
+                if request.get("params", {}).get("name") == "self.otto.get_status"
+            ),
+            None,
+        )
+
+    pending = asyncio.create_task(call(instance, f"{NAMESPACE}self_otto_get_status"))
+    await until(lambda: status_request() is not None)
+    request = status_request()
+    assert request is not None
+    await robot.mcp_reply(
+        request["id"],
+        result={
+            "content": [
+                {"type": "text", "text": "camera busy"},
+                {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"},
+            ],
+            "isError": True,
+        },
+    )
+
+    assert await pending == llm.ToolResult(
+        {"result": "camera busy", "images": 1}, error=True
+    )

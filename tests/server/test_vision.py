@@ -23,7 +23,11 @@ from pytest_homeassistant_custom_component.common import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from homeassistant.components import ai_task, conversation, image
-from homeassistant.components.assist_pipeline import Pipeline
+from homeassistant.components.assist_pipeline import (
+    Pipeline,
+    async_create_default_pipeline,
+    async_update_pipeline,
+)
 from homeassistant.config_entries import ConfigEntry, ConfigFlow
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
@@ -41,6 +45,7 @@ from custom_components.xiaozhi.const import (
     VISION_PATH,
 )
 from custom_components.xiaozhi.device.camera import last_photo_unique_id, vision_token
+from custom_components.xiaozhi.device.entity import pipeline_select_unique_id
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
 from custom_components.xiaozhi.photo_answers import NO_VISION_MODEL
@@ -62,7 +67,15 @@ from tests.helpers.devices import (
     wait_until,
 )
 from tests.helpers.photos import jpeg_photo, use_test_server_url
-from tests.helpers.voice import answer_messages, chat_messages, say, sentences
+from tests.helpers.voice import (
+    AGENT_ENTITY,
+    STT_ENTITY,
+    TTS_ENTITY,
+    answer_messages,
+    chat_messages,
+    say,
+    sentences,
+)
 
 PHOTO = "xiaozhi-device__self_camera_take_photo"
 QUESTION = "这是什么东西？"
@@ -216,6 +229,39 @@ async def test_without_a_model_that_sees_the_assistant_hears_why(
     }
 
 
+async def test_the_devices_own_pipeline_picks_who_answers(
+    ha_core: HomeAssistant,
+    fake_provider: FakeProvider,
+    provider_entry: MockConfigEntry,
+    robot: SimulatedDevice,
+) -> None:
+    """The preferred pipeline is HA's own; the device's select picks ours."""
+    ours = await async_create_default_pipeline(
+        ha_core, STT_ENTITY, TTS_ENTITY, "Xiaozhi"
+    )
+    assert ours is not None
+    await async_update_pipeline(ha_core, ours, conversation_engine=AGENT_ENTITY)
+    assert (await take_photo(ha_core)).data["result"] == {
+        "success": False,
+        "message": NO_VISION_MODEL,
+    }
+
+    select = er.async_get(ha_core).async_get_entity_id(
+        Platform.SELECT, DOMAIN, pipeline_select_unique_id(MAC)
+    )
+    await ha_core.services.async_call(
+        Platform.SELECT,
+        "select_option",
+        {"entity_id": select, "option": "Xiaozhi"},
+        blocking=True,
+    )
+    fake_provider.add_reply(ChatReply.text(SEEN))
+
+    result = await take_photo(ha_core)
+
+    assert result.data == {"result": {"success": True, "answer": SEEN}}
+
+
 async def test_a_failing_vision_model_is_reported_to_the_assistant(
     ha_core: HomeAssistant,
     fake_provider: FakeProvider,
@@ -230,6 +276,25 @@ async def test_a_failing_vision_model_is_reported_to_the_assistant(
     assert isinstance(answer, dict)
     assert answer["success"] is False
     assert "model does not support images" in str(answer["message"])
+
+
+async def test_a_vision_model_that_says_nothing_is_reported(
+    ha_core: HomeAssistant,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    robot: SimulatedDevice,
+) -> None:
+    fake_provider.add_reply(ChatReply.text("  "))
+
+    result = await take_photo(ha_core)
+
+    answer = result.data["result"]
+    assert isinstance(answer, dict)
+    assert answer == {
+        "success": False,
+        "message": f"The vision model {fake_provider.chat_requests[0]['model']}"
+        " gave no answer",
+    }
 
 
 async def test_without_a_url_of_its_own_the_camera_cannot_send(
@@ -427,7 +492,7 @@ async def test_bodies_that_are_no_photo_are_refused(
 async def test_an_oversized_photo_is_refused_streamed_or_announced(
     client: Client, runtime: DeviceRuntime, photo: bytes
 ) -> None:
-    huge = photo + bytes(MAX_PHOTO_BYTES)
+    huge = photo + bytes(MAX_PHOTO_BYTES + 8192)
 
     async def chunked() -> Any:
         body = photo_body(huge)

@@ -288,6 +288,39 @@ async def test_an_idle_always_connected_device_is_alerted_until_it_wakes(
     assert len(alerts(transport)) == 1
 
 
+async def test_a_session_whose_pipeline_cannot_speak_shows_an_alert(
+    ha_core: HomeAssistant, devices: DeviceFactory, notifications: Notifications
+) -> None:
+    """The preferred pipeline has no TTS: the announcement fails, the alert shows."""
+    sim = devices(features={})
+    await sim.open()
+    await start_timer(ha_core, minutes=5)
+
+    await finish_timer(ha_core, 5)
+    alert = await sim.next_message("alert")
+
+    assert (alert["status"], alert["message"]) == ("计时器", "5分钟计时器时间到了。")
+    assert notifications == {}
+
+
+async def test_unloading_the_device_stops_its_ringing(
+    ha_core: HomeAssistant,
+    device_entry: MockConfigEntry,
+    runtime: DeviceRuntime,
+) -> None:
+    _, transport = lasting_link_of(ha_core, runtime)
+    timers = timers_of(ha_core)
+    timers.alert_interval = 3600
+    await start_timer(ha_core, minutes=5)
+    await finish_timer(ha_core, 5)
+    await until(lambda: len(alerts(transport)) == 1)
+
+    assert await ha_core.config_entries.async_unload(device_entry.entry_id)
+
+    assert not timers.ringing
+    assert len(alerts(transport)) == 1
+
+
 async def test_a_device_that_cannot_be_reached_is_told_in_a_notification(
     ha_core: HomeAssistant, runtime: DeviceRuntime, notifications: Notifications
 ) -> None:

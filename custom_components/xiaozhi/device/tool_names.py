@@ -90,8 +90,7 @@ def exposed_names(names: Iterable[str]) -> dict[str, str]:
 
 
 def _rewrite_names(text: str, names: dict[str, str]) -> str:
-    if not names:
-        return text
+    """Rewrite the MCP names of ``names`` (never empty) in ``text``."""
     # Longest first, so that self.otto.action is not read as self.otto + .action;
     # a name counts only where it is not part of a longer dotted name.
     alternatives = "|".join(
