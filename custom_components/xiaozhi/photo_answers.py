@@ -6,9 +6,9 @@ spoken by the device as its camera tool's result. In this order:
 1. The device's pipeline agent is one of ours and has a model for photos (its
    ``vision_model``; new agents get their service's, where the preset knows
    one): that model, on the same service.
-2. Home Assistant's AI task is set up: its preferred entity (Settings > System >
-   General), with the photo attached from the device's image entity. An agent of
-   another integration, or ours without a model for photos, lands here.
+2. Home Assistant's preferred AI task entity (Settings > System > General), if
+   it takes attachments: the photo goes from the device's image entity. An agent
+   of another integration, or ours without a model for photos, lands here.
 3. The device's pipeline agent is ours: its chat model (many see images).
 4. Nothing: the assistant hears that no model here sees photos.
 """
@@ -23,7 +23,7 @@ from homeassistant.components.assist_pipeline import (
 )
 from homeassistant.components.select import DOMAIN as SELECT_DOMAIN
 from homeassistant.config_entries import ConfigSubentry
-from homeassistant.const import Platform
+from homeassistant.const import ATTR_SUPPORTED_FEATURES, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
@@ -88,8 +88,8 @@ async def async_answer_photo(
         return await async_describe_photo(
             ours[0].client, vision_model, photo.question, photo.jpeg
         )
-    if ai_task.DOMAIN in hass.config.components:
-        return await _async_ask_ai_task(hass, entry, photo)
+    if (task := _ai_task_for_photos(hass)) is not None:
+        return await _async_ask_ai_task(hass, task, entry, photo)
     if ours is not None:
         return await async_describe_photo(
             ours[0].client, ours[1].data[CONF_MODEL], photo.question, photo.jpeg
@@ -97,8 +97,18 @@ async def async_answer_photo(
     raise HomeAssistantError(NO_VISION_MODEL)
 
 
+def _ai_task_for_photos(hass: HomeAssistant) -> str | None:
+    """Return the preferred AI task entity, if it can take a photo."""
+    entity_id = ha_internals.preferred_ai_task_entity(hass)
+    state = hass.states.get(entity_id) if entity_id else None
+    features = state.attributes.get(ATTR_SUPPORTED_FEATURES, 0) if state else 0
+    if not features & ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS:
+        return None
+    return entity_id
+
+
 async def _async_ask_ai_task(
-    hass: HomeAssistant, entry: DeviceConfigEntry, photo: Photo
+    hass: HomeAssistant, task: str, entry: DeviceConfigEntry, photo: Photo
 ) -> str:
     image_entity = er.async_get(hass).async_get_entity_id(
         Platform.IMAGE, DOMAIN, last_photo_unique_id(entry.runtime_data.mac)
@@ -108,6 +118,7 @@ async def _async_ask_ai_task(
     result = await ai_task.async_generate_data(
         hass,
         task_name=f"{entry.title}: question about a photo",
+        entity_id=task,
         instructions=f"{VISION_INSTRUCTIONS}\n\n{photo.question}",
         attachments=[
             {

@@ -153,9 +153,8 @@ async def test_what_the_robot_sees_is_answered_by_the_agents_model(
 
     assert sentences(messages) == ["我看看。", "我看到一个红色的方块。"]
     assert camera.questions == [QUESTION]
-    assert [json.loads(answer) for answer in camera.answers] == [
-        {"success": True, "answer": SEEN}
-    ]
+    # The device got the answer as readable UTF-8 JSON (it passes it on as is).
+    assert camera.answers == [f'{{"success":true,"answer":"{SEEN}"}}']
     # The model got the very JPEG, as a valid image data URL, with the question.
     [image] = fake_provider.images
     assert (image.mime_type, image.data) == ("image/jpeg", photo)
@@ -339,12 +338,9 @@ class PhotoTask(ai_task.AITaskEntity):
     """An AI task entity that sees attachments and says what it got."""
 
     _attr_name = "Photo task"
-    _attr_supported_features = (
-        ai_task.AITaskEntityFeature.GENERATE_DATA
-        | ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
-    )
 
-    def __init__(self) -> None:
+    def __init__(self, features: ai_task.AITaskEntityFeature) -> None:
+        self._attr_supported_features = features
         self.seen: list[bytes] = []
         self.instructions: list[str] = []
 
@@ -364,10 +360,25 @@ class PhotoTask(ai_task.AITaskEntity):
 PHOTO_TASK = "ai_task.photo_task"
 
 
+SEES = (
+    ai_task.AITaskEntityFeature.GENERATE_DATA
+    | ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
+)
+
+
 @pytest.fixture
-async def photo_task(ha_core: HomeAssistant, hass_storage: dict[str, Any]) -> PhotoTask:
+def task_features() -> ai_task.AITaskEntityFeature:
+    return SEES
+
+
+@pytest.fixture
+async def photo_task(
+    ha_core: HomeAssistant,
+    hass_storage: dict[str, Any],
+    task_features: ai_task.AITaskEntityFeature,
+) -> PhotoTask:
     """An AI task entity of a test integration, the preferred one (as stored by HA)."""
-    entity = PhotoTask()
+    entity = PhotoTask(task_features)
     hass_storage[ai_task.DOMAIN] = {
         "version": 1,
         "data": {"gen_data_entity_id": PHOTO_TASK, "gen_image_entity_id": None},
@@ -411,6 +422,40 @@ async def test_an_ai_task_answers_for_an_agent_that_is_not_ours(
     assert result.data == {"result": {"success": True, "answer": "A red square."}}
     assert photo_task.seen == [photo]
     assert QUESTION in photo_task.instructions[0]
+
+
+@pytest.mark.parametrize("task_features", [ai_task.AITaskEntityFeature.GENERATE_DATA])
+async def test_an_ai_task_that_cannot_take_photos_is_not_asked(
+    ha_core: HomeAssistant,
+    photo_task: PhotoTask,
+    robot: SimulatedDevice,
+) -> None:
+    result = await take_photo(ha_core)
+
+    assert result.data == {"result": {"success": False, "message": NO_VISION_MODEL}}
+    assert photo_task.instructions == []
+
+
+@pytest.fixture
+async def ai_tasks(ha_core: HomeAssistant) -> None:
+    """HA's AI task integration, with no entity (set up before HA's server starts)."""
+    assert await async_setup_component(ha_core, ai_task.DOMAIN, {})
+
+
+@pytest.mark.usefixtures("ai_tasks")
+async def test_ai_tasks_without_a_preferred_entity_leave_it_to_the_agents_model(
+    ha_core: HomeAssistant,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    robot: SimulatedDevice,
+) -> None:
+    """HA's default config loads AI tasks; none is preferred: our chat model sees."""
+    assert ai_task.DOMAIN in ha_core.config.components
+    fake_provider.add_reply(ChatReply.text(SEEN))
+
+    result = await take_photo(ha_core)
+
+    assert result.data == {"result": {"success": True, "answer": SEEN}}
 
 
 # ---------------------------------------------------------------- refusals

@@ -39,6 +39,7 @@ from homeassistant.const import CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
+from homeassistant.helpers.json import json_dumps
 from homeassistant.util import dt as dt_util
 
 from ..const import CONF_CLIENT_ID, LOGGER, VISION_PATH
@@ -72,7 +73,8 @@ class PhotoRefusedError(Exception):
 
 
 def _answer(success: bool, key: str, text: str) -> web.Response:
-    return web.json_response({"success": success, key: text})
+    # UTF-8 as it is: the device hands the body on as its tool's result.
+    return web.json_response({"success": success, key: text}, dumps=json_dumps)
 
 
 def photo_caller(
