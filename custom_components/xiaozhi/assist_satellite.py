@@ -10,6 +10,9 @@ processing, responding until the answer's playback ends, idle.
 Announcements (and conversations started by HA) are streamed to the device while
 it is connected: a Xiaozhi device connects only for a conversation and stays
 connected a while after, so HA cannot reach it at other times.
+
+The satellite also owns the device's timers (``voice/timers.py``): HA's timer
+handler of its device, for as long as the entity exists.
 """
 
 from typing import Final, override
