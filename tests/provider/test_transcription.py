@@ -78,6 +78,15 @@ SSE = "text/event-stream; charset=utf-8"
 JSON = "application/json"
 DELTA_NI = 'data: {"type":"transcript.text.delta","delta":"你"}\n\n'
 DELTA_HAO = 'data: {"type":"transcript.text.delta","delta":"好"}\n\n'
+VERBOSE_JSON = json.dumps(
+    {
+        "task": "transcribe",
+        "language": "chinese",
+        "duration": 1.0,
+        "text": "你好",
+        "segments": [{"id": 0, "text": "你好"}],
+    }
+)
 
 
 def done(text: str) -> str:
@@ -103,19 +112,14 @@ def vllm_chunk(content: str) -> str:
             DELTA_NI + 'data: {"type":"transcript.text.segment","text":"x"}\n\n',
             "你",
         ),
-        (SSE, ': keep-alive\r\n\r\nevent: delta\r\n' + DELTA_NI, "你"),
+        (SSE, ": keep-alive\r\n\r\nevent: delta\r\n" + DELTA_NI, "你"),
         (SSE, DELTA_NI + DELTA_HAO.removesuffix("\n\n"), "你好"),
         (SSE, vllm_chunk("你") + vllm_chunk("好") + "data: [DONE]\n\n", "你好"),
         ("application/json", DELTA_NI + done("你好"), "你好"),
         (None, DELTA_NI + DELTA_HAO, "你好"),
         (JSON, '{"text": "你好"}', "你好"),
         ("application/json; charset=utf-8", '{"text":"","usage":{}}', ""),
-        (
-            JSON,
-            '{"task":"transcribe","language":"chinese","duration":1.0,'
-            '"text":"你好","segments":[{"id":0,"text":"你好"}]}',
-            "你好",
-        ),
+        (JSON, VERBOSE_JSON, "你好"),
         ("text/plain", '{"text": "你好"}', "你好"),
         ("text/plain; charset=utf-8", "你好\n", "你好\n"),
         ("text/plain; charset=gbk", "你好".encode("gbk"), "你好"),
