@@ -236,6 +236,14 @@ def test_a_wav_that_cannot_be_read_is_refused() -> None:
         decode([wav_header(PROVIDER_SAMPLE_RATE)[:30]])
 
 
+async def test_decode_speech_hands_on_what_only_the_end_completes() -> None:
+    async def answer() -> AsyncGenerator[bytes]:
+        yield b"\x01"
+        yield b"\x02"
+
+    assert [pcm async for pcm in decode_speech(answer())] == [b"\x01\x02"]
+
+
 async def test_decode_speech_closes_the_answer_when_closed() -> None:
     closed = False
 

@@ -114,7 +114,14 @@ def vllm_chunk(content: str) -> str:
         ),
         (SSE, ": keep-alive\r\n\r\nevent: delta\r\n" + DELTA_NI, "你"),
         (SSE, DELTA_NI + DELTA_HAO.removesuffix("\n\n"), "你好"),
-        (SSE, vllm_chunk("你") + vllm_chunk("好") + "data: [DONE]\n\n", "你好"),
+        (
+            SSE,
+            'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+            + vllm_chunk("你")
+            + vllm_chunk("好")
+            + "data: [DONE]\n\n",
+            "你好",
+        ),
         ("application/json", DELTA_NI + done("你好"), "你好"),
         (None, DELTA_NI + DELTA_HAO, "你好"),
         (JSON, '{"text": "你好"}', "你好"),
@@ -122,7 +129,7 @@ def vllm_chunk(content: str) -> str:
         (JSON, VERBOSE_JSON, "你好"),
         ("text/plain", '{"text": "你好"}', "你好"),
         ("text/plain; charset=utf-8", "你好\n", "你好\n"),
-        ("text/plain; charset=gbk", "你好".encode("gbk"), "你好"),
+        ("text/plain; format=flowed; charset=gbk", "你好".encode("gbk"), "你好"),
         ("text/plain; charset=klingon", "你好", "你好"),
         (JSON, "你好", "你好"),
         (None, "", ""),
