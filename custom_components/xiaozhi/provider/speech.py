@@ -3,7 +3,7 @@
 A reply is spoken while it is still being written: the text stream goes through
 the sentence splitter, each sentence is synthesized as soon as it is complete,
 the next one's request is already running while the current one's audio streams
-out (`text.lookahead.synthesize_in_order`), and audio bytes are passed on as they
+out (`sentences.lookahead.synthesize_in_order`), and audio bytes are passed on as they
 arrive.
 
 Output format. WAV and raw PCM are produced here, at whatever rate, channel
