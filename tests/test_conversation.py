@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+import dataclasses
 from dataclasses import dataclass, field
 import gc
 import json
@@ -34,6 +35,7 @@ from custom_components.xiaozhi.conversation import (
 )
 from fake_provider import (
     CHAT_PATH,
+    ChatQuirks,
     ChatReply,
     ErrorEvent,
     FakeProvider,
@@ -563,6 +565,100 @@ async def test_openai_preset_uses_max_completion_tokens(
     assert request["max_completion_tokens"] == 1024
     assert "max_tokens" not in request
     assert await ha_core.config_entries.async_unload(entry.entry_id)
+
+
+# -- roughly compatible services ---------------------------------------------------
+
+QUIRKS = [quirk.name for quirk in dataclasses.fields(ChatQuirks)]
+
+
+def quirks_on(provider: FakeProvider, names: list[str]) -> None:
+    for name in names:
+        setattr(provider.chat_quirks, name, True)
+
+
+@pytest.mark.parametrize(
+    "quirks", [[name] for name in QUIRKS] + [QUIRKS], ids=[*QUIRKS, "all"]
+)
+async def test_a_roughly_compatible_service_answers_in_full_and_runs_tools(
+    ha_core: HomeAssistant,
+    provider_entry: MockConfigEntry,
+    fake_provider: FakeProvider,
+    lights: list[str],
+    caplog: pytest.LogCaptureFixture,
+    quirks: list[str],
+) -> None:
+    """Each way a service departs from OpenAI's stream, through the real agent."""
+    quirks_on(fake_provider, quirks)
+    fake_provider.add_reply(
+        ChatReply.tool_call(TURN_ON, {"name": "Kitchen"}, text="OK,", chunk=4),
+        ChatReply.text("The kitchen light is on.", reasoning="Done.", chunk=3),
+    )
+
+    turn = await pipeline_turn(ha_core, "Turn on the kitchen light")
+
+    assert light_state(ha_core, "light.kitchen") == STATE_ON
+    assert light_state(ha_core, "light.hall") == STATE_OFF
+    assert turn.speech == "The kitchen light is on."
+    assert turn.result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert turn.streamed_text.replace("|", "") == "OK,The kitchen light is on."
+    answers = assistant_contents(turn.chat_log)
+    assert [a.content for a in answers] == ["OK,", "The kitchen light is on."]
+    assert answers[-1].thinking_content == "Done."
+    second = fake_provider.chat_requests[1]["messages"]
+    assert [call["id"] for call in second[-2]["tool_calls"]] == ["call_0"]
+    assert json.loads(second[-1]["content"])["error"] is False
+    assert all(request["stream"] is True for request in fake_provider.chat_requests)
+    assert not error_logs(caplog)
+    assert "Chat request of" not in caplog.text
+
+
+async def test_a_service_that_cannot_stream_runs_parallel_tools_and_keeps_thinking(
+    ha_core: HomeAssistant,
+    provider_entry: MockConfigEntry,
+    fake_provider: FakeProvider,
+    lights: list[str],
+) -> None:
+    """One JSON completion per request: its calls, thinking and text all count."""
+    fake_provider.chat_quirks.ignore_stream = True
+    call_kitchen, call_hall = (
+        ToolCall(TURN_ON, {"name": "Kitchen"}),
+        ToolCall(TURN_ON, {"name": "Hall"}),
+    )
+    fake_provider.add_reply(
+        ChatReply(
+            [ReasoningDelta("Both."), *call_kitchen.deltas(0), *call_hall.deltas(1)]
+        ),
+        ChatReply.text("Both are on."),
+    )
+
+    turn = await pipeline_turn(ha_core, "Turn on the kitchen and the hall")
+
+    assert turn.speech == "Both are on."
+    assert light_state(ha_core, "light.kitchen") == STATE_ON
+    assert light_state(ha_core, "light.hall") == STATE_ON
+    assistant = fake_provider.chat_requests[1]["messages"][-3]
+    assert assistant["reasoning_content"] == "Both."
+    assert [c["id"] for c in assistant["tool_calls"]] == ["call_0", "call_1"]
+    assert fake_provider.streams[0].completed
+
+
+async def test_a_completion_without_an_answer_is_the_empty_answer_message(
+    ha_core: HomeAssistant,
+    provider_entry: MockConfigEntry,
+    fake_provider: FakeProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A JSON completion of only thinking is handled like a streamed one."""
+    fake_provider.chat_quirks.ignore_stream = True
+    fake_provider.add_reply(
+        ChatReply([ReasoningDelta("Hmm...")], finish_reason="length")
+    )
+
+    turn = await pipeline_turn(ha_core, "Hi")
+
+    assert_error(turn.result, message("empty_response"))
+    assert "no answer from the model (finish reason: length)" in caplog.text
 
 
 # -- failures ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from custom_components.xiaozhi.config_flow import default_subentries
 from custom_components.xiaozhi.const import CONF_LANGUAGE, CONF_MODEL, SUBENTRY_STT
 from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM, SPEECH_LANGUAGES
 from custom_components.xiaozhi.provider.transcription import MAX_AUDIO_SECONDS
-from fake_provider import TRANSCRIPTIONS_PATH, FakeProvider
+from fake_provider import TRANSCRIPTIONS_PATH, FakeProvider, TranscriptAnswer
 from tests.helpers.speech import RATE, chunks_of, metadata, noise_pcm, speech_like_pcm
 
 STT_ENTITY = "stt.xiaozhi_stt"
@@ -130,6 +130,52 @@ class TestStreamingModel:
 
         assert entity.supported_languages == ["zh-Hans"]
         assert not entity.check_metadata(metadata("en"))
+
+
+class TestAnswerShapes:
+    """Roughly compatible services answer in their own shape, whatever was asked."""
+
+    @pytest.fixture
+    def provider_subentries(
+        self, fake_provider: FakeProvider, model: str
+    ) -> list[ConfigSubentryData]:
+        """Configure the model under test."""
+        return with_stt_data(fake_provider, **{CONF_MODEL: model})
+
+    @pytest.mark.parametrize(
+        ("model", "answer"),
+        [
+            *(("gpt-4o-mini-transcribe", answer) for answer in TranscriptAnswer),
+            *(
+                ("whisper-1", answer)
+                for answer in TranscriptAnswer
+                if not answer.streamed
+            ),
+        ],
+    )
+    @pytest.mark.usefixtures("provider_entry")
+    async def test_every_shape_gives_the_transcript(
+        self,
+        ha_core: HomeAssistant,
+        fake_provider: FakeProvider,
+        caplog: pytest.LogCaptureFixture,
+        model: str,
+        answer: TranscriptAnswer,
+    ) -> None:
+        """SSE (with or without done, empty done), JSON, verbose JSON or text."""
+        fake_provider.transcript_answer = answer
+        fake_provider.transcript_chunk = 2
+        fake_provider.add_transcript("打开厨房的灯")
+
+        result = await stt_entity(ha_core).internal_async_process_audio_stream(
+            metadata("zh-Hans"), chunks_of(speech_like_pcm(1.0))
+        )
+
+        assert result == stt.SpeechResult("打开厨房的灯", stt.SpeechResultState.SUCCESS)
+        [request] = fake_provider.transcriptions
+        assert request.stream is (model == "gpt-4o-mini-transcribe")
+        assert request.response_format == "json"
+        assert "failed" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
-"""Tests of the look-ahead synthesis pipeline and the TTS entity."""
+"""Tests of the TTS entity against the fake service, through Home Assistant's tts."""
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 import io
 import json
 from pathlib import Path
+import shutil
 from typing import Any
 import wave
 
@@ -33,25 +34,11 @@ from custom_components.xiaozhi.provider.presets import OPENAI_VOICES, PRESET_CUS
 from custom_components.xiaozhi.provider.speech import PROVIDER_SAMPLE_RATE
 from custom_components.xiaozhi.tts import XiaozhiTextToSpeechEntity
 from fake_provider import SPEECH_PATH, FakeProvider
+from fake_provider.audio import tone_pcm
 from tests.helpers.streams import SENTENCES, collect_into, samples
 
 TTS_ENTITY = "tts.xiaozhi_tts"
 TIMEOUT = 10.0
-
-
-# --------------------------------------------------------------------------
-# synthesize_in_order with scripted synthesizers
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# Output format
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# The entity against the fake service
-# --------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -130,10 +117,11 @@ async def test_single_message_through_home_assistant(
     expected = fake_provider.speech.pcm_bytes("Hello from the kitchen.")
     assert len(wav.pcm) == expected
     [speech] = fake_provider.speech_requests
+    # WAV, whose header says the rate: services do not agree on pcm's.
     assert (speech.model, speech.voice, speech.response_format) == (
         "tts-1",
         "alloy",
-        "pcm",
+        "wav",
     )
     assert speech.speed == 1.0
     assert speech.instructions is None
@@ -168,7 +156,8 @@ async def test_streamed_text_is_spoken_before_it_is_complete(
             chunks.append(chunk)
 
     assert len(text_sent_at_first_audio) < len(reply)
-    assert [r.input for r in fake_provider.speech_requests] == SENTENCES
+    # Requested concurrently (the look-ahead), so they may arrive in any order.
+    assert sorted(r.input for r in fake_provider.speech_requests) == sorted(SENTENCES)
     wav = parse_wav(b"".join(chunks))
     assert len(wav.pcm) == sum(
         fake_provider.speech.pcm_bytes(sentence) for sentence in SENTENCES
@@ -205,7 +194,7 @@ async def test_preferred_layout_is_produced(
     left, right = samples(wav.pcm)[0::2], samples(wav.pcm)[1::2]
     assert left == right
     assert max(left) > 8000  # the tone survived resampling
-    assert fake_provider.speech_requests[0].response_format == "pcm"
+    assert fake_provider.speech_requests[0].response_format == "wav"
 
 
 @pytest.mark.usefixtures("loaded_tts")
@@ -361,6 +350,64 @@ async def test_closing_the_stream_closes_provider_requests(
     assert inputs == set(SENTENCES[:2])
     assert all(stream.client_closed for stream in closed)
     assert len(fake_provider.speech_requests) == 2
+
+
+# How roughly compatible services send speech (fake_provider.audio.SpeechSettings).
+SPEECH_QUIRKS: dict[str, dict[str, Any]] = {
+    "octet-stream": {"content_type": "application/octet-stream"},
+    "audio-pcm": {"content_type": "audio/pcm"},
+    "audio-mpeg": {"content_type": "audio/mpeg"},
+    "1-to-7-byte-chunks": {"chunk_sizes": range(1, 8)},
+    "one-body": {"content_length": True},
+    "wav-sizes-zero": {"wav_sizes": "zero"},
+    "wav-sizes-exact": {"wav_sizes": "exact"},
+    "wav-header-split": {"split_wav_header": True},
+}
+
+
+@pytest.mark.parametrize("quirk", SPEECH_QUIRKS.values(), ids=SPEECH_QUIRKS.keys())
+@pytest.mark.usefixtures("loaded_tts")
+async def test_roughly_compatible_speech_is_heard_in_full(
+    ha_core: HomeAssistant, fake_provider: FakeProvider, quirk: dict[str, Any]
+) -> None:
+    """Whatever the label, chunking or WAV sizes: every sample, nothing else."""
+    for name, value in quirk.items():
+        setattr(fake_provider.speech, name, value)
+    stream = tts.async_create_stream(ha_core, TTS_ENTITY, "en")
+    stream.async_set_message("Hi. Bye.")
+
+    data = await read_all(stream.async_stream_result())
+
+    wav = parse_wav(data)
+    assert (wav.rate, wav.channels, wav.width) == (PROVIDER_SAMPLE_RATE, 1, 2)
+    spoken = [request.input for request in fake_provider.speech_requests]
+    assert sorted(spoken) == ["Bye.", "Hi."]
+    assert wav.pcm == b"".join(tone_of(fake_provider, text) for text in ("Hi.", "Bye."))
+
+
+def tone_of(provider: FakeProvider, text: str) -> bytes:
+    """Return the exact samples the fake speaks for ``text``."""
+    return tone_pcm(provider.speech.pcm_bytes(text) // 2)
+
+
+@pytest.mark.usefixtures("loaded_tts")
+async def test_mp3_is_passed_on_whatever_its_label(
+    ha_core: HomeAssistant, fake_provider: FakeProvider
+) -> None:
+    """Asked for mp3, the service's bytes are the answer, labelled as they may be."""
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg is not None
+    fake_provider.ffmpeg = ffmpeg
+    fake_provider.speech.content_type = "application/octet-stream"
+    response = await tts_entity(ha_core).internal_async_stream_tts_audio(
+        request(deltas_of("Play some music."), preferred_format="mp3")
+    )
+
+    data = await read_all(response.data_gen)
+
+    assert response.extension == "mp3"
+    assert data.startswith((b"ID3", b"\xff"))
+    assert fake_provider.speech_requests[0].response_format == "mp3"
 
 
 class TestConfiguredVoice:

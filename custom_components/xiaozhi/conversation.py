@@ -1,10 +1,11 @@
 """Conversation agent streaming from an OpenAI-compatible Chat Completions API."""
 
 from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Final, Literal, override
 
 import openai
-from openai.types.chat import ChatCompletionChunk, ChatCompletionFunctionToolParam
+from openai.types.chat import ChatCompletionFunctionToolParam
 
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
@@ -29,8 +30,10 @@ from .const import (
 from .ha_internals import AbstractConversationAgent
 from .provider.chat_stream import (
     ERROR_INVALID_AUTH,
+    ChatAnswer,
     ContentDelta,
     StreamOutcome,
+    answer_chunks,
     convert_content,
     error_translation_key,
     format_tool,
@@ -192,17 +195,16 @@ class XiaozhiConversationEntity(
         """Stream one answer into the chat log; Home Assistant runs its tool calls."""
         outcome = StreamOutcome()
         try:
-            stream = await self._async_request(chat_log, tools)
-        except openai.OpenAIError as err:
-            outcome.error = err
-        else:
             # Leaving this block any way, a cancelled task included, closes
-            # the HTTP response, so the service stops generating.
-            async with stream:
+            # the HTTP response, so the service stops generating. Failures
+            # while the answer is read end up in the outcome, not here.
+            async with self._request(chat_log, tools) as answer:
                 async for _content in chat_log.async_add_delta_content_stream(
-                    self.entity_id, transform_stream(stream, outcome)
+                    self.entity_id, transform_stream(answer_chunks(answer), outcome)
                 ):
                     pass
+        except openai.OpenAIError as err:
+            outcome.error = err
         if outcome.usage is not None:
             chat_log.async_trace(
                 {
@@ -218,11 +220,16 @@ class XiaozhiConversationEntity(
             ) from outcome.error
         return outcome
 
-    async def _async_request(
+    def _request(
         self,
         chat_log: conversation.ChatLog,
         tools: list[ChatCompletionFunctionToolParam],
-    ) -> openai.AsyncStream[ChatCompletionChunk]:
+    ) -> AsyncContextManager[ChatAnswer]:
+        """Return the request of one answer, streamed; entering it sends it.
+
+        The raw response is asked for: services that ignore ``stream`` answer
+        one JSON completion, which the SDK's stream would read as nothing.
+        """
         options = self.subentry.data
         max_tokens = options.get(CONF_MAX_TOKENS, RECOMMENDED_MAX_TOKENS)
         # OpenAI's reasoning models refuse max_tokens; most other services
@@ -231,7 +238,7 @@ class XiaozhiConversationEntity(
         client = self.client.with_options(
             timeout=REQUEST_TIMEOUT, max_retries=MAX_RETRIES
         )
-        return await client.chat.completions.create(
+        return client.chat.completions.with_streaming_response.create(
             model=options[CONF_MODEL],
             messages=convert_content(chat_log.content),
             stream=True,

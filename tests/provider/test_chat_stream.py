@@ -16,6 +16,7 @@ from homeassistant.components import conversation
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import llm
 
+from custom_components.xiaozhi.provider.answers import AnswerError
 from custom_components.xiaozhi.provider.chat_stream import (
     ERROR_CONNECTION_LOST,
     ERROR_INVALID_AUTH,
@@ -26,6 +27,7 @@ from custom_components.xiaozhi.provider.chat_stream import (
     ContentDelta,
     StreamOutcome,
     ToolCallAssembler,
+    chunks_of_body,
     convert_content,
     error_translation_key,
     format_tool,
@@ -509,6 +511,29 @@ async def test_other_choices_are_ignored() -> None:
     assert deltas == [{"role": "assistant"}, {"content": "a"}]
 
 
+async def test_a_choice_without_index_is_the_one() -> None:
+    deltas, _ = await collect([chunk({"content": "a"}, index=cast(int, None))])
+
+    assert deltas == [{"role": "assistant"}, {"content": "a"}]
+
+
+async def test_an_empty_finish_reason_in_every_chunk_ends_nothing() -> None:
+    deltas, outcome = await collect(
+        [
+            tool_chunk(fragment(0, '{"name":', call_id="c0", name="HassTurnOn")),
+            chunk({"content": None}, finish_reason=""),
+            tool_chunk(fragment(0, ' "Hall"}')),
+            chunk({}, finish_reason="tool_calls"),
+        ]
+    )
+
+    assert deltas == [
+        {"role": "assistant"},
+        {"tool_calls": [llm.ToolInput("HassTurnOn", {"name": "Hall"}, id="c0")]},
+    ]
+    assert outcome.finish_reason == "tool_calls"
+
+
 async def test_tool_calls_are_emitted_when_the_choice_finishes() -> None:
     deltas, outcome = await collect(
         [
@@ -575,6 +600,115 @@ async def test_in_stream_error_event_is_recorded() -> None:
 async def test_unexpected_errors_are_not_swallowed() -> None:
     with pytest.raises(KeyError):
         await collect([chunk({"content": "A"})], KeyError("bug"))
+
+
+# -- chunks_of_body ----------------------------------------------------------------
+
+COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Both on.",
+                "reasoning_content": "Two lights.",
+                "tool_calls": [
+                    {
+                        "id": "c0",
+                        "type": "function",
+                        "function": {"name": "HassTurnOn", "arguments": '{"a":1}'},
+                    },
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "HassTurnOn", "arguments": '{"a":2}'},
+                    },
+                ],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+}
+
+
+async def deltas_of_body(
+    content_type: str | None, body: str
+) -> tuple[list[ContentDelta], StreamOutcome]:
+    return await collect(chunks_of_body(content_type, body.encode()))
+
+
+async def test_a_completion_answering_a_stream_takes_the_streamed_path() -> None:
+    deltas, outcome = await deltas_of_body(
+        "application/json; charset=utf-8", json.dumps(COMPLETION)
+    )
+
+    assert deltas == [
+        {"role": "assistant"},
+        {"thinking_content": "Two lights."},
+        {"content": "Both on."},
+        {
+            "tool_calls": [
+                llm.ToolInput("HassTurnOn", {"a": 1}, id="c0"),
+                llm.ToolInput("HassTurnOn", {"a": 2}, id="c1"),
+            ]
+        },
+    ]
+    assert outcome.finish_reason == "tool_calls"
+    assert outcome.usage is not None
+    assert (outcome.usage.prompt_tokens, outcome.usage.completion_tokens) == (7, 3)
+
+
+async def test_a_completion_without_usage_index_or_finish_reason() -> None:
+    bare = {"choices": [{"message": {"content": "Hi."}}]}
+
+    deltas, outcome = await deltas_of_body(None, json.dumps(bare))
+
+    assert deltas == [{"role": "assistant"}, {"content": "Hi."}]
+    assert (outcome.finish_reason, outcome.usage) == (None, None)
+
+
+async def test_events_under_another_content_type_are_read_as_events() -> None:
+    events = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo."}}]},
+    ]
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events)
+
+    deltas, _ = await deltas_of_body("application/json", body + "data: [DONE]\n\n")
+
+    assert deltas == [{"role": "assistant"}, {"content": "Hel"}, {"content": "lo."}]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        ("application/json", '{"error": {"message": "no quota"}}', "no quota"),
+        ("text/plain", "Bad Gateway", "no chat completion: Bad Gateway"),
+        ("application/json", '{"object": "list"}', 'completion: {"object": "list"}'),
+        ("application/json", 'data: {"error": "overloaded"}', "overloaded"),
+    ],
+    ids=["json-error", "text", "json-without-choices", "error-event"],
+)
+async def test_a_body_without_a_completion_is_a_recorded_error(
+    content_type: str, body: str, message: str
+) -> None:
+    outcome = StreamOutcome()
+
+    async def chunks() -> AsyncIterator[ChatCompletionChunk]:
+        for item in chunks_of_body(content_type, body.encode()):
+            yield item
+
+    deltas = [delta async for delta in transform_stream(chunks(), outcome)]
+
+    assert deltas == [{"role": "assistant"}]
+    assert isinstance(outcome.error, AnswerError)
+    assert message in str(outcome.error)
+    assert error_translation_key(outcome.error) == ERROR_PROVIDER
 
 
 # -- error_translation_key -------------------------------------------------------

@@ -1,7 +1,16 @@
-"""Pure transforms between Home Assistant's chat log and the Chat Completions API.
+"""Transforms between Home Assistant's chat log and the Chat Completions API.
 
-Nothing here touches an entity or the network: tools and chat log content go in,
-request payloads come out; streamed chunks go in, chat log deltas come out.
+Nothing here touches an entity: tools and chat log content go in, request
+payloads come out; the service's answer goes in, chat log deltas come out.
+
+The answer is read by what it is, not by what was asked (`answer_chunks`): an
+event stream goes through the SDK's own stream, anything else (a service that
+ignores ``stream`` and answers one ``chat.completion``, or events under another
+Content-Type) becomes the same chunks, so one transform serves every shape.
+Services also differ within the stream: no ``usage``, no ``finish_reason`` (the
+end of the stream ends the message), chunks with no choices, null or empty
+content, the role in every chunk, tool calls in one piece; `transform_stream`
+takes each as it comes.
 """
 
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator
@@ -27,9 +36,24 @@ from homeassistant.components import conversation
 from homeassistant.helpers import llm
 from homeassistant.helpers.json import json_dumps
 
+from .answers import (
+    EVENT_STREAM,
+    AnswerError,
+    JsonObject,
+    body_text,
+    event_objects,
+    excerpt,
+    is_event_stream,
+    json_object,
+    media_type,
+    raise_for_error,
+)
+
 type ContentDelta = (
     conversation.AssistantContentDeltaDict | conversation.ToolResultContentDeltaDict
 )
+# What `completions.with_streaming_response.create(stream=True)` hands over.
+type ChatAnswer = openai.AsyncAPIResponse[openai.AsyncStream[ChatCompletionChunk]]
 
 # Top-level JSON schema keys that function tool parameters may not use.
 UNSUPPORTED_SCHEMA_KEYS = frozenset({"oneOf", "anyOf", "allOf", "enum", "not"})
@@ -257,6 +281,69 @@ def parse_tool_arguments(raw: str) -> dict[str, Any] | None:
     return cast(dict[str, Any], value) if isinstance(value, dict) else None
 
 
+async def answer_chunks(answer: ChatAnswer) -> AsyncGenerator[ChatCompletionChunk]:
+    """Yield the chunks of a chat answer, streamed or not.
+
+    An event stream is read by the SDK as it arrives; any other body is read
+    whole and turned into chunks (`chunks_of_body`).
+
+    Raises:
+        openai.OpenAIError, httpx.RequestError: Reading the answer failed, or it
+            is not a chat completion (`AnswerError`).
+    """
+    if media_type(answer.headers.get("content-type")) == EVENT_STREAM:
+        stream = await answer.parse(to=openai.AsyncStream[ChatCompletionChunk])
+        async for chunk in stream:
+            yield chunk
+        return
+    body = await answer.read()
+    for chunk in chunks_of_body(answer.headers.get("content-type"), body):
+        yield chunk
+
+
+def chunks_of_body(content_type: str | None, body: bytes) -> list[ChatCompletionChunk]:
+    """Return the chunks of a chat answer read whole: events, or one completion.
+
+    A ``chat.completion`` becomes one chunk whose delta is the message, so its
+    text, thinking, tool calls, finish reason and usage take the streamed path.
+
+    Raises:
+        AnswerError: The body is an error, or neither events nor a completion.
+    """
+    text = body_text(content_type, body)
+    if is_event_stream(content_type, text):
+        return [ChatCompletionChunk.construct(**event) for event in event_objects(text)]
+    answer = json_object(text)
+    if answer is not None:
+        raise_for_error(answer)
+    if answer is None or not isinstance(answer.get("choices"), list):
+        raise AnswerError(f"The service answered no chat completion: {excerpt(text)}")
+    return [ChatCompletionChunk.construct(**completion_as_chunk(answer))]
+
+
+def completion_as_chunk(completion: JsonObject) -> JsonObject:
+    """Return a ``chat.completion`` as the one chunk that would have streamed it.
+
+    Each message becomes its choice's delta; its tool calls get the ``index``
+    that streamed tool calls carry.
+    """
+    choices: list[JsonObject] = []
+    for position, choice in enumerate(completion["choices"]):
+        message = dict(choice.get("message") or {})
+        if calls := message.get("tool_calls"):
+            message["tool_calls"] = [
+                {"index": index, **call} for index, call in enumerate(calls)
+            ]
+        choices.append(
+            {
+                "index": choice.get("index", position),
+                "delta": message,
+                "finish_reason": choice.get("finish_reason"),
+            }
+        )
+    return {**completion, "object": "chat.completion.chunk", "choices": choices}
+
+
 @dataclass(slots=True)
 class StreamOutcome:
     """What a stream reported besides its deltas.
@@ -304,8 +391,8 @@ def _chunk_deltas(
 ) -> Iterator[ContentDelta]:
     for choice in chunk.choices:
         # Only one completion is requested; a service numbering it otherwise
-        # than 0 is not worth guessing about.
-        if choice.index != 0:
+        # than 0 is not worth guessing about (one leaving it out means the one).
+        if choice.index not in (0, None):
             continue
         # Typed as always present, but some services send `"delta": null`.
         delta = cast(ChoiceDelta | None, choice.delta)
@@ -316,7 +403,8 @@ def _chunk_deltas(
                 yield {"content": delta.content}
             for fragment in delta.tool_calls or ():
                 assembler.add(fragment)
-        if choice.finish_reason is not None:
+        # Some services send an empty finish reason with every chunk: not an end.
+        if choice.finish_reason:
             outcome.finish_reason = choice.finish_reason
             yield from assembler.drain()
 

@@ -3,15 +3,22 @@
 A reply is spoken while it is still being written: the text stream goes through
 the sentence splitter, each sentence is synthesized as soon as it is complete,
 the next one's request is already running while the current one's audio streams
-out (`text.lookahead.synthesize_in_order`), and audio bytes are passed on as they
+out (`sentences.lookahead.synthesize_in_order`), and audio bytes are passed on as they
 arrive.
 
 Output format. WAV and raw PCM are produced here, at whatever rate, channel
-count and sample width the caller prefers: the service is asked for ``pcm``
-(24 kHz mono s16le, which OpenAI-compatible services share), resampled with
-`protocol.codec.PcmResampler` and framed. mp3, opus (``ogg``/``oga``) and aac are passed
-through from the service as they come. Any other format gets WAV and is left to
-HA's ffmpeg conversion.
+count and sample width the caller prefers: the service is asked for ``wav``,
+whose header says the rate, width and channels (services differ: SiliconFlow's
+``pcm`` is 44.1 kHz, most others' 24 kHz), each answer is brought to 24 kHz
+mono s16le (`SpeechDecoder`), resampled with `protocol.codec.PcmResampler` and
+framed. mp3, opus (``ogg``/``oga``) and aac are passed through from the service
+as they come. Any other format gets WAV and is left to HA's ffmpeg conversion.
+
+What a roughly compatible service sends is read by what its body is, never by
+its Content-Type (``application/octet-stream``, ``audio/pcm`` and ``audio/mpeg``
+come on WAV or PCM alike): a WAV of any size fields (known, 0 or 0xFFFFFFFF) and
+a header cut anywhere, raw 24 kHz PCM from services that answer ``pcm``
+whatever is asked, in chunks of any size or one body.
 
 Note that HA (2026.10) still pipes the stream through ffmpeg whenever a caller
 sets ``preferred_sample_rate``/``channels``/``bytes``, even though this entity
@@ -19,10 +26,10 @@ honours them; callers who want no ffmpeg on the hot path ask for the format
 alone (the default, WAV at 24 kHz) or call `async_stream_tts_audio` directly.
 """
 
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator, Mapping
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import audioop
 import openai
@@ -36,13 +43,14 @@ from homeassistant.components.tts import (
 from homeassistant.exceptions import HomeAssistantError
 
 from ..const import DOMAIN, RECOMMENDED_SPEED
-from ..protocol.codec import PcmResampler, wav_header
+from ..protocol.codec import CodecError, PcmResampler, WavStreamDecoder, wav_header
 from ..sentences.lookahead import DEFAULT_LOOKAHEAD, synthesize_in_order
 from ..sentences.splitter import split_stream
+from .answers import AnswerError
 
-type ProviderFormat = Literal["pcm", "mp3", "opus", "aac"]
+type ProviderFormat = Literal["wav", "mp3", "opus", "aac"]
 
-# What OpenAI-compatible services send for response_format="pcm".
+# The rate every answer is brought to; what services send for response_format="pcm".
 PROVIDER_SAMPLE_RATE: Final = 24000
 DEFAULT_FORMAT: Final = "wav"
 RAW_FORMATS: Final = frozenset({"pcm", "raw", "s16le"})
@@ -54,6 +62,15 @@ PASSTHROUGH_FORMATS: Final[Mapping[str, ProviderFormat]] = {
     "aac": "aac",
 }
 SAMPLE_WIDTHS: Final = (1, 2, 3, 4)
+# Enough of an answer's start to tell a WAV (or compressed audio) from raw PCM.
+SNIFF_BYTES: Final = 4
+# How the containers that may come instead of WAV or PCM start, and their names.
+# (Bare MPEG frame sync is no signature: raw PCM can start with the same bytes.)
+COMPRESSED_SIGNATURES: Final[Mapping[bytes, str]] = {
+    b"ID3": "mp3",
+    b"OggS": "Ogg",
+    b"fLaC": "FLAC",
+}
 MAX_SAMPLE_RATE: Final = 192000
 # Seconds the service may stay silent (connecting, or between audio chunks).
 SPEECH_TIMEOUT: Final = 30.0
@@ -67,7 +84,8 @@ class AudioOutput:
 
     Attributes:
         extension: Format name handed back to HA (the one the caller asked for).
-        provider_format: ``response_format`` asked of the service.
+        provider_format: ``response_format`` asked of the service: ``wav`` for
+            PCM output (decoded here), else the compressed format passed on.
         rate: Sample rate of PCM output, in Hz.
         channels: Channels of PCM output (the mono voice is duplicated).
         width: Bytes per sample of PCM output (8-bit is unsigned, as in WAV).
@@ -80,6 +98,11 @@ class AudioOutput:
     channels: int = 1
     width: int = 2
     wav: bool = False
+
+    @property
+    def passthrough(self) -> bool:
+        """Return whether the service's audio is handed on as it comes."""
+        return self.provider_format != "wav"
 
 
 def audio_output(options: Mapping[str, Any]) -> AudioOutput:
@@ -104,7 +127,7 @@ def audio_output(options: Mapping[str, Any]) -> AudioOutput:
         raise _unsupported(options)
     if width not in SAMPLE_WIDTHS:
         raise _unsupported(options)
-    return AudioOutput(extension, "pcm", rate, channels, width, extension == "wav")
+    return AudioOutput(extension, "wav", rate, channels, width, extension == "wav")
 
 
 def _unsupported(options: Mapping[str, Any]) -> HomeAssistantError:
@@ -154,16 +177,132 @@ class PcmConverter:
         return pcm
 
 
+class _Decoder(Protocol):
+    """Turns the bytes of one answer into 24 kHz mono s16le."""
+
+    def feed(self, data: bytes) -> bytes:
+        """Decode the next bytes; return the PCM ready so far."""
+        ...
+
+    def flush(self) -> bytes:
+        """End the answer; return what is left."""
+        ...
+
+
+class _RawPcmDecoder:
+    """Raw PCM at `PROVIDER_SAMPLE_RATE`: whole samples are handed on."""
+
+    def __init__(self) -> None:
+        """Pass 24 kHz mono s16le through, keeping a split sample for later."""
+        self._samples = PcmResampler(PROVIDER_SAMPLE_RATE, PROVIDER_SAMPLE_RATE)
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the whole samples of ``data`` (and of what was kept)."""
+        return self._samples.resample(data)
+
+    def flush(self) -> bytes:
+        """Drop a trailing partial sample."""
+        return self._samples.flush()
+
+
+class SpeechDecoder:
+    """One answer's audio as 24 kHz mono s16le, by what its body is.
+
+    The body's first bytes decide: ``RIFF`` is a WAV (its header says the
+    format; sizes known, 0 or 0xFFFFFFFF; the header may be cut across chunks),
+    a compressed container's signature is refused (played as PCM it would be
+    noise), anything else is raw 24 kHz PCM.
+    """
+
+    def __init__(self) -> None:
+        """Wait for the answer's first bytes."""
+        self._start = b""
+        self._decoder: _Decoder | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """Decode the next bytes of the answer; return the PCM ready so far.
+
+        Raises:
+            AnswerError: The answer is compressed audio or a broken WAV.
+        """
+        if self._decoder is not None:
+            with _unreadable_wav():
+                return self._decoder.feed(data)
+        self._start += data
+        return self._begin() if len(self._start) >= SNIFF_BYTES else b""
+
+    def flush(self) -> bytes:
+        """End the answer; return the last PCM.
+
+        Raises:
+            AnswerError: The answer is compressed audio, or ended inside its
+                WAV header.
+        """
+        pcm = self._begin() if self._decoder is None and self._start else b""
+        if self._decoder is None:
+            return pcm
+        with _unreadable_wav():
+            return pcm + self._decoder.flush()
+
+    def _begin(self) -> bytes:
+        """Pick the decoder by the answer's start and decode that start."""
+        start, self._start = self._start, b""
+        self._decoder = _decoder_for(start)
+        with _unreadable_wav():
+            return self._decoder.feed(start)
+
+
+def _decoder_for(start: bytes) -> _Decoder:
+    """Return the decoder for an answer that begins with ``start``.
+
+    Raises:
+        AnswerError: ``start`` is a compressed container's.
+    """
+    if start.startswith(b"RIFF"):
+        return WavStreamDecoder(PROVIDER_SAMPLE_RATE)
+    for signature, name in COMPRESSED_SIGNATURES.items():
+        if start.startswith(signature):
+            raise AnswerError(
+                f"The service sent {name} audio where WAV was asked for; pick a "
+                "voice model that offers WAV or PCM"
+            )
+    return _RawPcmDecoder()
+
+
+@contextlib.contextmanager
+def _unreadable_wav() -> Iterator[None]:
+    """Raise a WAV the codec cannot read as the service's fault."""
+    try:
+        yield
+    except CodecError as err:
+        raise AnswerError(f"The service sent a WAV that cannot be read: {err}") from err
+
+
+async def decode_speech(answer: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
+    """Yield one answer's audio as 24 kHz mono s16le (see `SpeechDecoder`).
+
+    Closing the generator closes the answer.
+    """
+    decoder = SpeechDecoder()
+    async with contextlib.aclosing(answer):
+        async for chunk in answer:
+            if pcm := decoder.feed(chunk):
+                yield pcm
+    if tail := decoder.flush():
+        yield tail
+
+
 async def format_audio(
     audio: AsyncGenerator[bytes], output: AudioOutput
 ) -> AsyncGenerator[bytes]:
     """Turn the service's audio stream into the output format.
 
-    A WAV header (size unknown, as streamed WAV has it) rides on the first
-    audio chunk; a stream without audio is an empty WAV file.
+    PCM output takes the decoded 24 kHz mono s16le stream; a WAV header (size
+    unknown, as streamed WAV has it) rides on the first audio chunk, and a
+    stream without audio is an empty WAV file.
     """
     async with contextlib.aclosing(audio):
-        if output.provider_format != "pcm":
+        if output.passthrough:
             async for chunk in audio:
                 yield chunk
             return
@@ -234,7 +373,8 @@ def speak(
     sentences = (segment.text async for segment in split_stream(deltas))
 
     def synthesize(text: str) -> AsyncGenerator[bytes]:
-        return stream_speech(client, settings, text, output.provider_format)
+        answer = stream_speech(client, settings, text, output.provider_format)
+        return answer if output.passthrough else decode_speech(answer)
 
     audio = synthesize_in_order(sentences, synthesize, lookahead=lookahead)
     return format_audio(audio, output)

@@ -7,7 +7,8 @@ the end of the stream only the upload is left. The upload itself cannot start
 earlier: the SDK sends ``file=`` as a multipart body built from bytes or a
 blocking file object (no async source), and a WAV with an unknown length is
 rejected by strict servers. Models that stream their transcript
-(gpt-4o(-mini)-transcribe) are asked to (``stream=True``).
+(gpt-4o(-mini)-transcribe) are asked to (``stream=True``); whatever shape the
+answer comes in (events, JSON, text), it is read by what it is.
 
 Audio that cannot hold speech is not sent at all: empty, shorter than
 `MIN_AUDIO_SECONDS`, or silent. Silence means that no 20 ms window reaches
@@ -21,10 +22,19 @@ from typing import Final
 
 import audioop
 import openai
-from openai.types.audio import TranscriptionStreamEvent
 
 from ..const import LOGGER
 from ..protocol.codec import pcm_to_wav
+from .answers import (
+    AnswerError,
+    JsonObject,
+    body_text,
+    event_objects,
+    excerpt,
+    is_event_stream,
+    json_object,
+    raise_for_error,
+)
 
 SAMPLE_RATE: Final = 16000
 SAMPLE_WIDTH: Final = 2
@@ -155,46 +165,82 @@ async def transcribe(
 ) -> str:
     """Return what the service hears in a WAV file (streamed where the model can).
 
+    The answer is read raw and parsed by what it is (`transcript_of_answer`):
+    many compatible services ignore ``stream`` and ``response_format``, and the
+    SDK would parse by what was asked (a JSON answer to ``stream=True`` reads as
+    an empty event stream, a text answer to ``json`` as a bare string).
+
     Raises:
         openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError: The request failed
             (see :data:`client.PROVIDER_ERRORS`).
+        AnswerError: The service answered something that holds no transcript.
     """
-    audio = ("speech.wav", wav, "audio/wav")
-    code = api_language(language) or openai.omit
-    transcriptions = client.audio.transcriptions
-    if not streams_transcript(model):
-        result = await transcriptions.create(
-            model=model,
-            file=audio,
-            language=code,
-            prompt=prompt or openai.omit,
-            response_format="json",
-            timeout=TRANSCRIPTION_TIMEOUT,
-        )
-        return result.text
-    events = await transcriptions.create(
+    async with client.audio.transcriptions.with_streaming_response.create(
         model=model,
-        file=audio,
-        language=code,
+        file=("speech.wav", wav, "audio/wav"),
+        language=api_language(language) or openai.omit,
         prompt=prompt or openai.omit,
         response_format="json",
-        stream=True,
+        stream=True if streams_transcript(model) else openai.omit,
         timeout=TRANSCRIPTION_TIMEOUT,
-    )
-    async with events:
-        return await transcript_of(events)
+    ) as response:
+        body = await response.read()
+        content_type = response.headers.get("content-type")
+    return transcript_of_answer(content_type, body)
 
 
-async def transcript_of(events: AsyncIterable[TranscriptionStreamEvent]) -> str:
-    """Return the final transcript of a stream of transcription events.
+def transcript_of_answer(content_type: str | None, body: bytes) -> str:
+    """Return the transcript in a transcription answer, whatever its shape.
 
-    The ``done`` event carries the whole text; a stream cut before it yields
-    what the deltas said so far.
+    Understood, by the body more than by its Content-Type (which roughly
+    compatible services get wrong too): server-sent events (OpenAI's
+    ``transcript.text.*`` events, or chat-style ``choices[].delta.content``
+    chunks), a JSON object with ``text`` (``json``, ``verbose_json``), or the
+    bare transcript as text.
+
+    Raises:
+        AnswerError: The answer is an error, or JSON without a transcript.
+    """
+    text = body_text(content_type, body)
+    if is_event_stream(content_type, text):
+        return _transcript_of_events(event_objects(text))
+    if (answer := json_object(text)) is not None:
+        raise_for_error(answer)
+        if isinstance(transcript := answer.get("text"), str):
+            return transcript
+        raise AnswerError(f"The transcription answer has no text: {excerpt(text)}")
+    return text
+
+
+def _transcript_of_events(events: list[JsonObject]) -> str:
+    """Return the transcript a stream of transcription events carries.
+
+    The ``done`` event's text is the whole transcript; without one, or when it
+    is empty (llama.cpp's server), the deltas are.
     """
     deltas: list[str] = []
-    async for event in events:
-        if event.type == "transcript.text.done":
-            return event.text
-        if event.type == "transcript.text.delta":
-            deltas.append(event.delta)
+    for event in events:
+        if event.get("type") == "transcript.text.done":
+            if isinstance(done := event.get("text"), str) and done:
+                return done
+        else:
+            deltas.append(_event_delta(event))
     return "".join(deltas)
+
+
+def _event_delta(event: JsonObject) -> str:
+    """Return the text an event adds: OpenAI's ``delta``, or chat-style choices.
+
+    vLLM streams transcripts as ``transcription.chunk`` objects shaped like chat
+    completion chunks. Other events (``transcript.text.segment``) add nothing.
+    """
+    if event.get("type") == "transcript.text.delta":
+        delta = event.get("delta")
+        return delta if isinstance(delta, str) else ""
+    pieces: list[str] = []
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str):
+            pieces.append(content)
+    return "".join(pieces)
