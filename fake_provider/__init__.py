@@ -25,7 +25,13 @@ from .chat import (
     Usage,
 )
 from .demo import DemoMode
-from .inputs import RecordedRequest, SpeechRequest, StreamRecord, TranscriptionRequest
+from .inputs import (
+    ChatImage,
+    RecordedRequest,
+    SpeechRequest,
+    StreamRecord,
+    TranscriptionRequest,
+)
 from .quirks import ChatQuirks, TranscriptAnswer
 from .server import (
     CHAT_PATH,
@@ -40,6 +46,7 @@ __all__ = [
     "MODELS_PATH",
     "SPEECH_PATH",
     "TRANSCRIPTIONS_PATH",
+    "ChatImage",
     "ChatQuirks",
     "ChatReply",
     "DemoMode",

@@ -8,6 +8,8 @@ here too.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
@@ -21,6 +23,13 @@ from .wire import error_response
 
 MAX_SPEECH_INPUT: Final = 4096
 TRANSCRIPTION_FORMATS: Final = ("json", "text")
+# The image types OpenAI's vision models take, and how each file starts.
+IMAGE_SIGNATURES: Final = {
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
 
 
 @dataclass(slots=True)
@@ -42,6 +51,14 @@ class RecordedRequest:
     json: Any = None
     form: dict[str, str] = field(default_factory=dict)
     files: dict[str, RecordedFile] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatImage:
+    """An image a chat request carried (an ``image_url`` data URL, decoded)."""
+
+    mime_type: str
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -219,3 +236,47 @@ def is_voice(voice: object) -> TypeGuard[str | dict[str, Any]]:
     if isinstance(voice, dict):
         voice = voice.get("id")
     return isinstance(voice, str) and bool(voice)
+
+
+def chat_images(body: JsonDict) -> list[ChatImage] | web.Response:
+    """Return the images in a chat request's messages, or a 400 as OpenAI answers.
+
+    An ``image_url`` must be a base64 ``data:`` URL of an image type OpenAI takes,
+    and its bytes must be that type (OpenAI refuses what it cannot decode).
+    Remote URLs are refused too: this server fetches nothing.
+    """
+    images: list[ChatImage] = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "image_url":
+                continue
+            image = _data_url_image((part.get("image_url") or {}).get("url"))
+            if image is None:
+                return error_response(
+                    400,
+                    "You uploaded an unsupported image. Please make sure your image"
+                    " is valid.",
+                    code="invalid_image_format",
+                    param="messages",
+                )
+            images.append(image)
+    return images
+
+
+def _data_url_image(url: Any) -> ChatImage | None:
+    if not isinstance(url, str) or not url.startswith("data:"):
+        return None
+    header, _, payload = url.removeprefix("data:").partition(",")
+    mime_type, _, encoding = header.partition(";")
+    if encoding != "base64" or mime_type not in IMAGE_SIGNATURES:
+        return None
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except binascii.Error:
+        return None
+    if not data.startswith(IMAGE_SIGNATURES[mime_type]):
+        return None
+    return ChatImage(mime_type, data)

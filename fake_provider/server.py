@@ -6,7 +6,9 @@ otherwise) that the real ``openai`` SDK talks to over HTTP, nothing patched:
 * ``GET /v1/models`` and ``GET /v1/models/{id}``
 * ``POST /v1/chat/completions``: `ChatReply` objects, streamed as SSE exactly
   like OpenAI (``data: {json}\n\n`` ... ``data: [DONE]\n\n``) or assembled into
-  one ``chat.completion`` when ``stream`` is false.
+  one ``chat.completion`` when ``stream`` is false. Images in the messages
+  (``image_url`` parts) must be base64 data URLs of real JPEG, PNG, GIF or WebP
+  bytes, else 400 as OpenAI answers; they are kept in ``images``.
 * ``POST /v1/audio/transcriptions``: checks that the upload is a complete PCM
   WAV and answers a transcript (``json``, ``text`` or, with ``stream=true``,
   ``transcript.text.delta`` / ``transcript.text.done`` SSE).
@@ -58,10 +60,12 @@ from .audio import (
 from .chat import ChatReply, ErrorEvent, JsonDict, Usage
 from .demo import DEFAULT_HOST, INDEX_TEXT, MODELS as DEMO_MODELS, DemoMode
 from .inputs import (
+    ChatImage,
     RecordedRequest,
     SpeechRequest,
     StreamRecord,
     TranscriptionRequest,
+    chat_images,
     parse_speech_request,
     parse_transcription,
     read_json,
@@ -144,6 +148,7 @@ class FakeProvider:
         streams: Every streamed response, in order.
         transcriptions: Every valid transcription request.
         speech_requests: Every valid speech request.
+        images: Every image chat requests carried (checked to be valid).
     """
 
     def __init__(
@@ -176,6 +181,7 @@ class FakeProvider:
         self.streams: list[StreamRecord] = []
         self.transcriptions: list[TranscriptionRequest] = []
         self.speech_requests: list[SpeechRequest] = []
+        self.images: list[ChatImage] = []
         self._replies: deque[ChatReply] = deque()
         self._transcripts: deque[str] = deque()
         self._failures: dict[str, deque[_Failure]] = {}
@@ -462,6 +468,11 @@ class FakeProvider:
             return error_response(
                 400, "'model' and a non-empty 'messages' list are required."
             )
+        images = chat_images(body)
+        if isinstance(images, web.Response):
+            return images
+        if self.history:
+            self.images.extend(images)
         reply = self._next_reply(body)
         if reply.error_status is not None:
             return error_response(

@@ -27,11 +27,11 @@ from custom_components.xiaozhi.protocol.codec import pcm_to_wav
 from custom_components.xiaozhi.protocol.identity import normalize_mac
 
 from . import audio
-from .board import SimBoard
+from .board import OttoBoard, SimBoard
 from .checkin import Activation, OtaClient, PairingTiming, obtain_websocket, ota_url
 from .console import Console, activation_banner
 from .conversation import TurnRecorder, closed_message, speak, wait_for_answer
-from .device import ChannelClosedError, SimulatedDevice
+from .device import ChannelClosedError, SimCamera, SimTool, SimulatedDevice
 from .errors import SimulatorError
 from .state import (
     DeviceState,
@@ -73,6 +73,28 @@ class Options:
     pair_timeout: float
     reply_timeout: float
     poll_interval: float
+    board: str = "speaker"
+    photo: Path | None = None
+
+    def tools(self) -> list[SimTool]:
+        """Return the MCP tools of the chosen board."""
+        return OttoBoard().tools() if self.board == "otto" else SimBoard().tools()
+
+    def camera(self) -> SimCamera | None:
+        """Return the camera that sends ``--photo``, if one was given.
+
+        Raises:
+            SimulatorError: The file cannot be read or is not a JPEG.
+        """
+        if self.photo is None:
+            return None
+        try:
+            jpeg = self.photo.read_bytes()
+        except OSError as err:
+            raise SimulatorError(f"cannot read {self.photo}: {err}") from err
+        if not jpeg.startswith(b"\xff\xd8\xff"):
+            raise SimulatorError(f"{self.photo} is not a JPEG")
+        return SimCamera(jpeg)
 
     @property
     def utterance_text(self) -> str:
@@ -195,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds to wait for the whole answer (default {DEFAULT_REPLY_TIMEOUT_S:g})",
     )
     parser.add_argument(
+        "--board",
+        choices=("speaker", "otto"),
+        default="speaker",
+        help="the MCP tools to serve: a speaker's, or the Otto robot's (default speaker)",
+    )
+    parser.add_argument(
+        "--photo",
+        type=Path,
+        help="give the board a camera whose photos are this JPEG",
+    )
+    parser.add_argument(
         "--poll-interval",
         type=_positive,
         default=PairingTiming().poll_s,
@@ -221,6 +254,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         pair_timeout=args.pair_timeout,
         reply_timeout=args.reply_timeout,
         poll_interval=args.poll_interval,
+        board=args.board,
+        photo=args.photo,
     )
 
 
@@ -402,7 +437,8 @@ class Simulation:
                 mac=state.mac,
                 client_id=state.client_id,
                 protocol_version=self.options.protocol_version or websocket.version,
-                tools=SimBoard().tools(),
+                tools=self.options.tools(),
+                camera=self.options.camera(),
                 observer=recorder,
             )
             try:

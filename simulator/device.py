@@ -13,9 +13,10 @@ Assistant.
 """
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 import contextlib
 from dataclasses import dataclass, field
+import inspect
 import json
 from typing import Any, Final, Protocol
 
@@ -38,7 +39,18 @@ DEFAULT_MAC: Final = "aa:bb:cc:dd:ee:ff"
 DEFAULT_CLIENT_ID: Final = "2f1f0a6e-8c1b-4c55-9d3c-1c4a9d1b7e00"
 # McpServer::GetToolsList pages at this payload size.
 FIRMWARE_TOOLS_PAGE_BYTES: Final = 8000
+# Esp32Camera::Explain: the multipart boundary, the file name and what it says
+# without an endpoint.
+CAMERA_BOUNDARY: Final = "----ESP32_CAMERA_BOUNDARY"
+CAMERA_FILE_NAME: Final = "camera.jpg"
+CAMERA_NOT_SET: Final = "Image explain URL or token is not set"
+CAMERA_UPLOAD_FAILED: Final = "Failed to upload photo"
+PHOTO_TOOL: Final = "self.camera.take_photo"
+# The firmware's HTTP client waits this long for an answer (esp-ml307 http_client.h).
+CAMERA_HTTP_TIMEOUT_S: Final = 30.0
 
+# A tool's callback returns its value, or an awaitable of it (a tool that takes
+# time, like the camera's: the firmware runs tools one at a time).
 type ToolCallback = Callable[[dict[str, Any]], Any]
 
 
@@ -53,6 +65,10 @@ class DeviceObserver(Protocol):
 
     def audio_received(self, packet: bytes, *, played: bool) -> None:
         """Handle an Opus packet from the server; ``played`` while Speaking."""
+
+
+class ToolCallError(ValueError):
+    """A tool refuses its arguments or fails: the device answers a JSON-RPC error."""
 
 
 class ChannelClosedError(ConnectionError):
@@ -76,16 +92,104 @@ class SimTool:
     user_only: bool = False
 
     def to_json(self) -> str:
-        """Serialise as McpTool::to_json does."""
-        return json.dumps(
-            {
-                "name": self.name,
-                "description": self.description,
-                "inputSchema": {"type": "object", "properties": self.properties},
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
+        """Serialise as McpTool::to_json does: required = no default; user-only annotated."""
+        schema: dict[str, Any] = {"type": "object", "properties": self.properties}
+        required = [
+            name
+            for name, prop in self.properties.items()
+            if not (isinstance(prop, dict) and "default" in prop)
+        ]
+        if required:
+            schema["required"] = required
+        tool: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": schema,
+        }
+        if self.user_only:
+            tool["annotations"] = {"audience": ["user"]}
+        return json.dumps(tool, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class SimCamera:
+    """A board's camera (Esp32Camera): takes a photo and asks the server about it.
+
+    Attributes:
+        jpeg: The photo every capture returns.
+        questions: The question of every photo taken.
+        answers: What the server answered each upload (the tool's result).
+    """
+
+    jpeg: bytes
+    questions: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+
+    def tool(self, device: SimulatedDevice) -> SimTool:
+        """Return ``self.camera.take_photo`` (AddCommonTools adds it with a camera)."""
+
+        async def take_photo(arguments: dict[str, Any]) -> str:
+            question = arguments.get("question")
+            if not isinstance(question, str):
+                raise ToolCallError("Missing valid argument: question")
+            self.questions.append(question)
+            answer = await device.upload_photo(self.jpeg, question)
+            self.answers.append(answer)
+            return answer
+
+        return SimTool(
+            PHOTO_TOOL,
+            "Take a photo with the camera and answer a question about it. Use it"
+            " when the user asks what you see, or to look at something.",
+            {"question": {"type": "string"}},
+            callback=take_photo,
         )
+
+
+def _json_value(kind: object, value: Any) -> Any:
+    """Return ``value`` as the firmware reads a property of ``kind``; None if it does not."""
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind == "integer" and isinstance(value, int | float):
+        return int(value)
+    if kind == "string" and isinstance(value, str):
+        return value
+    return None
+
+
+def firmware_arguments(tool: SimTool, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Return the tool's arguments as McpServer::DoToolCall reads them.
+
+    Each property is taken by name when its JSON type matches (numbers are cut to
+    integers), else its default; other keys are ignored.
+
+    Raises:
+        ToolCallError: A property without default is missing or mistyped, or an
+            integer is out of range (the firmware's texts).
+    """
+    values: dict[str, Any] = {}
+    for name, prop in tool.properties.items():
+        kind = prop.get("type") if isinstance(prop, dict) else None
+        value = _json_value(kind, arguments.get(name))
+        if value is not None:
+            values[name] = value
+        elif isinstance(prop, dict) and "default" in prop:
+            values[name] = prop["default"]
+            continue
+        else:
+            raise ToolCallError(f"Missing valid argument: {name}")
+        if kind == "integer":
+            _check_range(values[name], prop)
+    return values
+
+
+def _check_range(value: int, prop: dict[str, Any]) -> None:
+    if "minimum" in prop and value < prop["minimum"]:
+        raise ToolCallError(f"Value is below minimum allowed: {prop['minimum']}")
+    if "maximum" in prop and value > prop["maximum"]:
+        raise ToolCallError(f"Value exceeds maximum allowed: {prop['maximum']}")
 
 
 def firmware_result_text(value: Any) -> str:
@@ -118,6 +222,7 @@ class SimulatedDevice:
         frame_duration_ms: int = 60,
         tools: Iterable[SimTool] = (),
         tools_page_bytes: int = FIRMWARE_TOOLS_PAGE_BYTES,
+        camera: SimCamera | None = None,
         credentials_in_query: bool = False,
         bearer_prefix: bool = True,
         extra_headers: dict[str, str] | None = None,
@@ -134,12 +239,24 @@ class SimulatedDevice:
         self.frame_duration_ms = frame_duration_ms
         self.tools = list(tools)
         self.tools_page_bytes = tools_page_bytes
+        self.camera = camera
+        if camera is not None:
+            self.tools.append(camera.tool(self))
+        # What the last MCP initialize said about the camera endpoint
+        # (capabilities.vision); the firmware keeps it in RAM.
+        self.vision_url = ""
+        self.vision_token = ""
+        # Every tools/call the device received, as (name, arguments).
+        self.tool_calls: list[tuple[str, dict[str, Any]]] = []
         self.credentials_in_query = credentials_in_query
         self.bearer_prefix = bearer_prefix
         self.extra_headers = extra_headers or {}
         self.observer = observer
         # Set False to leave MCP requests unanswered (timeouts).
         self.answer_mcp = True
+        # An unset event here holds MCP requests until it is set (a device slow
+        # to list its tools right after its hello).
+        self.hold_mcp: asyncio.Event | None = None
         self.session_id = ""
         self.server_hello: dict[str, Any] | None = None
         self.speaking = False
@@ -160,6 +277,10 @@ class SimulatedDevice:
         self._hello_received = False
         self._closed = asyncio.Event()
         self._encoder = OpusEncoder(UPLINK_SAMPLE_RATE, frame_duration_ms)
+        # Tools that take time run here one at a time, as on the firmware's main
+        # loop, while the socket keeps being read.
+        self._tool_lock = asyncio.Lock()
+        self._tool_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ connection
 
@@ -244,6 +365,10 @@ class SimulatedDevice:
             await self._ws.close()
         if self._reader is not None:
             await self._reader
+        for task in list(self._tool_tasks):
+            task.cancel()
+        if self._tool_tasks:
+            await asyncio.wait(self._tool_tasks)
 
     async def wait_closed(
         self,
@@ -454,6 +579,8 @@ class SimulatedDevice:
         request_id = payload.get("id")
         if method.startswith("notifications") or not self.answer_mcp:
             return
+        if self.hold_mcp is not None:
+            await self.hold_mcp.wait()
         if isinstance(request_id, bool) or not isinstance(request_id, int | float):
             return  # the firmware drops non-numeric ids silently
         params = payload.get("params")
@@ -462,6 +589,7 @@ class SimulatedDevice:
         params = params or {}
         request_id = int(request_id)
         if method == "initialize":
+            self._remember_vision(params)
             await self.mcp_reply(
                 request_id,
                 result={
@@ -476,6 +604,48 @@ class SimulatedDevice:
             await self._call_tool(request_id, params)
         else:
             await self.mcp_reply(request_id, error=f"Method not implemented: {method}")
+
+    def _remember_vision(self, params: dict[str, Any]) -> None:
+        """Keep capabilities.vision's url and token, as McpServer::ParseCapabilities."""
+        capabilities = params.get("capabilities")
+        vision = capabilities.get("vision") if isinstance(capabilities, dict) else None
+        if not isinstance(vision, dict):
+            return
+        url, token = vision.get("url"), vision.get("token")
+        if isinstance(url, str):
+            self.vision_url = url
+        if isinstance(token, str):
+            self.vision_token = token
+
+    async def upload_photo(self, jpeg: bytes, question: str) -> str:
+        """Post a photo and its question as Esp32Camera::Explain does; return the answer.
+
+        Chunked multipart (question first, then ``camera.jpg``), with Device-Id,
+        Client-Id and, when there is a token, a Bearer Authorization.
+
+        Raises:
+            ToolCallError: No endpoint was given, or the server did not answer 200
+                (the tool then fails, as on the device).
+        """
+        if not self.vision_url:
+            raise ToolCallError(CAMERA_NOT_SET)
+        headers = {
+            "Device-Id": self.mac,
+            "Client-Id": self.client_id,
+            "Content-Type": f"multipart/form-data; boundary={CAMERA_BOUNDARY}",
+        }
+        if self.vision_token:
+            headers["Authorization"] = f"Bearer {self.vision_token}"
+        async with self.http.post(
+            self.vision_url,
+            data=_camera_body(jpeg, question),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=CAMERA_HTTP_TIMEOUT_S),
+        ) as response:
+            body = await response.text()
+            if response.status != 200:
+                raise ToolCallError(CAMERA_UPLOAD_FAILED)
+        return body
 
     async def mcp_reply(
         self,
@@ -533,11 +703,34 @@ class SimulatedDevice:
         if tool is None:
             await self.mcp_reply(request_id, error=f"Unknown tool: {name}")
             return
+        self.tool_calls.append((name, dict(arguments or {})))
         try:
-            value = tool.callback(arguments or {}) if tool.callback else True
+            # Keys the tool does not declare stay visible to its callback (the
+            # firmware's tools would not read them).
+            values = {**(arguments or {}), **firmware_arguments(tool, arguments or {})}
+            value = tool.callback(values) if tool.callback else True
         except ValueError as err:
             await self.mcp_reply(request_id, error=str(err))
             return
+        if inspect.isawaitable(value):
+            task = asyncio.create_task(self._finish_tool_call(request_id, value))
+            self._tool_tasks.add(task)
+            task.add_done_callback(self._tool_tasks.discard)
+            return
+        await self._reply_tool_result(request_id, value)
+
+    async def _finish_tool_call(self, request_id: int, value: Awaitable[Any]) -> None:
+        async with self._tool_lock:
+            try:
+                result = await value
+            except ValueError as err:
+                with contextlib.suppress(ConnectionError):
+                    await self.mcp_reply(request_id, error=str(err))
+                return
+        with contextlib.suppress(ConnectionError):
+            await self._reply_tool_result(request_id, result)
+
+    async def _reply_tool_result(self, request_id: int, value: Any) -> None:
         await self.mcp_reply(
             request_id,
             result={
@@ -545,3 +738,18 @@ class SimulatedDevice:
                 "isError": False,
             },
         )
+
+
+async def _camera_body(jpeg: bytes, question: str) -> AsyncGenerator[bytes]:
+    """The multipart body, streamed (the firmware sends it as it encodes the JPEG)."""
+    yield (
+        f"--{CAMERA_BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="question"\r\n\r\n'
+        f"{question}\r\n"
+        f"--{CAMERA_BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{CAMERA_FILE_NAME}"'
+        "\r\nContent-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    for start in range(0, len(jpeg), 4096):
+        yield jpeg[start : start + 4096]
+    yield f"\r\n--{CAMERA_BOUNDARY}--\r\n".encode()

@@ -11,6 +11,7 @@ import custom_components.xiaozhi  # noqa: F401
 from tests.helpers.devices import client, device_entry, devices, runtime  # noqa: F401
 from tests.helpers.home import ha_core, lights  # noqa: F401
 from tests.helpers.links import lasting_link, make_link  # noqa: F401
+from tests.helpers.photos import photo  # noqa: F401
 from tests.helpers.providers import fake_provider, provider_entry, provider_subentries  # noqa: F401
 from tests.helpers.voice import pipeline  # noqa: F401
 

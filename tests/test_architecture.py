@@ -40,6 +40,7 @@ PLATFORMS = frozenset(
         "config_flow",
         "conversation",
         "diagnostics",
+        "image",
         "number",
         "select",
         "stt",

@@ -33,7 +33,8 @@ from tests.helpers.voice import (
 )
 
 STREAMING_STT_MODEL = "gpt-4o-mini-transcribe"
-TURN_ON = "intent__HassTurnOn"
+# Assist and the device tools are selected together: Home Assistant prefixes names.
+TURN_ON = "assist__intent__HassTurnOn"
 STREAM_QUIRKS = [
     field.name
     for field in dataclasses.fields(ChatQuirks)

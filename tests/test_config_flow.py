@@ -29,7 +29,9 @@ from custom_components.xiaozhi.const import (
     CONF_SPEED,
     CONF_SUPPORTS_AUDIO,
     CONF_TEMPERATURE,
+    CONF_VISION_MODEL,
     CONF_VOICE,
+    DEVICE_TOOLS_API_ID,
     DOMAIN,
     SUBENTRY_CONVERSATION,
     SUBENTRY_STT,
@@ -103,7 +105,12 @@ async def test_known_preset_creates_entry_with_audio_subentries(
     conversation = next(
         s for s in entry.subentries.values() if s.subentry_type == SUBENTRY_CONVERSATION
     )
-    assert conversation.data[CONF_LLM_HASS_API] == [llm.LLM_API_ASSIST]
+    # Assist, and the abilities of the device the agent speaks through.
+    assert conversation.data[CONF_LLM_HASS_API] == [
+        llm.LLM_API_ASSIST,
+        DEVICE_TOOLS_API_ID,
+    ]
+    assert conversation.data[CONF_VISION_MODEL] == "gpt-4o-mini"
     await ha_core.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     assert entry.runtime_data.models == sorted(fake_provider.models)
@@ -119,6 +126,9 @@ async def test_preset_without_audio_gets_only_conversation(
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert subentry_types(result["result"]) == [SUBENTRY_CONVERSATION]
+    # DeepSeek has no model that sees: photos go to the chat model or AI tasks.
+    [conversation] = result["result"].subentries.values()
+    assert CONF_VISION_MODEL not in conversation.data
 
 
 @pytest.mark.parametrize(("audio", "expected"), [(False, 1), (True, 3)])

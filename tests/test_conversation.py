@@ -48,7 +48,8 @@ from tests.helpers.translations import TRANSLATIONS_DIR, message
 
 AGENT_ID = "conversation.xiaozhi_conversation"
 # Assist tools are named after the integration that provides them.
-TURN_ON = "intent__HassTurnOn"
+# Assist and the device tools are selected together: Home Assistant prefixes names.
+TURN_ON = "assist__intent__HassTurnOn"
 # Keys of the messages the agent speaks when something goes wrong.
 MESSAGE_KEYS = (
     "invalid_auth",

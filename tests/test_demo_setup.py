@@ -100,7 +100,7 @@ def test_prepare_makes_an_onboarded_home_with_the_demo_entry(tmp_path: Path) -> 
     assert entry["data"]["supports_audio"] is True
     kinds = {sub["subentry_type"]: sub["data"] for sub in entry["subentries"]}
     assert kinds["conversation"]["model"] == CHAT_MODEL
-    assert kinds["conversation"]["llm_hass_api"] == ["assist"]
+    assert kinds["conversation"]["llm_hass_api"] == ["assist", "xiaozhi_device"]
     assert set(kinds) == {"conversation", "stt", "tts"}
     assert "Demo light" in (tmp_path / "configuration.yaml").read_text("utf-8")
 

@@ -28,6 +28,8 @@ def fail(symbol: str, problem: str) -> str:
 
 # (module, name, members we use)
 IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
+    ("homeassistant.components.ai_task.const", "DATA_PREFERENCES", ()),
+    ("homeassistant.components.ai_task", "AITaskPreferences", ("gen_data_entity_id",)),
     ("homeassistant.components.assist_pipeline.models", "PipelineStage", ("INTENT",)),
     ("homeassistant.components.assist_pipeline.pipeline", "async_get_pipeline", ()),
     (

@@ -10,6 +10,9 @@ processing, responding until the answer's playback ends, idle.
 Announcements (and conversations started by HA) are streamed to the device while
 it is connected: a Xiaozhi device connects only for a conversation and stays
 connected a while after, so HA cannot reach it at other times.
+
+The satellite also owns the device's timers (``voice/timers.py``): HA's timer
+handler of its device, for as long as the entity exists.
 """
 
 from typing import Final, override
@@ -41,6 +44,7 @@ from .device.supervisor import SessionClosedError
 from .voice.announce import AnnouncementError, announcement_audio
 from .voice.pipeline import PipelineListener
 from .voice.session import DeviceDisconnectedError, VoiceSession
+from .voice.timers import DeviceTimers
 from .voice.tts_audio import WAV_FORMAT, TtsError
 from .voice.turn import PipelineRun
 
@@ -74,6 +78,7 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         self._run_listener: PipelineListener | None = None
         self._manual_run = False
         self._announcing = False
+        self.timers: DeviceTimers | None = None
 
     @property
     def device_language(self) -> str | None:
@@ -100,11 +105,14 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         return registry.async_get_entity_id(Platform.SELECT, DOMAIN, unique_id)
 
     async def async_added_to_hass(self) -> None:
-        """Serve the device's sessions with voice sessions of this satellite."""
+        """Serve the device's sessions with voice sessions, and its timers."""
         await super().async_added_to_hass()
         self.async_on_remove(
             self.runtime.async_set_handler_factory(self._new_voice_session)
         )
+        if self.registry_entry is not None and self.registry_entry.device_id:
+            self.timers = DeviceTimers(self, self.registry_entry.device_id)
+            self.async_on_remove(self.timers.async_start())
 
     def _new_voice_session(self, session: DeviceSession) -> VoiceSession:
         return VoiceSession(self, session)

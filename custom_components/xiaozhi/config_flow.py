@@ -58,6 +58,7 @@ from .const import (
     CONF_SPEED,
     CONF_SUPPORTS_AUDIO,
     CONF_TEMPERATURE,
+    CONF_VISION_MODEL,
     CONF_VOICE,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_STT_NAME,
@@ -91,6 +92,7 @@ from .provider.presets import (
     PRESET_TITLES,
     PRESETS,
     conversation_defaults,
+    preset_vision_model,
     stt_defaults,
     tts_defaults,
 )
@@ -134,7 +136,9 @@ def default_subentries(
         ConfigSubentryData(
             subentry_type=SUBENTRY_CONVERSATION,
             title=DEFAULT_CONVERSATION_NAME,
-            data=conversation_defaults(pick_model(chat_model, models)),
+            data=conversation_defaults(
+                pick_model(chat_model, models), preset_vision_model(preset, models)
+            ),
             unique_id=None,
         )
     ]
@@ -486,7 +490,11 @@ class ConversationSubentryFlow(_ProviderSubentryFlow):
         entry: ProviderConfigEntry = self._get_entry()
         known = PRESETS.get(entry.data[CONF_PRESET])
         chat_model = known.chat_model if known else CUSTOM_DEFAULT_CHAT_MODEL
-        return conversation_defaults(pick_model(chat_model, entry.runtime_data.models))
+        models = entry.runtime_data.models
+        return conversation_defaults(
+            pick_model(chat_model, models),
+            preset_vision_model(entry.data[CONF_PRESET], models),
+        )
 
     def _fields(self) -> VolDictType:
         apis = [
@@ -498,6 +506,7 @@ class ConversationSubentryFlow(_ProviderSubentryFlow):
         self.options[CONF_LLM_HASS_API] = [api for api in chosen if api in valid]
         return {
             probatio.Required(CONF_MODEL): self._model_selector(),
+            probatio.Optional(CONF_VISION_MODEL): self._model_selector(),
             probatio.Optional(CONF_PROMPT): TemplateSelector(),
             probatio.Optional(CONF_LLM_HASS_API): SelectSelector(
                 SelectSelectorConfig(options=apis, multiple=True)

@@ -34,6 +34,14 @@ RECOMMENDED_TEMPERATURE: Final = 0.7
 RECOMMENDED_MAX_TOKENS: Final = 1024
 RECOMMENDED_SPEED: Final = 1.0
 
+# Conversation subentry data: the model that answers questions about a device's
+# photos (empty: the chat model).
+CONF_VISION_MODEL: Final = "vision_model"
+
+# The LLM API that gives an agent the tools of the device a conversation comes from.
+DEVICE_TOOLS_API_ID: Final = "xiaozhi_device"
+DEVICE_TOOLS_API_NAME: Final = "Xiaozhi device"
+
 # The agent stops calling tools after this many rounds and says so.
 MAX_TOOL_ROUNDS: Final = 10
 
@@ -58,3 +66,5 @@ CONF_DEVICE_LANGUAGE: Final = "device_language"
 OTA_PATH: Final = "/xiaozhi/ota/"
 ACTIVATE_PATH: Final = "/xiaozhi/ota/activate"
 WEBSOCKET_PATH: Final = "/xiaozhi/v1/"
+# Where a device's camera posts its photos (MCP initialize's capabilities.vision).
+VISION_PATH: Final = "/xiaozhi/vision"

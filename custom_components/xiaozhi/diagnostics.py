@@ -46,6 +46,12 @@ def device_diagnostics(runtime: DeviceRuntime) -> dict[str, Any]:
         "connected": runtime.connected,
         "tools": [tool.name for tool in runtime.tools],
     }
+    if (photo := runtime.camera.last_photo) is not None:
+        # When and how big: never the picture of someone's home.
+        info["last_photo"] = {
+            "taken_at": photo.taken_at.isoformat(),
+            "bytes": len(photo.jpeg),
+        }
     if link is None:
         return info
     hello = link.hello

@@ -15,6 +15,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterable
 from typing import override
 
+from homeassistant.components.ai_task.const import DATA_PREFERENCES
 from homeassistant.components.assist_pipeline import Pipeline
 from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
@@ -33,6 +34,7 @@ __all__ = [
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
     "pipeline_by_id",
+    "preferred_ai_task_entity",
     "run_pipeline_to_intent",
     "satellite_conversation_id",
     "set_satellite_conversation_id",
@@ -52,6 +54,18 @@ def pipeline_by_id(hass: HomeAssistant, pipeline_id: str | None) -> Pipeline:
         PipelineNotFound: There is no such pipeline.
     """
     return async_get_pipeline(hass, pipeline_id)
+
+
+@callback
+def preferred_ai_task_entity(hass: HomeAssistant) -> str | None:
+    """Return the AI task entity the user prefers for data (Settings > General).
+
+    ``ai_task.async_generate_data`` uses it when given no entity, but raises
+    when there is none, like for any other failure; whether one is set is only
+    in the AI task integration's preferences.
+    """
+    preferences = hass.data.get(DATA_PREFERENCES)
+    return None if preferences is None else preferences.gen_data_entity_id
 
 
 async def run_pipeline_to_intent(

@@ -8,7 +8,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv, device_registry as dr
+from homeassistant.helpers import config_validation as cv, device_registry as dr, llm
 from homeassistant.helpers.typing import ConfigType
 
 from .config_flow import XiaozhiConfigFlow
@@ -19,6 +19,8 @@ from .device.firmware_check import (
     async_track_firmware_features,
 )
 from .device.runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
+from .device.tools_api import DeviceToolsAPI
+from .photo_answers import async_answer_photo
 from .provider.client import (
     ProviderConfigEntry,
     ProviderRuntime,
@@ -27,7 +29,9 @@ from .provider.client import (
 )
 from .server.ota import ActivateView, OtaView
 from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
+from .server.vision import VisionView
 from .transport.websocket import async_setup_websocket
+from .voice.timers import async_setup_timers
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -43,6 +47,7 @@ PROVIDER_PLATFORMS: tuple[Platform, ...] = (
 DEVICE_PLATFORMS: tuple[Platform, ...] = (
     Platform.ASSIST_SATELLITE,
     Platform.BINARY_SENSOR,
+    Platform.IMAGE,
     Platform.NUMBER,
     Platform.SELECT,
 )
@@ -59,7 +64,10 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     server = hass.data[DATA_SERVER] = XiaozhiServer(hass)
     hass.http.register_view(OtaView())
     hass.http.register_view(ActivateView())
+    hass.http.register_view(VisionView(async_answer_photo))
     async_setup_websocket(hass)
+    llm.async_register_api(hass, DeviceToolsAPI(hass))
+    await async_setup_timers(hass)
     hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, server.async_shutdown)
     return True
 

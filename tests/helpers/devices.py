@@ -12,6 +12,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from homeassistant.const import CONF_TOKEN
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 
 from custom_components.xiaozhi.const import (
     CONF_BOARD,
@@ -176,6 +177,17 @@ async def assert_session_gone(hass: HomeAssistant, session: DeviceSession) -> No
     """The voice session ended with its link (one socket, one session)."""
     await assert_link_gone(hass, session.link)
     assert session.closed
+
+
+def registry_device_id(hass: HomeAssistant, mac: str = MAC) -> str:
+    """The device registry id of a paired device (what its satellite passes on)."""
+    entry = hass.config_entries.async_entry_for_domain_unique_id(DOMAIN, mac)
+    assert entry is not None
+    device = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, mac), entry.entry_id
+    )
+    assert device is not None
+    return device.id
 
 
 def runtime_of(entry: MockConfigEntry) -> DeviceRuntime:

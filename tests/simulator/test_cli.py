@@ -1490,3 +1490,22 @@ def test_board_tools() -> None:
         with pytest.raises(ValueError, match="Missing valid argument: volume"):
             set_volume.callback(bad)
     assert board.volume == 30
+
+
+def test_the_otto_board_and_a_camera_from_the_command_line(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
+    options = parse_options(["--board", "otto", "--photo", str(photo)])
+
+    assert "self.otto.action" in {tool.name for tool in options.tools()}
+    camera = options.camera()
+    assert camera is not None
+    assert camera.jpeg == photo.read_bytes()
+    assert parse_options([]).camera() is None
+    assert "self.otto.action" not in {tool.name for tool in parse_options([]).tools()}
+
+    photo.write_bytes(b"GIF89a")
+    with pytest.raises(SimulatorError, match="is not a JPEG"):
+        options.camera()
+    with pytest.raises(SimulatorError, match="cannot read"):
+        parse_options(["--photo", str(tmp_path / "missing.jpg")]).camera()

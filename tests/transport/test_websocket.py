@@ -434,6 +434,7 @@ async def test_tools_are_listed_across_pages_with_numeric_ids(
     assert runtime.tools[0].input_schema == {
         "type": "object",
         "properties": {"value": {"type": "integer"}},
+        "required": ["value"],
     }
     requests = device.mcp_requests
     assert [r["method"] for r in requests[:2]] == [

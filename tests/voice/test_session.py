@@ -68,7 +68,8 @@ from tests.helpers.voice import (
 )
 
 PLAIN_TTS = "tts.plain"
-TURN_ON = "intent__HassTurnOn"
+# Assist and the device tools are selected together: Home Assistant prefixes names.
+TURN_ON = "assist__intent__HassTurnOn"
 
 FIRST_CLAUSE = "好的，"
 

@@ -42,6 +42,7 @@ from ..protocol.messages import (
     system_reboot_message,
 )
 from ..transport.base import EndReason, SendTimeoutError, Transport, TransportError
+from .camera import mcp_capabilities
 from .session import DeviceSession
 from .supervisor import SessionClosedError, Supervisor
 
@@ -319,7 +320,9 @@ class DeviceLink:
 
     async def _async_discover_tools(self) -> None:
         try:
-            info = await self._mcp.initialize()
+            info = await self._mcp.initialize(
+                capabilities=mcp_capabilities(self.hass, self.mac)
+            )
             tools = await self._mcp.list_tools()
         except McpClosedError:
             return

@@ -39,6 +39,30 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "zh": "错误",
         "ja": "エラー",
     },
+    # Timers: {timer} is its name, or its length in the duration_* words.
+    "timer_title": {
+        "en": "Timer",
+        "zh": "计时器",
+        "ja": "タイマー",
+    },
+    "timer_finished": {
+        "en": "Your {timer} timer is done.",
+        "zh": "{timer}计时器时间到了。",
+        "ja": "{timer}のタイマーが終了しました。",
+    },
+    "timer_rings_at": {
+        "en": "Timer {timer} · rings at {time}",
+        "zh": "计时器 {timer} · {time} 响",
+        "ja": "タイマー {timer} · {time} に鳴ります",
+    },
+    "timer_paused": {
+        "en": "Timer {timer} · paused, {left} left",
+        "zh": "计时器 {timer} · 已暂停，剩 {left}",
+        "ja": "タイマー {timer} · 一時停止中、残り {left}",
+    },
+    "duration_hours": {"en": "{n} hour", "zh": "{n}小时", "ja": "{n}時間"},
+    "duration_minutes": {"en": "{n} minute", "zh": "{n}分钟", "ja": "{n}分"},
+    "duration_seconds": {"en": "{n} second", "zh": "{n}秒", "ja": "{n}秒"},
 }
 
 

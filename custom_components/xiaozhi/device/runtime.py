@@ -1,12 +1,14 @@
 """What a loaded device entry holds: its live link, tools and listeners."""
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import CALLBACK_TYPE, callback
 
 from ..const import CONF_ENTRY_KIND, ENTRY_KIND_DEVICE, ENTRY_KIND_PROVIDER, LOGGER
+from .camera import DeviceCamera
 
 if TYPE_CHECKING:
     from ..protocol.mcp import McpTool
@@ -27,6 +29,7 @@ def is_device_entry(entry: ConfigEntry) -> bool:
 
 
 type SessionHandlerFactory = Callable[[DeviceSession], SessionHandler]
+type ToolCallListener = Callable[[str, Mapping[str, Any]], None]
 
 
 class DeviceRuntime:
@@ -43,6 +46,10 @@ class DeviceRuntime:
         tools: The MCP tools the device offered when it last connected.
         handler_factory: Creates the voice handler of each new session; None
             until the voice layer registers one.
+        camera: The device's photos (when it has a camera).
+        tool_lock: Held by each tool call an assistant makes: the firmware runs
+            one tool at a time, and a call's timeout must not include the ones
+            queued before it.
     """
 
     def __init__(self, mac: str) -> None:
@@ -51,7 +58,10 @@ class DeviceRuntime:
         self.link: DeviceLink | None = None
         self.tools: tuple[McpTool, ...] = ()
         self.handler_factory: SessionHandlerFactory | None = None
+        self.camera = DeviceCamera(self.async_update_listeners)
+        self.tool_lock = asyncio.Lock()
         self._listeners: list[CALLBACK_TYPE] = []
+        self._tool_call_listeners: list[ToolCallListener] = []
 
     @property
     def connected(self) -> bool:
@@ -127,6 +137,30 @@ class DeviceRuntime:
         """Keep the device's MCP tools."""
         self.tools = tuple(tools)
         self.async_update_listeners()
+
+    @callback
+    def async_add_tool_call_listener(self, listener: ToolCallListener) -> CALLBACK_TYPE:
+        """Call ``listener(tool, arguments)`` after each tool call the device carried out.
+
+        Returns the unsubscribe call.
+        """
+        self._tool_call_listeners.append(listener)
+
+        @callback
+        def remove_listener() -> None:
+            if listener in self._tool_call_listeners:
+                self._tool_call_listeners.remove(listener)
+
+        return remove_listener
+
+    @callback
+    def async_tool_called(self, tool: str, arguments: Mapping[str, Any]) -> None:
+        """Tell the tool call listeners that the device carried out a call."""
+        for listener in list(self._tool_call_listeners):
+            try:
+                listener(tool, arguments)
+            except Exception:
+                LOGGER.exception("Error in a tool call listener of device %s", self.mac)
 
 
 type DeviceConfigEntry = ConfigEntry[DeviceRuntime]

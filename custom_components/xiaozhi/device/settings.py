@@ -14,9 +14,10 @@ the entities exist at once, unavailable until the device connects. A listing
 adds the entities of new tools and removes those of tools the device no longer
 offers (another firmware or board), and the values are read from the device's
 status once per connection. A set value is shown as set when the device
-confirms it: reading the status back would catch the backlight mid-fade. A
-change the device makes itself (a voice command, its buttons) shows at its next
-connection.
+confirms it: reading the status back would catch the backlight mid-fade. So is
+a value an assistant set through the device's tools (``device/tools_api.py``
+tells the runtime's tool call listeners); a change the device makes itself (its
+buttons) shows at its next connection.
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -173,9 +174,32 @@ class DeviceNumbers[E: SettingEntity]:
         Returns the call that stops following it.
         """
         self._async_sync_entities(stored_tool_names(self.entry.data))
-        unsubscribe = self.runtime.async_add_listener(self._async_device_changed)
+        unsubscribers = (
+            self.runtime.async_add_listener(self._async_device_changed),
+            self.runtime.async_add_tool_call_listener(self._async_tool_called),
+        )
         self._async_device_changed()
+
+        @callback
+        def unsubscribe() -> None:
+            for unsubscriber in unsubscribers:
+                unsubscriber()
+
         return unsubscribe
+
+    @callback
+    def _async_tool_called(self, tool: str, arguments: Mapping[str, Any]) -> None:
+        """Show a value an assistant set through the device's own tool."""
+        for key, setting in self._settings.items():
+            value = arguments.get(setting.argument)
+            entity = self.entities.get(key)
+            if (
+                setting.tool == tool
+                and entity is not None
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            ):
+                entity.async_show_value(value)
 
     @callback
     def _async_device_changed(self) -> None:

@@ -69,11 +69,14 @@ class McpTool:
         name: The tool name, e.g. ``self.audio_speaker.set_volume``.
         description: What the tool does, for the language model.
         input_schema: JSON schema of the arguments.
+        user_only: The device marks it for its user, not for a language model
+            (``annotations.audience == ["user"]``: reboot, firmware upgrade).
     """
 
     name: str
     description: str = ""
     input_schema: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_SCHEMA)
+    user_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +167,16 @@ def parse_tool(item: Any) -> McpTool | None:
         name=name,
         description=description if isinstance(description, str) else "",
         input_schema=schema if isinstance(schema, Mapping) else _EMPTY_SCHEMA,
+        user_only=_for_user_only(item.get("annotations")),
     )
+
+
+def _for_user_only(annotations: Any) -> bool:
+    """Return whether MCP annotations address the tool to the user alone."""
+    if not isinstance(annotations, Mapping):
+        return False
+    audience = annotations.get("audience")
+    return isinstance(audience, list) and audience == ["user"]
 
 
 def parse_tool_result(result: Mapping[str, Any]) -> McpToolResult:
@@ -303,14 +315,21 @@ class McpClient:
             future.set_exception(McpError("malformed reply: no result object"))
 
     async def initialize(
-        self, *, reply_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+        self,
+        *,
+        capabilities: Mapping[str, Any] | None = None,
+        reply_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> McpServerInfo:
-        """Open the MCP session; returns (and keeps) what the device says of itself."""
+        """Open the MCP session; returns (and keeps) what the device says of itself.
+
+        ``capabilities`` are what we offer the device; the firmware reads
+        ``vision`` (``url`` and ``token`` of the endpoint its camera posts to).
+        """
         result = await self.request(
             "initialize",
             {
                 "protocolVersion": MCP_PROTOCOL_VERSION,
-                "capabilities": {},
+                "capabilities": dict(capabilities or {}),
                 "clientInfo": {
                     "name": self._client.name,
                     "version": self._client.version,

@@ -16,7 +16,9 @@ from ..const import (
     CONF_MODEL,
     CONF_SPEED,
     CONF_TEMPERATURE,
+    CONF_VISION_MODEL,
     CONF_VOICE,
+    DEVICE_TOOLS_API_ID,
     RECOMMENDED_MAX_TOKENS,
     RECOMMENDED_SPEED,
     RECOMMENDED_TEMPERATURE,
@@ -34,6 +36,8 @@ class ProviderPreset:
     tts_model: str | None = None
     tts_voice: str | None = None
     requires_api_key: bool = True
+    # A model of the service that sees images, for the devices' cameras.
+    vision_model: str | None = None
 
 
 PRESET_CUSTOM: Final = "custom"
@@ -43,6 +47,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         base_url="https://api.openai.com/v1",
         supports_audio=True,
         chat_model="gpt-4o-mini",
+        vision_model="gpt-4o-mini",
         stt_model="gpt-4o-mini-transcribe",
         tts_model="gpt-4o-mini-tts",
         tts_voice="alloy",
@@ -51,11 +56,13 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         base_url="https://dashscope.aliyuncs.com/compatible-mode/v1",
         supports_audio=False,
         chat_model="qwen-plus",
+        vision_model="qwen-vl-max",
     ),
     "zhipu": ProviderPreset(
         base_url="https://open.bigmodel.cn/api/paas/v4",
         supports_audio=True,
         chat_model="glm-4-flash",
+        vision_model="glm-4v-flash",
         stt_model="glm-asr",
         tts_model="glm-tts",
         tts_voice="tongtong",
@@ -69,6 +76,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         base_url="https://api.siliconflow.cn/v1",
         supports_audio=True,
         chat_model="Qwen/Qwen2.5-7B-Instruct",
+        vision_model="Qwen/Qwen2.5-VL-72B-Instruct",
         stt_model="FunAudioLLM/SenseVoiceSmall",
         tts_model="FunAudioLLM/CosyVoice2-0.5B",
         tts_voice="FunAudioLLM/CosyVoice2-0.5B:alex",
@@ -77,6 +85,7 @@ PRESETS: Final[dict[str, ProviderPreset]] = {
         base_url="http://localhost:11434/v1",
         supports_audio=False,
         chat_model="qwen2.5:7b",
+        vision_model="qwen2.5vl:7b",
         requires_api_key=False,
     ),
 }
@@ -102,15 +111,34 @@ OPENAI_VOICES: Final = (
 )
 
 
-def conversation_defaults(chat_model: str) -> dict[str, Any]:
-    """Return the data of a new conversation subentry."""
-    return {
+def conversation_defaults(
+    chat_model: str, vision_model: str | None = None
+) -> dict[str, Any]:
+    """Return the data of a new conversation subentry.
+
+    The agent gets Home Assistant's Assist API and the tools of the device it
+    speaks through; ``vision_model`` answers questions about the device's photos
+    (left out: the chat model does).
+    """
+    data: dict[str, Any] = {
         CONF_MODEL: chat_model,
         CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
-        CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
+        CONF_LLM_HASS_API: [llm.LLM_API_ASSIST, DEVICE_TOOLS_API_ID],
         CONF_TEMPERATURE: RECOMMENDED_TEMPERATURE,
         CONF_MAX_TOKENS: RECOMMENDED_MAX_TOKENS,
     }
+    if vision_model:
+        data[CONF_VISION_MODEL] = vision_model
+    return data
+
+
+def preset_vision_model(preset: str, models: list[str]) -> str | None:
+    """Return the preset's vision model, if the service lists it (or lists nothing)."""
+    known = PRESETS.get(preset)
+    vision_model = known.vision_model if known else None
+    if vision_model and (not models or vision_model in models):
+        return vision_model
+    return None
 
 
 def stt_defaults(stt_model: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ preannounce sound another URL.
 
 TTS audio is read through HA's tts API from the stream itself, so it starts as
 soon as the engine produces it. URLs are fetched and decoded by Home Assistant's
-ffmpeg (its configured binary), which reads any container and codec.
+ffmpeg (its configured binary), which reads any container and codec. The
+preannounce sound :data:`chime.CHIME_MEDIA_ID` is our own chime (timers).
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from homeassistant.components.assist_satellite import AssistSatelliteAnnouncemen
 from homeassistant.components.ffmpeg import get_ffmpeg_manager
 from homeassistant.core import HomeAssistant
 
+from .chime import CHIME_MEDIA_ID, timer_chime
 from .tts_audio import SPEECH_SAMPLE_RATE, WAV_FORMAT, pcm_from_stream
 
 # 100 ms of 24 kHz 16-bit mono per read.
@@ -42,7 +44,9 @@ async def announcement_audio(
         AnnouncementError: A URL could not be fetched or decoded.
         TtsError: The TTS engine failed.
     """
-    if announcement.preannounce_media_id:
+    if announcement.preannounce_media_id == CHIME_MEDIA_ID:
+        yield timer_chime()
+    elif announcement.preannounce_media_id:
         async with contextlib.aclosing(
             url_audio(hass, announcement.preannounce_media_id)
         ) as chime:
