@@ -13,8 +13,12 @@ from typing import Any
 
 import pytest
 
+from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
+from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
 from homeassistant.components.assist_satellite import AssistSatelliteEntity
 from homeassistant.const import __version__ as ha_version
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi import ha_internals
 
@@ -32,6 +36,17 @@ IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("homeassistant.components.ai_task", "AITaskPreferences", ("gen_data_entity_id",)),
     ("homeassistant.components.assist_pipeline.models", "PipelineStage", ("INTENT",)),
     ("homeassistant.components.assist_pipeline.pipeline", "async_get_pipeline", ()),
+    (
+        "homeassistant.components.assist_pipeline.pipeline",
+        "PipelineStorageCollection",
+        ("async_set_preferred_item", "async_get_preferred_item"),
+    ),
+    ("homeassistant.components.assist_pipeline.runtime", "KEY_ASSIST_PIPELINE", ()),
+    (
+        "homeassistant.components.assist_satellite.connection_test",
+        "CONNECTION_TEST_URL_BASE",
+        (),
+    ),
     (
         "homeassistant.components.assist_satellite.entity",
         "AssistSatelliteState",
@@ -139,3 +154,33 @@ def test_every_wrapper_is_listed() -> None:
     public: list[Any] = [getattr(ha_internals, name) for name in ha_internals.__all__]
     assert all(item is not None for item in public)
     assert sorted(ha_internals.__all__) == ha_internals.__all__
+
+
+def test_the_wizards_connection_test_announces_its_url() -> None:
+    from homeassistant.components.assist_satellite import websocket_api
+
+    source = inspect.getsource(websocket_api.websocket_test_connection)
+    assert 'media_id=f"{CONNECTION_TEST_URL_BASE}/' in source, fail(
+        "assist_satellite.websocket_api.websocket_test_connection",
+        "no longer announces CONNECTION_TEST_URL_BASE",
+    )
+    assert "async_create_background_task" in source, fail(
+        "assist_satellite.websocket_api.websocket_test_connection",
+        "no longer runs its announcement in a background task",
+    )
+
+
+async def test_set_preferred_pipeline_makes_it_preferred(
+    ha_core: HomeAssistant,
+) -> None:
+    assert await async_setup_component(ha_core, "assist_pipeline", {})
+    first = async_get_pipeline(ha_core)
+    data = first.to_json()
+    del data["id"]
+    store = ha_core.data[KEY_ASSIST_PIPELINE].pipeline_store
+    second = await store.async_create_item({**data, "name": "Second"})
+    assert async_get_pipeline(ha_core).id == first.id
+
+    ha_internals.set_preferred_pipeline(ha_core, second.id)
+
+    assert async_get_pipeline(ha_core).id == second.id

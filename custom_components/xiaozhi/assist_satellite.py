@@ -9,7 +9,9 @@ processing, responding until the answer's playback ends, idle.
 
 Announcements (and conversations started by HA) are streamed to the device while
 it is connected: a Xiaozhi device connects only for a conversation and stays
-connected a while after, so HA cannot reach it at other times.
+connected a while after, so HA cannot reach it at other times. An announcement
+to a device that is not connected waits for it a while (``announce.CONNECT_WAIT_S``:
+HA's satellite wizard tests the connection with one right after pairing).
 
 The satellite also owns the device's timers (``voice/timers.py``): HA's timer
 handler of its device, for as long as the entity exists.
@@ -41,7 +43,12 @@ from .device.entity import (
 from .device.runtime import DeviceConfigEntry
 from .device.session import DeviceSession
 from .device.supervisor import SessionClosedError
-from .voice.announce import AnnouncementError, announcement_audio
+from .voice.announce import (
+    CONNECT_WAIT_S,
+    AnnouncementError,
+    announcement_audio,
+    async_wait_for_voice_session,
+)
 from .voice.pipeline import PipelineListener
 from .voice.session import DeviceDisconnectedError, VoiceSession
 from .voice.timers import DeviceTimers
@@ -79,6 +86,8 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         self._manual_run = False
         self._announcing = False
         self.timers: DeviceTimers | None = None
+        # How long an announcement waits for the device to connect.
+        self.connect_wait = CONNECT_WAIT_S
 
     @property
     def device_language(self) -> str | None:
@@ -213,7 +222,19 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         await self._async_play(start_announcement)
 
     async def _async_play(self, announcement: AssistSatelliteAnnouncement) -> None:
-        voice = self._connected_voice_session()
+        voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
+        if voice is None:
+            if ha_internals.is_connection_test(announcement):
+                # HA's wizard runs its test in a task nobody awaits, and reports
+                # the timeout itself: an exception would only be a stray traceback.
+                LOGGER.warning(
+                    "Connection test: %s did not connect within %g s; press its "
+                    "button or say its wake word, then test again",
+                    self.entry.title,
+                    self.connect_wait,
+                )
+                return
+            raise self._not_connected()
         self._announcing = True
         try:
             await voice.async_announce(
@@ -229,15 +250,6 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             ) from err
         finally:
             self._announcing = False
-
-    def _connected_voice_session(self) -> VoiceSession:
-        session = self.runtime.session
-        if session is None or not session.ready:
-            raise self._not_connected()
-        handler = session.handler
-        if not isinstance(handler, VoiceSession):
-            raise self._not_connected()
-        return handler
 
     def _not_connected(self) -> HomeAssistantError:
         return HomeAssistantError(

@@ -19,7 +19,14 @@ from homeassistant.components.ai_task.const import DATA_PREFERENCES
 from homeassistant.components.assist_pipeline import Pipeline
 from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
-from homeassistant.components.assist_satellite import AssistSatelliteEntity
+from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
+from homeassistant.components.assist_satellite import (
+    AssistSatelliteAnnouncement,
+    AssistSatelliteEntity,
+)
+from homeassistant.components.assist_satellite.connection_test import (
+    CONNECTION_TEST_URL_BASE,
+)
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.components.conversation.models import AbstractConversationAgent
@@ -33,13 +40,38 @@ __all__ = [
     "BinarySensorDeviceClass",
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
+    "is_connection_test",
     "pipeline_by_id",
     "preferred_ai_task_entity",
     "run_pipeline_to_intent",
     "satellite_conversation_id",
+    "set_preferred_pipeline",
     "set_satellite_conversation_id",
     "show_satellite_responding",
 ]
+
+
+@callback
+def set_preferred_pipeline(hass: HomeAssistant, pipeline_id: str) -> None:
+    """Make a stored pipeline the preferred one (what Settings > Voice assistants does).
+
+    Home Assistant offers this only to its frontend (the websocket command
+    ``assist_pipeline/pipeline/set_preferred``), through the pipeline store.
+
+    Raises:
+        ItemNotFound: There is no stored pipeline of that id.
+    """
+    store = hass.data[KEY_ASSIST_PIPELINE].pipeline_store
+    store.async_set_preferred_item(pipeline_id)
+
+
+def is_connection_test(announcement: AssistSatelliteAnnouncement) -> bool:
+    """Return whether the announcement is the satellite wizard's connection test.
+
+    The wizard announces a sound at this URL and waits for the device to fetch
+    it; the announcement runs in a background task nobody awaits.
+    """
+    return announcement.original_media_id.startswith(CONNECTION_TEST_URL_BASE)
 
 
 @callback

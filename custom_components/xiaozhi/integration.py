@@ -21,6 +21,7 @@ from .device.firmware_check import (
 from .device.runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
 from .device.tools_api import DeviceToolsAPI
 from .photo_answers import async_answer_photo
+from .pipeline_setup import async_offer_voice_pipeline
 from .provider.client import (
     ProviderConfigEntry,
     ProviderRuntime,
@@ -83,6 +84,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
         # the live session.)
         entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, _platforms(entry))
+    if not is_device_entry(entry):
+        # A fresh HA's preferred pipeline has no speech: give it the service's.
+        entry.async_on_unload(async_offer_voice_pipeline(hass, entry))
     return True
 
 
