@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 import secrets
-from typing import Any, override
+from typing import Any, Final, override
 
 import openai
 import probatio
@@ -170,6 +170,10 @@ def device_title(device: Mapping[str, Any]) -> str:
     """Return a device entry title: its board and the end of its MAC."""
     suffix = device[CONF_MAC].replace(":", "")[-6:]
     return f"{device.get(CONF_BOARD) or 'Xiaozhi'} {suffix}"
+
+
+# The text shown once a device is paired (config.create_entry in strings.json).
+CREATE_ENTRY_PAIRED: Final = "paired"
 
 
 class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -386,7 +390,15 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             return self.async_update_reload_and_abort(
                 entry, data=data, reason="repaired"
             )
-        return self.async_create_entry(title=device_title(device), data=data)
+        title = device_title(device)
+        # The device connects only when woken: HA's satellite wizard, which opens
+        # next, tests the connection, and waits for it (see assist_satellite.py).
+        return self.async_create_entry(
+            title=title,
+            data=data,
+            description=CREATE_ENTRY_PAIRED,
+            description_placeholders={"device": title},
+        )
 
     @classmethod
     @callback

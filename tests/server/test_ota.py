@@ -19,6 +19,7 @@ from homeassistant.const import CONF_CODE, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.translation import async_get_translations
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.const import (
@@ -146,6 +147,12 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "bread-compact-wifi ddeeff"
+    # HA's satellite wizard opens next: the user is told to wake the device.
+    assert result["description"] == "paired"
+    assert result["description_placeholders"] == {"device": result["title"]}
+    for language, wake in (("en", "wake word"), ("zh-Hans", "唤醒词")):
+        texts = await async_get_translations(ha_core, language, "config", [DOMAIN])
+        assert wake in texts[f"component.{DOMAIN}.config.create_entry.paired"]
     entry = device_entry(ha_core)
     assert entry.data[CONF_ENTRY_KIND] == ENTRY_KIND_DEVICE
     assert entry.data[CONF_CLIENT_ID] == CLIENT_ID
