@@ -19,7 +19,11 @@ handler of its device, for as long as the entity exists.
 
 from typing import Final, override
 
-from homeassistant.components.assist_pipeline import PipelineEvent
+from homeassistant.components.assist_pipeline import (
+    OPTION_PREFERRED,
+    PipelineEvent,
+    async_get_pipelines,
+)
 from homeassistant.components.assist_satellite import (
     AssistSatelliteAnnouncement,
     AssistSatelliteConfiguration,
@@ -49,7 +53,8 @@ from .voice.announce import (
     announcement_audio,
     async_wait_for_voice_session,
 )
-from .voice.pipeline import PipelineListener
+from .voice.pipeline import PipelineListener, pipeline_problem_by_id
+from .voice.pipeline_check import async_report_pipeline
 from .voice.session import DeviceDisconnectedError, VoiceSession
 from .voice.timers import DeviceTimers
 from .voice.tts_audio import WAV_FORMAT, TtsError
@@ -127,6 +132,29 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         return VoiceSession(self, session)
 
     # The voice session's host ------------------------------------------------------
+
+    def selected_pipeline_id(self) -> str | None:
+        """Return the id of the pipeline the device's select picks; None: the preferred.
+
+        What the base class resolves before a run, from the select's state.
+        """
+        entity_id = self.pipeline_entity_id
+        state = None if entity_id is None else self.hass.states.get(entity_id)
+        if state is None or state.state == OPTION_PREFERRED:
+            return None
+        for pipeline in async_get_pipelines(self.hass):
+            if pipeline.name == state.state:
+                return pipeline.id
+        return None
+
+    @callback
+    def async_check_pipeline(self) -> bool:
+        """Return whether the device's pipeline can talk; raise or clear its repair issue."""
+        name, problem = pipeline_problem_by_id(self.hass, self.selected_pipeline_id())
+        async_report_pipeline(
+            self.hass, self.entry.entry_id, self.entry.title, name, problem
+        )
+        return problem is None
 
     async def async_run_pipeline(self, run: PipelineRun) -> None:
         """Run the selected pipeline up to the intent stage; events go to the run's listener."""

@@ -32,6 +32,7 @@ from .server.ota import ActivateView, OtaView
 from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
 from .server.vision import VisionView
 from .transport.websocket import async_setup_websocket
+from .voice.pipeline_check import async_forget_pipeline_issue
 from .voice.timers import async_setup_timers
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -159,6 +160,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: ConfigEntry) -> None:
     """Forget what a removed device left behind outside its entry."""
     if is_device_entry(entry):
         async_forget_firmware_issue(hass, entry)
+        async_forget_pipeline_issue(hass, entry.entry_id)
 
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: ConfigEntry) -> None:

@@ -526,17 +526,7 @@ async def test_a_pipeline_that_cannot_run_says_so_and_ends_the_conversation(
     assert (code, reason) == (1000, "the conversation is over")
 
 
-async def test_a_missing_pipeline_is_shown_as_an_alert(
-    ha_core: HomeAssistant, pipeline: Pipeline, device: SimulatedDevice
-) -> None:
-    # A preferred pipeline that no longer exists (HA itself refuses to set one).
-    ha_core.data[KEY_ASSIST_PIPELINE].pipeline_store._preferred_item = "gone"
-
-    await say(device)
-    alert = await device.next_message("alert", timeout=TIMEOUT)
-    assert alert["message"] == device_message("error_agent", "zh-CN")
-    assert alert["status"] == device_message("error_title", "zh-CN")
-    await device.wait_closed(timeout=TIMEOUT)
+# A pipeline that cannot talk (no STT/TTS, missing): tests/voice/test_pipeline_check.py.
 
 
 # ---------------------------------------------------------------- HA's side
@@ -656,24 +646,6 @@ async def test_an_agent_failing_without_a_word_gets_an_apology(
     assert messages[0]["text"] == TRANSCRIPT
     assert "".join(sentences(messages)) == device_message("error_agent", "zh-CN")
     assert runtime.connected
-
-
-async def test_a_pipeline_without_a_voice_shows_an_alert(
-    ha_core: HomeAssistant,
-    fake_provider: FakeProvider,
-    pipeline: Pipeline,
-    device: SimulatedDevice,
-) -> None:
-    await async_update_pipeline(ha_core, pipeline, tts_engine=None)
-    fake_provider.add_transcript(TRANSCRIPT)
-    fake_provider.add_reply(ChatReply.text(ANSWER))
-
-    await say(device)
-    messages = await answer_messages(device)
-
-    assert kinds(messages) == ["stt", "start", "alert", "stop"]
-    assert messages[2]["message"] == device_message("error_tts", "zh-CN")
-    assert fake_provider.speech_requests == []
 
 
 async def test_an_intercepted_wake_word_ends_the_conversation(

@@ -92,7 +92,7 @@ def pipeline_problem_by_id(
     try:
         pipeline = ha_internals.pipeline_by_id(hass, pipeline_id)
     except PipelineNotFound:
-        return pipeline_id or "", PipelineProblem.NOT_FOUND
+        return pipeline_id or "?", PipelineProblem.NOT_FOUND
     return pipeline.name, pipeline_problem(hass, pipeline)
 
 

@@ -12,7 +12,9 @@ characters, or the whole answer for engines without streaming input.
 On the device: ``stt`` with the transcript, then ``tts start``,
 ``sentence_start`` per segment, the Opus audio, ``llm`` with the reply's
 emotion, ``tts stop``. Errors become a short spoken message (or an alert when
-the voice itself fails) in the device's language.
+the voice itself fails) in the device's language. A pipeline that cannot talk
+(no STT or TTS engine) is not run: the device shows an alert and HA a repair
+issue (`pipeline_check`).
 
 Cancelling the task running `VoiceTurn.run` (barge-in, disconnect) cancels the
 pipeline run, the agent's request and the speech at once; an answer cut short
@@ -41,6 +43,7 @@ from .pipeline import (
     keep_partial_answer,
     pipeline_voice,
 )
+from .pipeline_check import MESSAGE_PIPELINE
 from .reply_text import ReplyText
 from .speaking import ERROR_AGENT, SpeakResult, speak_reply
 from .utterance import UtteranceAudio
@@ -78,6 +81,9 @@ class SatelliteHost(Protocol):
     @property
     def device_language(self) -> str | None:
         """The language the device speaks (its firmware's)."""
+
+    def async_check_pipeline(self) -> bool:
+        """Return whether the device's pipeline can talk (else say why in HA)."""
 
     async def async_run_pipeline(self, run: PipelineRun) -> None:
         """Run the device's pipeline up to the intent stage."""
@@ -187,6 +193,12 @@ class VoiceTurn:
             await self._async_cleanup()
 
     async def _async_run(self) -> TurnEnd:
+        if not self._host.async_check_pipeline():
+            # Without STT and TTS the run would fail validation or stay silent.
+            await self.speech.alert(
+                device_message(MESSAGE_PIPELINE, self._host.device_language)
+            )
+            return TurnEnd.END_CONVERSATION
         try:
             await self._host.async_run_pipeline(
                 PipelineRun(
