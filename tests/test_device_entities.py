@@ -7,7 +7,9 @@ tools (main/mcp_server.cc), so every value read and set goes over the wire.
 import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +48,7 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 
+import custom_components.xiaozhi
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.device.entity import (
     pipeline_select_unique_id,
@@ -274,6 +277,35 @@ async def device_entry(
     assert await ha_core.config_entries.async_setup(entry.entry_id)
     await ha_core.async_block_till_done()
     return entry
+
+
+# ---------------------------------------------------------------- the satellite
+
+
+async def test_the_satellite_is_named_after_its_device(
+    ha_core: HomeAssistant, device_entry: MockConfigEntry
+) -> None:
+    """The device's main feature: assist_satellite.<device>, named as the device."""
+    entity_id = er.async_get(ha_core).async_get_entity_id(
+        "assist_satellite", DOMAIN, f"{MAC}-assist_satellite"
+    )
+    device = dr.async_get(ha_core).async_get_device_by_identifier(
+        (DOMAIN, MAC), device_entry.entry_id
+    )
+    assert device is not None
+    assert device.name == "bread-compact-wifi ddeeff"
+    assert entity_id == "assist_satellite.bread_compact_wifi_ddeeff"
+    state = ha_core.states.get(entity_id)
+    assert state is not None
+    assert state.attributes["friendly_name"] == device.name
+
+
+def test_the_integration_is_added_as_a_service() -> None:
+    """HA's integration page then offers "Add service", not "Add hub"."""
+    manifest = json.loads(
+        (Path(custom_components.xiaozhi.__file__).parent / "manifest.json").read_text()
+    )
+    assert manifest["integration_type"] == "service"
 
 
 # ---------------------------------------------------------------- selects

@@ -74,9 +74,10 @@ ERROR_ANNOUNCEMENT: Final = "announcement_failed"
 class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunSilence):
     """A Xiaozhi device as an Assist satellite."""
 
-    entity_description = AssistSatelliteEntityDescription(
-        key=SATELLITE_KEY, translation_key=SATELLITE_KEY
-    )
+    entity_description = AssistSatelliteEntityDescription(key=SATELLITE_KEY)
+    # The device's main feature: the entity is named after the device
+    # (assist_satellite.<device>), as HA's naming rules ask.
+    _attr_name = None
     _attr_supported_features = (
         AssistSatelliteEntityFeature.ANNOUNCE
         | AssistSatelliteEntityFeature.START_CONVERSATION
