@@ -68,6 +68,7 @@ SATELLITE_KEY: Final = "assist_satellite"
 MANUAL_SILENCE_SECONDS: Final = 15.0
 
 ERROR_NOT_CONNECTED: Final = "device_not_connected"
+ERROR_DID_NOT_CONNECT: Final = "device_did_not_connect"
 ERROR_ANNOUNCEMENT: Final = "announcement_failed"
 
 
@@ -263,7 +264,14 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
                     self.connect_wait,
                 )
                 return
-            raise self._not_connected()
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key=ERROR_DID_NOT_CONNECT,
+                translation_placeholders={
+                    "device": self.entry.title,
+                    "seconds": f"{self.connect_wait:g}",
+                },
+            )
         self._announcing = True
         try:
             await voice.async_announce(

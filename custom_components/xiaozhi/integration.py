@@ -52,6 +52,7 @@ DEVICE_PLATFORMS: tuple[Platform, ...] = (
     Platform.IMAGE,
     Platform.NUMBER,
     Platform.SELECT,
+    Platform.SENSOR,
 )
 
 

@@ -196,9 +196,15 @@ async def test_announcing_to_a_device_that_does_not_connect_fails_after_a_while(
     with pytest.raises(HomeAssistantError) as raised:
         await announce(ha_core, message=MESSAGE, preannounce=False)
     assert raised.value.translation_domain == DOMAIN
-    assert raised.value.translation_key == "device_not_connected"
-    assert raised.value.translation_placeholders == {"device": "Kitchen speaker"}
+    assert raised.value.translation_key == "device_did_not_connect"
+    assert raised.value.translation_placeholders == {
+        "device": "Kitchen speaker",
+        "seconds": "0.05",
+    }
+    assert "0.05 s" in str(raised.value)
     assert satellite(ha_core).state == AssistSatelliteState.IDLE
+    gc.collect()
+    assert "never retrieved" not in caplog.text
 
 
 async def test_audio_that_cannot_be_played_fails_the_action(
@@ -315,7 +321,7 @@ async def test_a_device_served_by_another_handler_cannot_announce(
     shorten_the_wait(ha_core)
     with pytest.raises(HomeAssistantError) as raised:
         await announce(ha_core, message=MESSAGE, preannounce=False)
-    assert raised.value.translation_key == "device_not_connected"
+    assert raised.value.translation_key == "device_did_not_connect"
 
 
 # ---------------------------------------------------------------- HA's satellite wizard

@@ -48,11 +48,16 @@ class DeviceSpeech:
         session: DeviceSession,
         device_language: str | None,
         on_start: Callable[[], None] | None = None,
+        on_first_audio: Callable[[float], None] | None = None,
     ) -> None:
-        """Speak on ``session``; ``on_start`` is called when speaking starts."""
+        """Speak on ``session``; ``on_start`` is called when speaking starts.
+
+        ``on_first_audio`` gets the time the first PCM reached the encoder.
+        """
         self._session = session
         self._device_language = device_language
         self._on_start = on_start
+        self._on_first_audio = on_first_audio
         self._items: asyncio.Queue[_Item] = asyncio.Queue(MAX_QUEUED_CHUNKS)
         self._playback: asyncio.Task[bool] | None = None
         self.started_at: float | None = None
@@ -124,4 +129,6 @@ class DeviceSpeech:
                 continue
             if self.first_audio_at is None:
                 self.first_audio_at = time.monotonic()
+                if self._on_first_audio is not None:
+                    self._on_first_audio(self.first_audio_at)
             yield item

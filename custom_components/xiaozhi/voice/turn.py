@@ -154,7 +154,10 @@ class VoiceTurn:
         self.audio = UtteranceAudio()
         self.reply = ReplyText()
         self.speech = DeviceSpeech(
-            session, host.device_language, on_start=self._set_responding
+            session,
+            host.device_language,
+            on_start=self._set_responding,
+            on_first_audio=self._on_first_audio,
         )
         self.transcript: str | None = None
         self.speech_ended_at: float | None = None
@@ -284,6 +287,13 @@ class VoiceTurn:
         if self._answer_task is None:
             self._error = code
         self.reply.fail(code)
+
+    def _on_first_audio(self, at: float) -> None:
+        """Tell the device's runtime how long the reply took (its diagnostic sensor)."""
+        if self.speech_ended_at is not None:
+            self._session.link.runtime.async_set_reply_delay(
+                max(0.0, at - self.speech_ended_at)
+            )
 
     def _note_text(self) -> None:
         if self.reply.text.strip():
