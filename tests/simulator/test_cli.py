@@ -48,6 +48,7 @@ from homeassistant.config_entries import (
 from homeassistant.const import CONF_CODE, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.const import (
@@ -1509,3 +1510,109 @@ def test_the_otto_board_and_a_camera_from_the_command_line(tmp_path: Path) -> No
         options.camera()
     with pytest.raises(SimulatorError, match="cannot read"):
         parse_options(["--photo", str(tmp_path / "missing.jpg")]).camera()
+
+
+# ---------------------------------------------------------------- --stay
+
+
+def entity_of(
+    hass: HomeAssistant, entry: MockConfigEntry, domain: str, key: str
+) -> str:
+    """The entity id of the device's entity of ``domain`` whose id names ``key``."""
+    (entity_id,) = [
+        e.entity_id
+        for e in er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+        if e.domain == domain and key in e.entity_id
+    ]
+    return entity_id
+
+
+async def test_staying_connected_plays_announcements_and_takes_the_volume(
+    ha_core: HomeAssistant,
+    device_entry: MockConfigEntry,
+    paired_state: Path,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    programs: FakePrograms,
+) -> None:
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text("".join(ANSWER)))
+    sim = start(
+        *("--ha", ha_url_of(paired_state), "--state-file", str(paired_state)),
+        *("--say", TRANSCRIPT, "--no-save", "--play", "--stay"),
+    )
+    await sim.out.wait_for(
+        r"staying connected, idle, until nothing comes from Home"
+        r" Assistant for 120 s"
+    )
+    # The answer was reported before the stay, with its timing.
+    assert f"answer: {' '.join(ANSWER)}" in sim.out.getvalue()
+    assert any(TIMING_LINE.match(line) for line in sim.out.lines())
+
+    async with asyncio.timeout(TIMEOUT):
+        await ha_core.services.async_call(
+            "assist_satellite",
+            "announce",
+            {
+                "entity_id": entity_of(ha_core, device_entry, "assist_satellite", ""),
+                "message": "晚饭好了",
+                "preannounce": False,
+            },
+            blocking=True,
+        )
+    line = await sim.out.wait_for(r"announcement: 晚饭好了 \((\d+\.\d\d) s of audio\)")
+    spoken = fake_provider.speech.pcm_bytes("晚饭好了") / 2 / RATE_OUT
+    assert float(line[1]) == pytest.approx(spoken, abs=0.2)
+    # Played like the answer: the answer first, then the announcement.
+    await sim.out.wait_for("announcement played with paplay")
+    played = programs.played_wavs()
+    assert len(played) == 2
+    assert len(parse_wav(played[1]).pcm) / 2 / RATE_OUT == pytest.approx(
+        float(line[1]), abs=0.01
+    )
+
+    volume = entity_of(ha_core, device_entry, "number", "volume")
+    async with asyncio.timeout(TIMEOUT):
+        await ha_core.services.async_call(
+            "number", "set_value", {"entity_id": volume, "value": 30}, blocking=True
+        )
+    await sim.out.wait_for(
+        r'"name":"self\.audio_speaker\.set_volume","arguments":'
+        r'\{"volume":30\}'
+    )
+    assert ha_core.states.get(volume).state == "30"  # type: ignore[union-attr]
+
+    # Home Assistant ends it (here: the device's entry is unloaded).
+    assert await ha_core.config_entries.async_unload(device_entry.entry_id)
+    assert await sim.result() == 0, sim.err.getvalue()
+    assert sim.out.lines()[-1].endswith("; the stay is over")
+    assert "Home Assistant closed the connection with code" in sim.out.lines()[-1]
+
+
+async def test_a_stay_ends_when_nothing_comes_for_its_seconds(
+    device_entry: MockConfigEntry,
+    paired_state: Path,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    programs: FakePrograms,
+) -> None:
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text("".join(ANSWER)))
+
+    sim = await run(
+        *("--ha", ha_url_of(paired_state), "--state-file", str(paired_state)),
+        *("--say", TRANSCRIPT, "--no-save", "--manual", "--stay", "0.3"),
+    )
+
+    assert await sim.result() == 0, sim.err.getvalue()
+    assert sim.out.lines()[-1].endswith(
+        "nothing from Home Assistant for 0.3 s: the channel timed out, as the"
+        " firmware's does; closing"
+    )
+    assert "announcement:" not in sim.out.getvalue()
+
+
+def test_stay_options() -> None:
+    assert parse_options([]).stay is None
+    assert parse_options(["--stay"]).stay == 120.0
+    assert parse_options(["--stay", "30"]).stay == 30.0
