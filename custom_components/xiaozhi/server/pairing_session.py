@@ -49,9 +49,10 @@ from ..transport.base import EndReason, SendTimeoutError, Transport, TransportEr
 from .pairing import PairingRegistry, PendingPairing
 
 type CodeSpeaker = Callable[[str, str], AsyncIterable[bytes]]
-"""Speaks ``text`` in ``language``: mono s16le PCM at :data:`SPEECH_RATE`.
+"""Says a pairing code (and what to do with it) to a device of a language.
 
-Yields nothing when Home Assistant has no TTS engine to speak with.
+Arguments: the code, the device's language. Yields mono s16le PCM at
+:data:`SPEECH_RATE`; nothing when Home Assistant has no TTS engine to speak with.
 """
 
 SPEECH_RATE: Final = 24000
@@ -63,12 +64,6 @@ def code_subtitle(pending: PendingPairing) -> str:
     """Return what the device shows: the activation message and the code."""
     message = device_message("activation", pending.device.language)
     return f"{message}: {pending.code}"
-
-
-def code_speech(pending: PendingPairing) -> str:
-    """Return what the device says: the message, then the code digit by digit."""
-    message = device_message("activation", pending.device.language)
-    return f"{message}: {' '.join(pending.code)}"
 
 
 def pairing_for_token(
@@ -232,9 +227,7 @@ class PairingSession:
         if self._speaker is not None:
             try:
                 played = await playback.play_pcm(
-                    self._speaker(
-                        code_speech(self.pending), self.pending.device.language
-                    ),
+                    self._speaker(self.pending.code, self.pending.device.language),
                     SPEECH_RATE,
                 )
             except SessionClosedError:
@@ -357,9 +350,9 @@ class PairingSessions:
     def async_paired(self, mac: str) -> None:
         """End the device's pairing session: its code was typed, it may connect."""
         if (session := self._sessions.get(mac)) is not None:
-            session.end(
-                EndReason.SERVER_CLOSED, "paired: connect again with the same token"
-            )
+            # A normal close: clients (xiaozhi-sdk) treat any other code as an
+            # error, and this is the end they were waiting for.
+            session.end(EndReason.NORMAL, "paired: connect again with the same token")
 
     def end_all(self, reason: EndReason, detail: str) -> list[PairingSession]:
         """End every pairing session; returns them (to wait for their close)."""
