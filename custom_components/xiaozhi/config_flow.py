@@ -353,6 +353,7 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
                 pending = server.pairings.verify(mac, user_input[CONF_CODE])
             except PairingError as err:
                 if err.reason != "invalid_code":
+                    server.pairing_sessions.async_void(mac)
                     return self.async_abort(reason=err.reason)
                 errors[CONF_CODE] = err.reason
             else:

@@ -349,10 +349,22 @@ class PairingSessions:
     @callback
     def async_paired(self, mac: str) -> None:
         """End the device's pairing session: its code was typed, it may connect."""
+        # A normal close: clients (xiaozhi-sdk) treat any other code as an error,
+        # and this is the end they were waiting for.
+        self._async_end(
+            mac, EndReason.NORMAL, "paired: connect again with the same token"
+        )
+
+    @callback
+    def async_void(self, mac: str) -> None:
+        """End the device's pairing session: its code is void (too many wrong tries)."""
+        self._async_end(
+            mac, EndReason.SERVER_CLOSED, "the code is void: check in again"
+        )
+
+    def _async_end(self, mac: str, reason: EndReason, detail: str) -> None:
         if (session := self._sessions.get(mac)) is not None:
-            # A normal close: clients (xiaozhi-sdk) treat any other code as an
-            # error, and this is the end they were waiting for.
-            session.end(EndReason.NORMAL, "paired: connect again with the same token")
+            session.end(reason, detail)
 
     def end_all(self, reason: EndReason, detail: str) -> list[PairingSession]:
         """End every pairing session; returns them (to wait for their close)."""
