@@ -6,7 +6,11 @@ A paired device connects to ``/xiaozhi/v1/`` (the URL its OTA answer gave it) wi
 ``authorization``, ``device-id``, ``client-id`` and ``protocol-version`` as query
 parameters instead. The ``Bearer`` prefix is optional (the firmware omits it when
 the token contains a space). Nothing from a socket is read before it is
-authenticated. The token is never logged.
+authenticated; wrong claims are answered HTTP 401 without an upgrade. The token
+is never logged. A device waiting to be paired may connect with the token its
+OTA answer gave it with its code (``Client-Id`` must match its check-in): that
+opens only its pairing session (``server/pairing_session.py``), where it is told
+its code and nothing else runs.
 
 The connection is the device's link (``device/link.py``) and carries one voice
 session: the link ends with it (the firmware has no other way back to idle), and
@@ -26,8 +30,9 @@ Code  Name             Meaning
 1011  INTERNAL_ERROR   A bug of ours while handling a message (logged with
                        its traceback).
 4000  PROTOCOL_ERROR   Unusable hello (uplink audio is not Opus).
-4001  UNAUTHORIZED     Unknown device, missing or wrong token, or the
-                       device's entry is not loaded (disabled, unloading).
+4001  UNAUTHORIZED     The device's entry is not loaded (disabled,
+                       unloading). An unknown device or a missing or wrong
+                       token gets HTTP 401 before the upgrade instead.
 4002  BAD_HANDSHAKE    Missing or invalid Device-Id or Protocol-Version.
 4003  HELLO_TIMEOUT    No hello within 10 s of connecting.
 4004  REPLACED         A newer connection of the same device took over.
