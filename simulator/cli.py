@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Sequence
 import contextlib
 from dataclasses import dataclass, replace
+from http import HTTPStatus
 from pathlib import Path
 import sys
 from typing import Final, TextIO
@@ -504,6 +505,11 @@ class Simulation:
         except ChannelClosedError:
             raise
         except aiohttp.WSServerHandshakeError as err:
+            if err.status == HTTPStatus.UNAUTHORIZED:
+                raise SimulatorError(
+                    "Home Assistant refused the device's token (HTTP 401: unknown"
+                    " device, or a token of an older pairing)" + self._refusal_hint()
+                ) from None
             raise SimulatorError(
                 f"the WebSocket handshake with {url} failed: HTTP {err.status} {err.message}"
             ) from None

@@ -1,5 +1,6 @@
 """The Xiaozhi integration: Home Assistant as the server for Xiaozhi voice devices."""
 
+from functools import partial
 from typing import Final
 
 import openai
@@ -20,6 +21,7 @@ from .device.firmware_check import (
 )
 from .device.runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
 from .device.tools_api import DeviceToolsAPI
+from .pairing_voice import async_speak_code
 from .photo_answers import async_answer_photo
 from .pipeline_setup import async_offer_voice_pipeline
 from .provider.client import (
@@ -69,6 +71,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     hass.http.register_view(ActivateView())
     hass.http.register_view(VisionView(async_answer_photo))
     async_setup_websocket(hass)
+    server.pairing_sessions.speaker = partial(async_speak_code, hass)
     llm.async_register_api(hass, DeviceToolsAPI(hass))
     await async_setup_timers(hass)
     hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, server.async_shutdown)

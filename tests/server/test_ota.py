@@ -115,8 +115,17 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     answer = await check_in(client)
-    assert "websocket" not in answer
     assert "mqtt" not in answer
+    # A token that opens only a pairing session (server/pairing_session.py), for
+    # clients that connect with their first answer's settings.
+    port = client.server.port
+    pairing_token = answer["websocket"]["token"]
+    assert answer["websocket"] == {
+        "url": f"ws://127.0.0.1:{port}/xiaozhi/v1/",
+        "token": pairing_token,
+        "version": 1,
+    }
+    assert len(pairing_token) >= 32
     activation = answer["activation"]
     assert len(activation["code"]) == 6
     assert activation["code"].isdigit()
@@ -129,6 +138,7 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     # Checking in again keeps the code the device is speaking; one flow only.
     again = await check_in(client)
     assert again["activation"]["code"] == activation["code"]
+    assert again["websocket"]["token"] == pairing_token
     await ha_core.async_block_till_done()
     (flow,) = pairing_flows(ha_core)
     assert flow["context"]["title_placeholders"] == {"mac": MAC}
@@ -159,7 +169,8 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     assert entry.data[CONF_BOARD] == "bread-compact-wifi"
     assert entry.data[CONF_FIRMWARE_VERSION] == "1.9.2"
     assert entry.data[CONF_DEVICE_LANGUAGE] == "zh-CN"
-    assert len(entry.data[CONF_TOKEN]) >= 32
+    # The pairing token becomes the device's: a client reconnecting with it gets in.
+    assert entry.data[CONF_TOKEN] == pairing_token
 
     # The firmware's activation poll now succeeds (POST with an HMAC body).
     response = await client.post(
@@ -187,7 +198,6 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     answer = await check_in(client)
     assert "activation" not in answer
     assert "mqtt" not in answer
-    port = client.server.port
     assert answer["websocket"] == {
         "url": f"ws://127.0.0.1:{port}/xiaozhi/v1/",
         "token": entry.data[CONF_TOKEN],
@@ -204,7 +214,7 @@ async def test_token_only_for_the_paired_client_id_and_repairing_rotates_it(
 
     # Same MAC, another Client-Id (NVS erased, or someone spoofing the MAC).
     answer = await check_in(client, client_id="another-uuid")
-    assert "websocket" not in answer
+    assert answer["websocket"]["token"] != old_token
     assert old_token not in json.dumps(answer)
     new_code = answer["activation"]["code"]
     result = await pair(ha_core, new_code)

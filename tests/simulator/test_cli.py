@@ -752,8 +752,9 @@ async def test_a_refused_connection_names_code_and_reason(
     )
     assert await sim.result() == 1
     assert sim.err.getvalue() == (
-        "error: Home Assistant closed the connection with code 4001 (invalid token);"
-        " run without --skip-ota to check in (and pair) again\n"
+        "error: Home Assistant refused the device's token (HTTP 401: unknown"
+        " device, or a token of an older pairing); run without --skip-ota to check"
+        " in (and pair) again\n"
     )
 
 
