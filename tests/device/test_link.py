@@ -413,7 +413,7 @@ async def test_the_device_s_goodbye_ends_its_session_without_one_back(
     transport = lasting_transport(link)
     session = await say_hello(link)
     await link.async_handle_message(Goodbye("another session"))
-    assert link.session is session  # not the live session's: ignored
+    assert session.end_reason is None  # not the live session's: ignored
     await link.async_handle_message(Goodbye(session.session_id))
     assert session.closed
     assert link.session is None
@@ -421,6 +421,7 @@ async def test_the_device_s_goodbye_ends_its_session_without_one_back(
     assert link.runtime.connected
     assert [event[0] for event in recorder.log] == ["connected", "disconnected"]
     assert not any(m["type"] == "goodbye" for m in transport.messages)
+    assert transport.sessions_ended == 1
 
 
 async def test_a_hello_on_a_live_lasting_session_opens_a_new_one(

@@ -257,6 +257,7 @@ class DeviceLink:
             self.end(reason, detail)
             return
         self.session = None
+        self.transport.session_ended()
         LOGGER.debug("Voice session of %s ended: %s", self.name, log_excerpt(detail))
         self.runtime.async_update_listeners()
         self.create_task(
@@ -324,6 +325,7 @@ class DeviceLink:
             return
         self.session = None
         session.end(EndReason.NORMAL, "the device said goodbye")
+        self.transport.session_ended()
         LOGGER.debug("%s left its voice session", self.name)
         self.runtime.async_update_listeners()
 

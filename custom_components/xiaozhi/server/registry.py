@@ -34,8 +34,11 @@ from .limits import HTTP_BURST, HTTP_REQUESTS_PER_SECOND, ConnectionLimits
 from .pairing import DeviceIdentity, PairingRegistry
 from .ratelimit import RateLimiter
 
-type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any]]
-"""Builds a transport's section of the OTA answer for a paired device's entry."""
+type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any] | None]
+"""Builds a transport's section of the OTA answer for a paired device's entry.
+
+None leaves the section out (the device is not to use that transport).
+"""
 
 
 class XiaozhiServer:
@@ -47,7 +50,7 @@ class XiaozhiServer:
         links: The live link of each connected device, by MAC.
         limits: Bounds on device connections of every transport.
         ota_sections: What each transport adds to a paired device's OTA answer,
-            by the answer's key (``websocket``).
+            by the answer's key (``websocket``, ``mqtt``).
     """
 
     def __init__(self, hass: HomeAssistant) -> None:
