@@ -154,8 +154,11 @@ async def test_ota_connect_mcp_hello_audio_goodbye_idle(
     )
     assert await recorder.next_event() == ("listen_start", ListenMode.AUTO)
     encoder = OpusEncoder(16000, 60)
-    for packet in encoder.encode(tone(440, 16000, 1.0)):
+    sent = encoder.encode(tone(440, 16000, 1.0))
+    for packet in sent:
         device.send_audio(packet)
+    # UDP and MQTT race each other: the stop waits for the audio to be in.
+    await until(lambda: channel_sequence(runtime) == len(sent))
     device.publish({"session_id": device.session_id, "type": "listen", "state": "stop"})
     event = await recorder.next_event()
     assert event[0] == "listen_stop"
@@ -201,6 +204,22 @@ async def test_ota_connect_mcp_hello_audio_goodbye_idle(
         await asyncio.sleep(0.01)
     assert mqtt_endpoint.connections == 0
     assert session_tasks() == []
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate`` holds (datagrams arrive one per loop turn)."""
+    async with asyncio.timeout(10):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def channel_sequence(runtime: DeviceRuntime) -> int:
+    """The last uplink sequence the session's channel accepted."""
+    link = runtime.link
+    assert link is not None
+    transport = link.transport
+    assert isinstance(transport, MqttTransport)
+    return transport.last_uplink_sequence
 
 
 def live_session(runtime: DeviceRuntime) -> DeviceSession:
@@ -271,3 +290,75 @@ async def test_the_previous_password_works_until_the_new_one_is_used(
     late = MqttDevice(first)
     mqtt_devices.append(late)
     assert str(await late.connect()) == BAD_CREDENTIALS
+
+
+# ---------------------------------------------------------------- bad datagrams
+
+
+async def test_bad_datagrams_are_dropped_and_the_session_goes_on(
+    ha_core: HomeAssistant,
+    mqtt_entry: MockConfigEntry,
+    mqtt_endpoint: MqttEndpoint,
+    hass_client_no_auth: Callable[[], Any],
+    mqtt_devices: list[MqttDevice],
+) -> None:
+    runtime = runtime_of(mqtt_entry)
+    device = await connected_device(hass_client_no_auth, mqtt_devices, runtime)
+    recorder = Recorder(runtime)
+    await device.hello()
+    assert await recorder.next_event() == ("connected",)
+    link = runtime.link
+    assert link is not None
+    transport = link.transport
+    assert isinstance(transport, MqttTransport)
+    device.publish(
+        {"session_id": device.session_id, "type": "listen", "state": "start"}
+    )
+    assert (await recorder.next_event())[0] == "listen_start"
+    packets = OpusEncoder(16000, 60).encode(tone(440, 16000, 0.6))
+
+    good = device.seal(packets[0], sequence=5)
+    device.send_datagram(good)
+    device.send_datagram(good)  # replayed
+    device.send_datagram(device.seal(packets[1], sequence=3))  # reordered
+    device.send_datagram(good[:10])  # truncated inside the header
+    device.send_datagram(good[:-3])  # truncated payload: the length lies
+    device.send_datagram(device.seal(b"\x00" * 1600, sequence=6))  # oversized
+    foreign_key = bytes(16)
+    header = good[:16]
+    from custom_components.xiaozhi.protocol.udp import aes_ctr
+
+    wrong = bytearray(device.seal(packets[2], sequence=7))
+    wrong[16:] = aes_ctr(foreign_key, header, packets[2])
+    device.send_datagram(bytes(wrong))  # another key: noise for the decoder
+    other = bytearray(good)
+    other[4:8] = b"\x00\x00\x00\x01"  # no session has this ssrc
+    device.send_datagram(bytes(other))
+    # From another address than the device's MQTT connection.
+    loop = asyncio.get_running_loop()
+    stranger, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol,
+        local_addr=("127.0.0.2", 0),
+        remote_addr=("127.0.0.1", mqtt_endpoint.udp.port),
+    )
+    stranger.sendto(device.seal(packets[3], sequence=100))
+    stranger.close()
+    # Then the device goes on: its next datagrams are heard.
+    device.sequence = 7
+    for packet in packets[3:]:
+        device.send_audio(packet)
+    await until(lambda: channel_sequence(runtime) == device.sequence)
+    await until(lambda: transport.dropped["foreign_address"] == 1)
+    device.publish({"session_id": device.session_id, "type": "listen", "state": "stop"})
+    assert (await recorder.next_event())[0] == "listen_stop"
+    heard = bytes(recorder.handlers[0].audio)
+    assert len(heard) >= (1 + len(packets[3:])) * 960 * 2
+    assert transport.dropped == {
+        "replayed": 2,
+        "too_long": 1,
+        "length_mismatch": 1,
+        "foreign_address": 1,
+    }
+    assert mqtt_endpoint.udp.dropped == {"too_short": 1, "no_session": 1}
+    assert runtime.session is not None
+    assert not runtime.session.closed

@@ -333,6 +333,11 @@ class MqttTransport:
         self._udp_address: tuple[str, int] | None = None
         self._stuck = False
 
+    @property
+    def last_uplink_sequence(self) -> int:
+        """The sequence of the session's last accepted datagram (0: none, no session)."""
+        return 0 if self._channel is None else self._channel.last_received_sequence
+
     # ------------------------------------------------------------ seam
 
     def server_hello_fields(self) -> Mapping[str, Any]:
