@@ -224,6 +224,7 @@ class UdpAudio(asyncio.DatagramProtocol):
         self.dropped: Counter[str] = Counter()
         self._routes: dict[int, MqttTransport] = {}
         self._transport: asyncio.DatagramTransport | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
     def port(self) -> int:
@@ -256,6 +257,11 @@ class UdpAudio(asyncio.DatagramProtocol):
         except Exception:  # one bad datagram must not take down the socket
             LOGGER.exception("Unexpected error handling a UDP datagram")
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Note that the socket is closed."""
+        if not self._closed.done():
+            self._closed.set_result(None)
+
     def error_received(self, exc: Exception) -> None:
         """Log an ICMP error (a device went away mid-reply); keep serving."""
         LOGGER.debug("UDP audio socket error: %s", exc)
@@ -276,11 +282,12 @@ class UdpAudio(asyncio.DatagramProtocol):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(datagram, addr)
 
-    def close(self) -> None:
-        """Close the socket."""
+    async def async_close(self) -> None:
+        """Close the socket; returns once it is closed."""
         self._routes.clear()
         if self._transport is not None:
             self._transport.close()
+            await self._closed
 
 
 # ---------------------------------------------------------------- one connection
@@ -584,7 +591,7 @@ class MqttEndpoint:
         if tcp is not None:
             await tcp.wait_closed()
         if udp is not None:
-            udp.close()
+            await udp.async_close()
 
     async def _async_handle_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
