@@ -702,8 +702,16 @@ class MqttEndpoint:
         connect = connection.connect
         assert connect is not None
         watchdog = connect.keepalive_timeout
-        packets = connection.receive(b"")  # what came with the CONNECT
+        data = b""  # first what came with the CONNECT
         while True:
+            try:
+                packets = connection.receive(data)
+            except PacketTooLargeError as err:
+                link.end(EndReason.MESSAGE_TOO_BIG, str(err))
+                return
+            except MqttError as err:
+                link.end(EndReason.BAD_FRAME, f"bad MQTT packet: {err}")
+                return
             for packet in packets:
                 if not budget.allow(link.mac):
                     link.end(
@@ -735,14 +743,6 @@ class MqttEndpoint:
             if not data:
                 return
             link.note_incoming()
-            try:
-                packets = connection.receive(data)
-            except PacketTooLargeError as err:
-                link.end(EndReason.MESSAGE_TOO_BIG, str(err))
-                return
-            except MqttError as err:
-                link.end(EndReason.BAD_FRAME, f"bad MQTT packet: {err}")
-                return
 
 
 async def _async_handle_publish(link: DeviceLink, packet: Publish) -> None:
