@@ -159,9 +159,13 @@ class MqttDevice:
     def publish(self, message: dict[str, Any]) -> None:
         self.client.publish(self.section["publish_topic"], json.dumps(message), qos=0)
 
-    async def next_message(self, message_type: str | None = None) -> dict[str, Any]:
+    async def next_message(
+        self,
+        message_type: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
         """The next message (of ``message_type``, skipping others)."""
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(timeout):
             while True:
                 message = await self.messages.get()
                 if message_type is None or message["type"] == message_type:
