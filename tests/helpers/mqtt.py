@@ -162,7 +162,7 @@ class MqttDevice:
     async def next_message(
         self,
         message_type: str | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
     ) -> dict[str, Any]:
         """The next message (of ``message_type``, skipping others)."""
         async with asyncio.timeout(timeout):
