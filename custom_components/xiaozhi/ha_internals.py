@@ -22,6 +22,7 @@ from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.assist_satellite import AssistSatelliteEntity
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+from homeassistant.components.button.const import ButtonDeviceClass
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.components.tts.entity import TTSAudioRequest
 from homeassistant.core import HomeAssistant, callback
@@ -31,6 +32,7 @@ from homeassistant.core import HomeAssistant, callback
 __all__ = [
     "AbstractConversationAgent",
     "BinarySensorDeviceClass",
+    "ButtonDeviceClass",
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
     "pipeline_by_id",

@@ -48,7 +48,9 @@ PROVIDER_PLATFORMS: tuple[Platform, ...] = (
 DEVICE_PLATFORMS: tuple[Platform, ...] = (
     Platform.ASSIST_SATELLITE,
     Platform.BINARY_SENSOR,
+    Platform.BUTTON,
     Platform.IMAGE,
+    Platform.NOTIFY,
     Platform.NUMBER,
     Platform.SELECT,
 )
