@@ -17,7 +17,9 @@ The MQTT client is paho-mqtt, in its own network thread.
 """
 
 import asyncio
+import contextlib
 import json
+import socket
 from typing import Any, Final
 
 import paho.mqtt.client as paho
@@ -90,8 +92,16 @@ class MqttSimulatedDevice(SimulatedDevice):
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_socket_open = self._on_socket_open
 
     # ------------------------------------------------------------ paho's thread
+
+    @staticmethod
+    def _on_socket_open(client: Any, userdata: Any, sock: Any) -> None:
+        # Send each publish at once, as a device whose messages are seconds apart
+        # effectively does (Nagle would hold one behind an unacknowledged other).
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any
