@@ -93,6 +93,10 @@ async def home_assistant(
     from custom_components.xiaozhi.config_flow import default_subentries
     from custom_components.xiaozhi.const import DOMAIN
     from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
+    from custom_components.xiaozhi.transport.mqtt import (
+        DATA_MQTT_SETTINGS,
+        MqttSettings,
+    )
     from tests.helpers.devices import device_entry_data
     from tests.helpers.providers import provider_entry_data
 
@@ -103,6 +107,10 @@ async def home_assistant(
             http = {"server_host": ["127.0.0.1"], "server_port": port}
             assert await async_setup_component(hass, "http", {"http": http})
             await hass.http.start()  # HA would when it starts; this one runs already
+            # The MQTT+UDP endpoint on free loopback ports (not the real 18830/18831).
+            hass.data[DATA_MQTT_SETTINGS] = MqttSettings(
+                host="127.0.0.1", mqtt_port=0, udp_port=0
+            )
             provider_entry = MockConfigEntry(
                 domain=DOMAIN,
                 title="Fake service",

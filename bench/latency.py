@@ -28,7 +28,14 @@ What is measured, all with one monotonic clock:
   device, split into the TTS engine's part (clause to first PCM out of HA's TTS
   stream) and ours (first PCM to first frame: encoding, pacing, WebSocket).
 
-The last line is ``first audio ratio ours/stock: X.XX`` (medians).
+* the same as *ours* over MQTT+UDP (the device's lasting MQTT link, its audio
+  over UDP), beside the WebSocket figure; and wake (the device's hello) to
+  listening (the server hello, when the device may stream): over WebSocket the
+  device opens its socket first (as the firmware does on wake), over MQTT the
+  link is open already.
+
+The last lines are ``first audio ratio ours/stock: X.XX`` and
+``first audio ratio mqtt/websocket: X.XX`` (medians).
 
 Run from the repository root: ``python bench/latency.py [--runs N]
 [--bridge-runs N] [--plot FILE.png]``.
@@ -82,8 +89,9 @@ from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
 from custom_components.xiaozhi.protocol.codec import WavStreamDecoder, parse_wav
 from custom_components.xiaozhi.voice.session import VoiceSession
 from fake_provider import FakeProvider
-from simulator.device import SimulatedDevice
-from tests.helpers.devices import MAC, TOKEN
+from simulator.device import DEFAULT_CLIENT_ID, SimulatedDevice
+from simulator.mqtt_device import MqttSimulatedDevice
+from tests.helpers.devices import MAC, TOKEN, wait_until
 
 # 120 ms frames keep a run's audio far below the server's per-socket message rate.
 FRAME_MS = 120
@@ -118,8 +126,31 @@ class TimedDevice(SimulatedDevice):
         await super()._on_binary(data)
 
 
+class TimedMqttDevice(MqttSimulatedDevice):
+    """The same over MQTT+UDP: the first reply datagram is noted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_audio_at: float | None = None
+        self.first_audio = asyncio.Event()
+
+    def expect_reply(self) -> None:
+        self.first_audio_at = None
+        self.first_audio.clear()
+        self.pending_messages()
+
+    def datagram_received(self, data: bytes) -> None:
+        if self.speaking and self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+            self.first_audio.set()
+        super().datagram_received(data)
+
+
 @dataclass
 class Results:
+    mqtt: list[float] = field(default_factory=list)
+    hello_websocket: list[float] = field(default_factory=list)
+    hello_mqtt: list[float] = field(default_factory=list)
     ours: list[float] = field(default_factory=list)
     stock: list[float] = field(default_factory=list)
     bridge: list[float] = field(default_factory=list)
@@ -131,7 +162,11 @@ class Results:
 
 
 async def run_ours(
-    device: TimedDevice, provider: FakeProvider, results: Results, runtime: Any
+    device: TimedDevice | TimedMqttDevice,
+    provider: FakeProvider,
+    results: Results,
+    runtime: Any,
+    figures: list[float] | None = None,
 ) -> None:
     """One turn through the device's voice session; stop at the first frame."""
     provider.add_transcript(TRANSCRIPT)
@@ -149,6 +184,13 @@ async def run_ours(
     assert turn.speech.started_at is not None
     assert turn.speech.first_audio_at is not None
     assert device.first_audio_at is not None
+    if figures is not None:  # MQTT: only the end-to-end figure
+        figures.append(device.first_audio_at - turn.speech_ended_at)
+        await device.abort()
+        async with asyncio.timeout(TIMEOUT_S):
+            while (await device.next_message("tts"))["state"] != "stop":
+                pass
+        return
     results.ours.append(device.first_audio_at - turn.speech_ended_at)
     results.bridge.append(device.first_audio_at - turn.speech.started_at)
     results.bridge_tts.append(turn.speech.first_audio_at - turn.speech.started_at)
@@ -259,9 +301,21 @@ def report(results: Results, plot: Path | None) -> None:
             f"  {name:<34} p50 {ms(percentile(values, 0.5))}"
             f"  p95 {ms(percentile(values, 0.95))}"
         )
+    mqtt = statistics.median(results.mqtt)
+    print("Over MQTT+UDP beside WebSocket, median:")
+    print(
+        f"  wake (hello) -> listening   websocket {ms(statistics.median(results.hello_websocket))}"
+        f" (connect + hello)  mqtt+udp {ms(statistics.median(results.hello_mqtt))}"
+        f" (hello on the open link)  n={len(results.hello_mqtt)}"
+    )
+    print(
+        f"  end of speech -> first audio  websocket {ms(ours)}  mqtt+udp {ms(mqtt)}"
+        f"  n={len(results.mqtt)}"
+    )
     if plot is not None:
         write_plot(results, plot)
     print(f"first audio ratio ours/stock: {ours / stock:.2f}")
+    print(f"first audio ratio mqtt/websocket: {mqtt / ours:.2f}")
 
 
 def write_plot(results: Results, path: Path) -> None:
@@ -313,9 +367,54 @@ async def run(args: argparse.Namespace) -> None:
             for _ in range(args.bridge_runs):
                 await run_ours(device, provider, results, entry.runtime_data)
             await device.close()
+            await measure_mqtt(
+                http, port, device_args(), provider, results, entry, args
+            )
         for _ in range(args.runs):
             await run_stock(hass, pipeline, provider, results)
     report(results, args.plot)
+
+
+def device_args() -> dict[str, Any]:
+    return {"features": {}, "frame_duration_ms": FRAME_MS}
+
+
+async def measure_mqtt(
+    http: aiohttp.ClientSession,
+    port: int,
+    options: dict[str, Any],
+    provider: FakeProvider,
+    results: Results,
+    entry: Any,
+    args: argparse.Namespace,
+) -> None:
+    """Wake-to-listening both ways, then the turns over MQTT+UDP."""
+    url = f"http://127.0.0.1:{port}{WEBSOCKET_PATH}"
+    for _ in range(args.hello_runs):
+        device = TimedDevice(http, url, token=TOKEN, **options)
+        started = time.monotonic()
+        await device.open()
+        results.hello_websocket.append(time.monotonic() - started)
+        await device.close()
+    async with http.post(
+        f"http://127.0.0.1:{port}/xiaozhi/ota/",
+        headers={"Device-Id": MAC, "Client-Id": DEFAULT_CLIENT_ID},
+        json={},
+    ) as response:
+        section = (await response.json())["mqtt"]
+    mqtt = TimedMqttDevice(section, **options)
+    await mqtt.connect()
+    runtime = entry.runtime_data
+    for _ in range(args.hello_runs):
+        started = time.monotonic()
+        await mqtt.hello()
+        results.hello_mqtt.append(time.monotonic() - started)
+        await mqtt.goodbye()
+        await wait_until(runtime, lambda: runtime.session is None, TIMEOUT_S)
+    await mqtt.hello()
+    for _ in range(args.mqtt_runs):
+        await run_ours(mqtt, provider, results, runtime, results.mqtt)
+    await mqtt.close()
 
 
 def main() -> None:
@@ -329,6 +428,18 @@ def main() -> None:
         type=int,
         default=100,
         help="runs of our voice session (default 100)",
+    )
+    parser.add_argument(
+        "--mqtt-runs",
+        type=int,
+        default=20,
+        help="runs of our voice session over MQTT+UDP (default 20)",
+    )
+    parser.add_argument(
+        "--hello-runs",
+        type=int,
+        default=20,
+        help="wake-to-listening runs on each transport (default 20)",
     )
     parser.add_argument("--plot", type=Path, help="write a PNG of the results")
     logging.basicConfig(level=logging.ERROR)

@@ -57,6 +57,7 @@ IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
         "BinarySensorDeviceClass",
         ("CONNECTIVITY",),
     ),
+    ("homeassistant.components.button.const", "ButtonDeviceClass", ("RESTART",)),
     (
         "homeassistant.components.conversation.models",
         "AbstractConversationAgent",

@@ -44,6 +44,8 @@ from .device.entity import (
     pipeline_select_unique_id,
     vad_sensitivity_select_unique_id,
 )
+from .device.link import DeviceLink
+from .device.messages import device_message
 from .device.runtime import DeviceConfigEntry
 from .device.session import DeviceSession
 from .device.supervisor import SessionClosedError
@@ -70,6 +72,8 @@ MANUAL_SILENCE_SECONDS: Final = 15.0
 ERROR_NOT_CONNECTED: Final = "device_not_connected"
 ERROR_DID_NOT_CONNECT: Final = "device_did_not_connect"
 ERROR_ANNOUNCEMENT: Final = "announcement_failed"
+# The face an announcement shown on an idle device's screen comes with.
+ANNOUNCEMENT_EMOTION: Final = "neutral"
 
 
 class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunSilence):
@@ -252,6 +256,16 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         await self._async_play(start_announcement)
 
     async def _async_play(self, announcement: AssistSatelliteAnnouncement) -> None:
+        link = self.runtime.link
+        if (
+            self.runtime.session is None
+            and link is not None
+            and link.ready
+            and link.lasting
+            and announcement.message
+        ):
+            await self._async_show(link, announcement.message)
+            return
         voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
         if voice is None:
             if ha_internals.is_connection_test(announcement):
@@ -287,6 +301,23 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             ) from err
         finally:
             self._announcing = False
+
+    async def _async_show(self, link: DeviceLink, message: str) -> None:
+        """Show an announcement on an idle device's screen, with its chime.
+
+        An idle device on MQTT+UDP has no audio channel, and no message opens
+        one: the text and the firmware's notification sound are what it can do.
+        """
+        title = device_message("announcement_title", self.device_language)
+        try:
+            await link.send_alert(title, message, ANNOUNCEMENT_EMOTION)
+        except SessionClosedError as err:
+            raise self._not_connected() from err
+        LOGGER.info(
+            "Announcement shown on the screen of %s with its chime, not spoken: "
+            "an idle device has no audio channel",
+            self.entry.title,
+        )
 
     def _not_connected(self) -> HomeAssistantError:
         return HomeAssistantError(

@@ -1,7 +1,9 @@
 """Whether a paired device is connected to Home Assistant right now.
 
-A Xiaozhi device opens its WebSocket when a voice session starts and keeps it
-until either side closes it after a while of silence, so this sensor is off most
+On MQTT+UDP (the default once the MQTT endpoint is up) a device keeps its
+connection for its whole uptime: the sensor means "powered and connected". On
+WebSocket a device opens its socket when a voice session starts and keeps it
+until either side closes it after a while of silence, so the sensor is off most
 of the time between conversations; that is normal, not a fault.
 """
 
@@ -17,7 +19,7 @@ PARALLEL_UPDATES = 0
 
 
 class XiaozhiConnectivitySensor(XiaozhiDeviceEntity, BinarySensorEntity):
-    """On while the device has an open session that exchanged its hello.
+    """On while the device has a link: MQTT connected, or a WebSocket after its hello.
 
     Always available: being disconnected is exactly what it reports. Named after
     its device class ("Connectivity"), which Home Assistant translates itself.

@@ -61,6 +61,15 @@ CONF_CLIENT_ID: Final = "client_id"
 CONF_BOARD: Final = "board"
 CONF_FIRMWARE_VERSION: Final = "firmware_version"
 CONF_DEVICE_LANGUAGE: Final = "device_language"
+# SHA-256 digests (hex) of the MQTT passwords the device was handed: the newest
+# first, and the one before it (until the device used the new one).
+CONF_MQTT_PASSWORD_HASHES: Final = "mqtt_password_hashes"  # noqa: S105 (a key)
+
+# Paired device entry options: the transport its OTA answer names.
+CONF_TRANSPORT: Final = "transport"
+TRANSPORT_MQTT: Final = "mqtt"
+TRANSPORT_WEBSOCKET: Final = "websocket"
+DEFAULT_TRANSPORT: Final = TRANSPORT_MQTT
 
 # HTTP paths the firmware uses (its OTA URL setting points at OTA_PATH).
 OTA_PATH: Final = "/xiaozhi/ota/"

@@ -29,6 +29,7 @@ from homeassistant.components.assist_satellite.connection_test import (
 )
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+from homeassistant.components.button.const import ButtonDeviceClass
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.components.tts.entity import TTSAudioRequest
 from homeassistant.core import HomeAssistant, callback
@@ -38,6 +39,7 @@ from homeassistant.core import HomeAssistant, callback
 __all__ = [
     "AbstractConversationAgent",
     "BinarySensorDeviceClass",
+    "ButtonDeviceClass",
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
     "is_connection_test",

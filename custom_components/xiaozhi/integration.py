@@ -5,7 +5,7 @@ from typing import Final
 
 import openai
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.const import CONF_API_KEY, EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
@@ -33,6 +33,7 @@ from .provider.client import (
 from .server.ota import ActivateView, OtaView
 from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
 from .server.vision import VisionView
+from .transport.mqtt import async_get_mqtt, async_setup_mqtt
 from .transport.websocket import async_setup_websocket
 from .voice.pipeline_check import async_forget_pipeline_issue
 from .voice.timers import async_setup_timers
@@ -51,7 +52,9 @@ PROVIDER_PLATFORMS: tuple[Platform, ...] = (
 DEVICE_PLATFORMS: tuple[Platform, ...] = (
     Platform.ASSIST_SATELLITE,
     Platform.BINARY_SENSOR,
+    Platform.BUTTON,
     Platform.IMAGE,
+    Platform.NOTIFY,
     Platform.NUMBER,
     Platform.SELECT,
     Platform.SENSOR,
@@ -72,6 +75,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     hass.http.register_view(VisionView(async_answer_photo))
     async_setup_websocket(hass)
     server.pairing_sessions.speaker = partial(async_speak_code, hass)
+    async_setup_mqtt(hass)
     llm.async_register_api(hass, DeviceToolsAPI(hass))
     await async_setup_timers(hass)
     hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, server.async_shutdown)
@@ -82,6 +86,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
     """Set up a provider or a paired device from a config entry."""
     if is_device_entry(entry):
         _async_setup_device(hass, entry)
+        # The first device starts the MQTT endpoint (the last one stops it).
+        await async_get_mqtt(hass).async_start()
     else:
         await _async_setup_provider(hass, entry)
         # Subentry changes add or change entities. (Device entries are not reloaded
@@ -157,6 +163,13 @@ async def async_unload_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
         await async_get_server(hass).async_disconnect(
             entry.data[CONF_MAC], "device entry unloaded"
         )
+        if not any(
+            other.entry_id != entry.entry_id
+            and is_device_entry(other)
+            and other.state is ConfigEntryState.LOADED
+            for other in hass.config_entries.async_entries(DOMAIN)
+        ):
+            await async_get_mqtt(hass).async_stop()
     return await hass.config_entries.async_unload_platforms(entry, _platforms(entry))
 
 

@@ -26,6 +26,7 @@ from custom_components.xiaozhi.device.supervisor import SessionClosedError
 from custom_components.xiaozhi.protocol.mcp import McpClosedError, McpError, McpTool
 from custom_components.xiaozhi.protocol.messages import (
     AudioParams,
+    Goodbye,
     Hello,
     Listen,
     ListenState,
@@ -41,7 +42,7 @@ from custom_components.xiaozhi.transport.websocket import (
     WebSocketTransport,
     _async_receive,
 )
-from tests.helpers.devices import MAC, Recorder, RecordingHandler
+from tests.helpers.devices import MAC, Recorder, RecordingHandler, wait_until
 from tests.helpers.links import (
     LinkFactory,
     Scripted,
@@ -341,7 +342,7 @@ async def test_a_link_that_outlives_sessions_says_goodbye_and_takes_the_next_hel
 
     first = await say_hello(link, mcp=True)
     transport = lasting_transport(link)
-    hello = transport.messages[0]
+    hello = await transport.next_type("hello")
     assert (hello["transport"], hello["udp"]) == ("udp", {"port": 8884})
     first.end(EndReason.NORMAL, "the conversation is over")
     goodbye = await transport.next_type("goodbye")
@@ -365,6 +366,79 @@ async def test_a_link_that_outlives_sessions_says_goodbye_and_takes_the_next_hel
     assert transport.closed_with == (EndReason.SERVER_CLOSED, "gone")
 
 
+async def test_a_lasting_link_is_ready_and_lists_tools_without_a_hello(
+    lasting_link: DeviceLink,
+) -> None:
+    link = lasting_link
+    transport = lasting_transport(link)
+    assert link.runtime.connected
+    assert link.mcp_supported
+    initialize = await transport.next_type("mcp")
+    assert initialize["payload"]["method"] == "initialize"
+    assert initialize["session_id"] == ""
+    reply = {"jsonrpc": "2.0", "id": initialize["payload"]["id"]}
+    await link.async_handle_message(
+        Mcp({**reply, "result": {"serverInfo": {"name": "x", "version": "1"}}})
+    )
+    listing = await wait_for_method(transport, "tools/list")
+    tools = [{"name": "self.get_device_status", "inputSchema": {"type": "object"}}]
+    await link.async_handle_message(
+        Mcp({"jsonrpc": "2.0", "id": listing["id"], "result": {"tools": tools}})
+    )
+    await wait_until(link.runtime, lambda: bool(link.runtime.tools))
+    assert [tool.name for tool in link.runtime.tools] == ["self.get_device_status"]
+    # A hello later does not initialise MCP again: once per connection.
+    await say_hello(link, mcp=True)
+    methods = [
+        m["payload"].get("method") for m in transport.messages if m["type"] == "mcp"
+    ]
+    assert methods == ["initialize", "notifications/initialized", "tools/list"]
+
+
+async def wait_for_method(transport: Any, method: str) -> dict[str, Any]:
+    while True:
+        for message in transport.messages:
+            if message["type"] == "mcp" and message["payload"].get("method") == method:
+                payload: dict[str, Any] = message["payload"]
+                return payload
+        transport.sent.clear()
+        await transport.sent.wait()
+
+
+async def test_the_device_s_goodbye_ends_its_session_without_one_back(
+    lasting_link: DeviceLink,
+) -> None:
+    link = lasting_link
+    recorder = Recorder(link.runtime)
+    transport = lasting_transport(link)
+    session = await say_hello(link)
+    await link.async_handle_message(Goodbye("another session"))
+    assert session.end_reason is None  # not the live session's: ignored
+    await link.async_handle_message(Goodbye(session.session_id))
+    assert session.closed
+    assert link.session is None
+    assert not link.closed
+    assert link.runtime.connected
+    assert [event[0] for event in recorder.log] == ["connected", "disconnected"]
+    assert not any(m["type"] == "goodbye" for m in transport.messages)
+    assert transport.sessions_ended == 1
+
+
+async def test_a_hello_on_a_live_lasting_session_opens_a_new_one(
+    lasting_link: DeviceLink,
+) -> None:
+    link = lasting_link
+    transport = lasting_transport(link)
+    first = await say_hello(link)
+    second = await say_hello(link)
+    assert first.closed
+    assert second is link.session
+    assert second.session_id != first.session_id
+    hellos = [m for m in transport.messages if m["type"] == "hello"]
+    assert [m["session_id"] for m in hellos] == [first.session_id, second.session_id]
+    assert link.bad_input == {}
+
+
 async def test_an_unusable_hello_on_a_lasting_link_is_only_bad_input(
     lasting_link: DeviceLink,
 ) -> None:
@@ -373,4 +447,4 @@ async def test_an_unusable_hello_on_a_lasting_link_is_only_bad_input(
     assert link.bad_input == {"unusable hello": 1}
     assert link.session is None
     assert not link.closed
-    assert lasting_transport(link).messages == []
+    assert [m["type"] for m in lasting_transport(link).messages] == ["mcp"]

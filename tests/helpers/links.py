@@ -139,9 +139,13 @@ class LastingTransport:
         self.audio: list[bytes] = []
         self.closed_with: tuple[EndReason, str] | None = None
         self.sent = asyncio.Event()
+        self.sessions_ended = 0
 
     def server_hello_fields(self) -> dict[str, Any]:
         return {"transport": "udp", "version": 3, "udp": {"port": 8884}}
+
+    def session_ended(self) -> None:
+        self.sessions_ended += 1
 
     def diagnostics(self) -> dict[str, Any]:
         return {}

@@ -11,6 +11,7 @@ from custom_components.xiaozhi.protocol.messages import (
     ABORT_REASON_WAKE_WORD,
     Abort,
     AudioParams,
+    Goodbye,
     Hello,
     Listen,
     ListenMode,
@@ -174,7 +175,12 @@ def test_parse_mcp() -> None:
             parse_message(bad)
 
 
-@pytest.mark.parametrize("kind", ["goodbye", "iot", "ping", "tts", ""])
+def test_parse_goodbye() -> None:
+    assert parse_message('{"session_id":"s1","type":"goodbye"}') == Goodbye("s1")
+    assert parse_message('{"type":"goodbye","session_id":null}') == Goodbye("")
+
+
+@pytest.mark.parametrize("kind", ["iot", "ping", "tts", ""])
 def test_parse_unknown_type(kind: str) -> None:
     raw = {"type": kind, "session_id": "x", "extra": [1, 2]}
     assert parse_message(json.dumps(raw)) == Unknown(kind, raw, "x")

@@ -692,6 +692,9 @@ class FailingTransport:
     def server_hello_fields(self) -> dict[str, Any]:
         return {"transport": "websocket", "version": 1}
 
+    def session_ended(self) -> None:
+        raise AssertionError("a WebSocket's session ends with its connection")
+
     def diagnostics(self) -> dict[str, Any]:
         return {}
 

@@ -4,6 +4,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -62,6 +63,15 @@ def device_registry_info(data: Mapping[str, Any]) -> dict[str, Any]:
         "model": board,
         "sw_version": data.get(CONF_FIRMWARE_VERSION) or None,
     }
+
+
+def not_connected_error(entry: DeviceConfigEntry) -> HomeAssistantError:
+    """Return the error of an action that needs the device while it is away."""
+    return HomeAssistantError(
+        translation_domain=DOMAIN,
+        translation_key="device_not_connected",
+        translation_placeholders={"device": entry.title},
+    )
 
 
 class XiaozhiDeviceEntity(Entity):

@@ -30,6 +30,7 @@ from ..protocol.firmware import AUDIO_FORMAT, SERVER_HELLO_TIMEOUT_S
 from ..protocol.mcp import McpClient, McpClientInfo, McpClosedError, McpError
 from ..protocol.messages import (
     Abort,
+    Goodbye,
     Hello,
     IncomingMessage,
     Listen,
@@ -131,9 +132,18 @@ class DeviceLink:
     # ------------------------------------------------------------ state
 
     @property
+    def lasting(self) -> bool:
+        """Return whether the connection outlives voice sessions (MQTT)."""
+        return not self.transport.session_ends_connection
+
+    @property
     def ready(self) -> bool:
-        """Return whether the device said hello and the link is still open."""
-        return self.hello is not None and not self._ending
+        """Return whether the link is open and the device can be talked to.
+
+        On WebSocket once the device said hello; a lasting connection (MQTT)
+        carries JSON from its start, voice session or not.
+        """
+        return not self._ending and (self.hello is not None or self.lasting)
 
     @property
     def closed(self) -> bool:
@@ -142,8 +152,15 @@ class DeviceLink:
 
     @property
     def mcp_supported(self) -> bool:
-        """Return whether the device announced MCP tools in its hello."""
-        return self.hello is not None and self.hello.mcp
+        """Return whether the device serves MCP tools.
+
+        As its hello announced; on a lasting link before any hello, taken for
+        granted (every firmware with the MQTT transport's idle JSON serves MCP;
+        one that does not lets ``initialize`` time out, logged once).
+        """
+        if self.hello is not None:
+            return self.hello.mcp
+        return self.lasting
 
     @property
     def session_id(self) -> str:
@@ -153,11 +170,14 @@ class DeviceLink:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start waiting for the device's hello."""
+        """Start waiting for the device's hello (a lasting link: list its tools)."""
         if self._hello_timeout is not None:
             self._supervisor.call_later(
                 "hello", self._hello_timeout, self._on_hello_timeout
             )
+        if self.lasting:
+            # Once per connection: the device keeps its MCP state for as long.
+            self._start_discovery()
 
     def create_task[T](
         self, coro: Coroutine[Any, Any, T], name: str
@@ -237,6 +257,7 @@ class DeviceLink:
             self.end(reason, detail)
             return
         self.session = None
+        self.transport.session_ended()
         LOGGER.debug("Voice session of %s ended: %s", self.name, log_excerpt(detail))
         self.runtime.async_update_listeners()
         self.create_task(
@@ -272,9 +293,11 @@ class DeviceLink:
         match message:
             case Hello():
                 await self._async_handle_hello(message)
-            case Mcp() if self.hello is not None:
+            case Mcp() if self.ready:
                 self._mcp.handle_message(message.payload)
-            case Unknown() if self.hello is not None:
+            case Goodbye() if self.lasting:
+                self._end_session_quietly(message.session_id)
+            case Unknown() if self.ready:
                 LOGGER.debug(
                     "Ignoring %s message from %s",
                     log_excerpt(repr(message.type)),
@@ -294,7 +317,23 @@ class DeviceLink:
             return
         self.session.handle_audio(packet)
 
+    def _end_session_quietly(self, session_id: str) -> None:
+        """End the voice session the device left (no goodbye back: it has closed)."""
+        session = self.session
+        if session is None or (session_id and session_id != session.session_id):
+            LOGGER.debug("Ignoring a goodbye from %s for no live session", self.name)
+            return
+        self.session = None
+        session.end(EndReason.NORMAL, "the device said goodbye")
+        self.transport.session_ended()
+        LOGGER.debug("%s left its voice session", self.name)
+        self.runtime.async_update_listeners()
+
     async def _async_handle_hello(self, hello: Hello) -> None:
+        if self.session is not None and self.lasting:
+            # The device opens a new channel (its own 120 s timeout came first,
+            # or it lost our goodbye): it has forgotten the old session.
+            self._end_session_quietly("")
         if self.session is not None:
             self.report_bad_input("second hello", "answered with the same hello")
             await self.session.async_send_hello()
@@ -308,7 +347,11 @@ class DeviceLink:
         self.hello = hello
         self.session = DeviceSession(self, hello)
         await self.session.async_start()
-        if hello.mcp and not self._discovering:
+        if hello.mcp:
+            self._start_discovery()
+
+    def _start_discovery(self) -> None:
+        if not self._discovering:
             self._discovering = True
             self.create_task(self._async_discover_tools(), "mcp discovery")
 

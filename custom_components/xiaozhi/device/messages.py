@@ -44,6 +44,12 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "zh": "错误",
         "ja": "エラー",
     },
+    # The title of an alert that shows an announcement or a notification.
+    "announcement_title": {
+        "en": "Announcement",
+        "zh": "通知",
+        "ja": "お知らせ",
+    },
     # Timers: {timer} is its name, or its length in the duration_* words.
     "timer_title": {
         "en": "Timer",

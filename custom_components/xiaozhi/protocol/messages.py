@@ -145,7 +145,18 @@ class Unknown:
     session_id: str = ""
 
 
-type IncomingMessage = Hello | Listen | Abort | Mcp | Unknown
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """A ``goodbye``: the device closed its audio channel (MQTT+UDP only).
+
+    The firmware sends it on MQTT when it leaves a conversation itself (button,
+    network loss, reboot, upgrade); over WebSocket it closes the socket instead.
+    """
+
+    session_id: str = ""
+
+
+type IncomingMessage = Hello | Listen | Abort | Mcp | Goodbye | Unknown
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -300,6 +311,8 @@ def parse_message(
             return _parse_abort(obj, session_id)
         case "mcp":
             return _parse_mcp(obj, session_id)
+        case "goodbye":
+            return Goodbye(session_id=session_id)
         case _:
             return Unknown(type=message_type, raw=obj, session_id=session_id)
 

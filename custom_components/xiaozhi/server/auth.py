@@ -12,7 +12,7 @@ import hmac
 
 from aiohttp import web
 
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.const import CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
@@ -91,6 +91,15 @@ def authenticate(server: XiaozhiServer, mac: str, token: str) -> AuthenticatedDe
     expected = str(entry.data.get(CONF_TOKEN, ""))
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise AdmissionError(EndReason.UNAUTHORIZED, "invalid token", credentials=True)
+    return loaded_device(entry, mac)
+
+
+def loaded_device(entry: ConfigEntry, mac: str) -> AuthenticatedDevice:
+    """Return the device of an entry whose credentials were checked.
+
+    Raises:
+        AdmissionError: The entry is not loaded (UNAUTHORIZED).
+    """
     runtime = getattr(entry, "runtime_data", None)
     if entry.state is not ConfigEntryState.LOADED or not isinstance(
         runtime, DeviceRuntime

@@ -170,7 +170,8 @@ class OtaView(HomeAssistantView):
             assert entry is not None
             _async_refresh_device_info(hass, entry, device)
             for key, section in server.ota_sections.items():
-                answer[key] = section(request, entry)
+                if (value := section(request, entry)) is not None:
+                    answer[key] = value
             return self.json(answer)
         claim = _activation(server, device)
         if claim is None:

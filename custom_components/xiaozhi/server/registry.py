@@ -35,8 +35,11 @@ from .pairing import DeviceIdentity, PairingRegistry, PendingPairing
 from .pairing_session import PairingSessions
 from .ratelimit import RateLimiter
 
-type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any]]
-"""Builds a transport's section of the OTA answer for a paired device's entry."""
+type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any] | None]
+"""Builds a transport's section of the OTA answer for a paired device's entry.
+
+None leaves the section out (the device is not to use that transport).
+"""
 
 type PairingOtaSection = Callable[[web.Request, PendingPairing], dict[str, Any]]
 """Builds a transport's section of the OTA answer for a device waiting to be paired."""
@@ -51,7 +54,7 @@ class XiaozhiServer:
         links: The live link of each connected device, by MAC.
         limits: Bounds on device connections of every transport.
         ota_sections: What each transport adds to a paired device's OTA answer,
-            by the answer's key (``websocket``).
+            by the answer's key (``websocket``, ``mqtt``).
         pairing_ota_sections: What a transport that serves pairing sessions adds
             to an unpaired device's OTA answer (``websocket``).
         pairing_sessions: Connections of unpaired devices, which hear their code.

@@ -90,6 +90,13 @@ class Transport(Protocol):
         out: a transport whose audio path is per session sets it up here.
         """
 
+    def session_ended(self) -> None:
+        """Release what :meth:`server_hello_fields` set up: the session is over.
+
+        Called when a voice session ends and the connection stays (MQTT's UDP
+        channel closes); never for a transport whose sessions end the connection.
+        """
+
     def diagnostics(self) -> dict[str, Any]:
         """Return what the transport knows of the connection, for diagnostics."""
 

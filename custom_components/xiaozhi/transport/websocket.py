@@ -357,6 +357,9 @@ class WebSocketTransport:
         """Return the hello's transport and version."""
         return {"transport": TRANSPORT_WEBSOCKET, "version": self.protocol_version}
 
+    def session_ended(self) -> None:
+        """Do nothing: the connection ends with its session."""
+
     def diagnostics(self) -> dict[str, Any]:
         """Return the connection's framing version."""
         return {"protocol_version": self.protocol_version}
