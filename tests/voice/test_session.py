@@ -155,9 +155,12 @@ async def test_a_spoken_request_turns_on_a_light_and_is_answered(
     assert messages[0]["text"] == TRANSCRIPT
     assert kinds(messages)[-1] == "stop"
     assert sentences(messages) == [FIRST_CLAUSE, ANSWER]
-    [emotion] = [m for m in messages if m["type"] == "llm"]
-    assert emotion["emotion"] == "happy"
-    assert emotion["emotion"] in EMOTIONS
+    # A face with the first words (neutral: "好的，" has no emoji), then the
+    # emotion of the answer's emoji.
+    faces = [m for m in messages if m["type"] == "llm"]
+    assert [m["emotion"] for m in faces] == ["neutral", "happy"]
+    assert kinds(messages).index("llm") < kinds(messages).index("sentence_start")
+    assert {m["emotion"] for m in faces} <= set(EMOTIONS)
     assert light_state(ha_core, "light.kitchen") == STATE_ON
     assert light_state(ha_core, "light.hall") == STATE_OFF
 
@@ -491,7 +494,7 @@ async def test_speech_that_is_not_understood_gets_a_spoken_apology(
 
     await say(device)
     messages = await answer_messages(device)
-    assert set(kinds(messages)) == {"start", "sentence_start", "stop"}
+    assert set(kinds(messages)) == {"start", "llm", "sentence_start", "stop"}
     assert "".join(sentences(messages)) == device_message("error_stt", "zh-CN")
     assert device.received_audio
 

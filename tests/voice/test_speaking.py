@@ -195,8 +195,12 @@ async def speak(
         return await speak_reply(hass, deltas, engine=engine, sink=sink, **kwargs)
 
 
+NEUTRAL_FACE = ("emotion", ("neutral", "😶"))
+
+
 def expected_script(segments: list[str]) -> list[tuple[str, Any]]:
-    script: list[tuple[str, Any]] = [("start", None)]
+    """A reply without emojis: the neutral face comes with its first words."""
+    script: list[tuple[str, Any]] = [("start", None), NEUTRAL_FACE]
     for text in segments:
         script += [("sentence", text), ("audio", len(speech_pcm(text)))]
     return [*script, ("stop", None)]
@@ -243,8 +247,11 @@ async def test_streaming_engine_gets_one_stream_fed_segment_by_segment(
     assert engines.streaming.received == [s + "\n" for s in SEGMENTS]
     assert engines.streaming.requests == SEGMENTS
     assert bytes(sink.pcm) == b"".join(speech_pcm(text) for text in SEGMENTS)
-    assert sink.calls[0] == ("start", None)
-    assert sink.calls[1] == ("sentence", SEGMENTS[0])
+    assert sink.calls[:3] == [
+        ("start", None),
+        NEUTRAL_FACE,
+        ("sentence", SEGMENTS[0]),
+    ]
     assert sink.calls[-1] == ("stop", None)
     assert sink.sentences() == SEGMENTS
     # The engine speaks exactly as fast as estimated here, so each sentence is

@@ -24,10 +24,12 @@ about 0.22 s per wide (CJK) character, 0.065 s per other one, and never before t
 segment's text reached the engine); segments still unannounced when the audio
 ends are announced then, so the device always ends on the last sentence.
 
-The reply's emotion (the first emoji that maps to one, see `text.emotion`) is sent once,
-as soon as it is known and before the next sentence or audio chunk, so the face
-matches the reply while it is spoken; emojis are never spoken (the splitter
-removes them).
+The reply's face. Every reply shows one with its first words: the emotion of
+the first emoji that maps to one (see `sentences.emotion`) when the first segment
+has it, else neutral (the device otherwise keeps whatever face it showed last).
+An emoji found later changes the face once, before the next sentence or audio
+chunk, so the face matches the reply while it is spoken; emojis are never spoken
+(the splitter removes them).
 
 Tool calls: a ``None`` delta means the agent paused (for example to call a
 tool); the text written so far is then spoken at once instead of waiting for the
@@ -57,7 +59,7 @@ from homeassistant.core import HomeAssistant
 
 from ..const import LOGGER
 from ..device.messages import device_message
-from ..sentences.emotion import emotion_for_emojis
+from ..sentences.emotion import NEUTRAL, emoji_for_emotion, emotion_for_emojis
 from ..sentences.lookahead import DEFAULT_LOOKAHEAD, Synthesis, syntheses_in_order
 from ..sentences.splitter import Segment, SentenceSplitter, SplitterOptions
 from .tts_audio import (
@@ -239,6 +241,7 @@ class _ReplySpeaker:
         self._lookahead = lookahead
         self._splitter_options = splitter_options
         self._emotion_found = False
+        self._face_shown = False
         self._pending_emotion: tuple[str, str] | None = None
         self._tts_failed = False
 
@@ -250,7 +253,7 @@ class _ReplySpeaker:
                 return
             await self._sink.start_speaking()
             await self._speak(first, segments)
-        await self._send_emotion()
+        await self._send_emotion(first_words=False)
         await self._sink.stop_speaking()
 
     async def _speak(self, first: Segment, segments: AsyncIterator[Segment]) -> None:
@@ -317,11 +320,19 @@ class _ReplySpeaker:
 
     # Sink --------------------------------------------------------------------
 
-    async def _send_emotion(self) -> None:
-        if self._pending_emotion is not None:
-            emotion, emoji = self._pending_emotion
-            self._pending_emotion = None
-            await self._sink.emotion(emotion, emoji)
+    async def _send_emotion(self, *, first_words: bool = True) -> None:
+        """Show the pending emotion; the first words get neutral if none is known.
+
+        After the last audio (``first_words=False``) only a pending emotion is
+        shown: a reply that never played keeps its alert's face.
+        """
+        pending = self._pending_emotion
+        if pending is None and (self._face_shown or not first_words):
+            return
+        emotion, emoji = pending or (NEUTRAL, emoji_for_emotion(NEUTRAL))
+        self._pending_emotion = None
+        self._face_shown = True
+        await self._sink.emotion(emotion, emoji)
 
     async def _announce(self, segment: Segment) -> None:
         await self._send_emotion()
