@@ -9,6 +9,7 @@ never with timing.
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import pytest
@@ -95,6 +96,12 @@ def turn_on_then_answer() -> tuple[ChatReply, ChatReply]:
         ChatReply.tool_call(TURN_ON, {"name": "Kitchen"}, text=FIRST_CLAUSE),
         ChatReply.text(ANSWER + "😊", chunk=3),
     )
+
+
+async def wake_word_while_speaking(device: SimulatedDevice) -> None:
+    """The firmware's wake word while speaking: abort, then listen start."""
+    await device.abort("wake_word_detected")
+    await device.listen_start("realtime")
 
 
 def new_tasks(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
@@ -460,6 +467,42 @@ async def test_realtime_mode_listens_on_by_itself(
     messages = await answer_messages(device)
     assert messages[0]["text"] == "谢谢"
     assert sentences(messages) == ["不客气。"]
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        pytest.param(lambda d: d.abort(), id="abort"),
+        pytest.param(lambda d: d.abort("wake_word_detected"), id="wake-word-abort"),
+        pytest.param(lambda d: d.wake_word("你好小智"), id="wake-word"),
+        pytest.param(lambda d: wake_word_while_speaking(d), id="firmware-wake-word"),
+    ],
+)
+async def test_realtime_mode_is_still_heard_after_an_interruption(
+    fake_provider: FakeProvider,
+    device: SimulatedDevice,
+    interrupt: Callable[[SimulatedDevice], Awaitable[None]],
+) -> None:
+    """The firmware's abort in realtime mode is followed by no listen start."""
+    fake_provider.add_transcript(TRANSCRIPT, "谢谢")
+    fake_provider.add_reply(
+        ChatReply.text(FIRST_CLAUSE + ANSWER, chunk=1, hold_after=4),
+        ChatReply.text("不客气。"),
+    )
+    await say(device, "realtime")
+    await fake_provider.wait_held()
+    await until(lambda: bool(device.received_audio))
+
+    await interrupt(device)
+    await next_tts(device, "stop")
+    await fake_provider.wait_stream_closed()
+
+    # No new listen start: the device kept listening, and is heard.
+    await device.send_pcm(utterance())
+    messages = await answer_messages(device)
+    assert messages[0] == {**messages[0], "type": "stt", "text": "谢谢"}
+    assert sentences(messages) == ["不客气。"]
+    assert len(fake_provider.transcriptions) == 2
 
 
 async def test_push_to_talk_ends_at_listen_stop_not_at_a_pause(

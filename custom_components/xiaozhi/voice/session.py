@@ -17,7 +17,14 @@ that asked, carry over). When a follow-up turn hears nothing, the conversation
 is over and the session is closed, which is how the firmware returns to idle.
 
 Barge-in: ``abort``, a wake word or a new ``listen start`` cancel the running
-turn (pipeline run, agent request, TTS) and stop its audio at once.
+turn (pipeline run, agent request, TTS) and stop its audio at once. A device in
+``realtime`` mode is still listening after an interruption, and says nothing
+more: the firmware's abort (its button while speaking) is followed by no
+``listen start`` (application.cc: ``tts stop`` takes it from Speaking back to
+Listening with its audio processor running, so ``StartListeningAudio`` is not
+called), nor is py-xiaozhi's wake word while speaking. So after an abort or a
+wake word in realtime mode the next turn starts here; a ``listen start`` that
+does follow (the firmware's wake word while speaking) simply replaces it.
 """
 
 import asyncio
@@ -83,10 +90,23 @@ class VoiceSession:
         """Interrupt any answer; the next turn reports the wake word to HA."""
         self._wake_word_phrase = text or None
         await self._async_stop_turn()
+        self._listen_on_in_realtime()
 
     async def on_abort(self, reason: str | None) -> None:
         """Cancel the turn (the session already stopped the audio)."""
         await self._async_stop_turn()
+        self._listen_on_in_realtime()
+
+    def _listen_on_in_realtime(self) -> None:
+        """Hear the next utterance of a realtime device, which never says it listens."""
+        session = self._session
+        if (
+            session.listen_mode is ListenMode.REALTIME
+            and session.listening
+            and not session.closed
+            and self._turn_task is None
+        ):
+            self._start_turn(ListenMode.REALTIME)
 
     def on_audio(self, pcm: bytes) -> None:
         """Feed the utterance being listened to; other audio is dropped."""
