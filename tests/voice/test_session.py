@@ -475,7 +475,7 @@ async def test_realtime_mode_listens_on_by_itself(
         pytest.param(lambda d: d.abort(), id="abort"),
         pytest.param(lambda d: d.abort("wake_word_detected"), id="wake-word-abort"),
         pytest.param(lambda d: d.wake_word("你好小智"), id="wake-word"),
-        pytest.param(lambda d: wake_word_while_speaking(d), id="firmware-wake-word"),
+        pytest.param(wake_word_while_speaking, id="firmware-wake-word"),
     ],
 )
 async def test_realtime_mode_is_still_heard_after_an_interruption(
