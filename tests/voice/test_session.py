@@ -434,6 +434,121 @@ async def test_a_wake_word_is_reported_and_interrupts_the_answer(
     await fake_provider.wait_stream_closed()
 
 
+# ---------------------------------------------------------------- typed requests
+
+TYPED = "今天天气怎么样"
+WEATHER = "今天晴，二十五度。"
+
+
+async def test_a_typed_request_is_answered_like_a_spoken_one(
+    ha_core: HomeAssistant,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    device: SimulatedDevice,
+) -> None:
+    """xiaozhi-sdk's send_text: a detect whose text is no wake word, no audio."""
+    fake_provider.add_reply(ChatReply.text(WEATHER))
+    states = track_states(ha_core, satellite_id(ha_core))
+
+    await device.wake_word(TYPED)
+    messages = await answer_messages(device)
+
+    assert kinds(messages)[:2] == ["stt", "start"]
+    assert messages[0]["text"] == TYPED
+    assert "".join(sentences(messages)) == WEATHER
+    assert device.received_audio
+    # Nothing was transcribed: the pipeline ran from its intent stage.
+    assert fake_provider.transcriptions == []
+    assert chat_messages(fake_provider, 0)[-1] == {"role": "user", "content": TYPED}
+    runs = ha_core.data[KEY_ASSIST_PIPELINE].pipeline_debug[pipeline.id]
+    [run] = runs.values()
+    types = [event.type for event in run.events]
+    assert types[0] == "run-start"
+    assert "stt-start" not in types
+    assert {"intent-start", "intent-end", "run-end"} <= set(types)
+    assert (run.events[0].data or {})["satellite_id"] == satellite_id(ha_core)
+    await until(lambda: states[-1] == AssistSatelliteState.IDLE)
+    assert states == ["processing", "responding", "idle"]
+
+
+async def test_a_typed_request_continues_the_conversation_and_the_device_listens_on(
+    fake_provider: FakeProvider, runtime: DeviceRuntime, device: SimulatedDevice
+) -> None:
+    fake_provider.add_transcript("谢谢")
+    fake_provider.add_reply(ChatReply.text(WEATHER), ChatReply.text("不客气。"))
+
+    await device.wake_word(TYPED)
+    await answer_messages(device)
+    # Then the device speaks, as after any answer.
+    await say(device)
+    messages = await answer_messages(device)
+
+    assert messages[0]["text"] == "谢谢"
+    second = chat_messages(fake_provider, 1)
+    assert [(m["role"], m["content"]) for m in second[1:]] == [
+        ("user", TYPED),
+        ("assistant", WEATHER),
+        ("user", "谢谢"),
+    ]
+    assert runtime.connected
+
+
+async def test_a_typed_request_interrupts_the_answer(
+    fake_provider: FakeProvider, device: SimulatedDevice
+) -> None:
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(
+        ChatReply.text(FIRST_CLAUSE + ANSWER, chunk=1, hold_after=4),
+        ChatReply.text(WEATHER),
+    )
+    await say(device)
+    await fake_provider.wait_held()
+    await until(lambda: bool(device.received_audio))
+
+    await device.wake_word(TYPED)
+    await next_tts(device, "stop")
+    await fake_provider.wait_stream_closed()
+    messages = await answer_messages(device)
+    assert messages[0] == {**messages[0], "type": "stt", "text": TYPED}
+    assert "".join(sentences(messages)) == WEATHER
+
+
+@pytest.mark.parametrize("wake_word", ["你好小智", "Hi, ESP", "你好，小智！"])
+async def test_a_known_wake_word_is_no_request(
+    ha_core: HomeAssistant,
+    fake_provider: FakeProvider,
+    device: SimulatedDevice,
+    wake_word: str,
+) -> None:
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text(ANSWER))
+
+    await device.wake_word(wake_word)
+    await say(device)
+    messages = await answer_messages(device)
+
+    assert messages[0]["text"] == TRANSCRIPT
+    assert len(fake_provider.chat_requests) == 1
+    assert wake_word in ha_core.data[DATA_LAST_WAKE_UP]
+
+
+async def test_a_custom_wake_word_is_told_by_its_audio(
+    ha_core: HomeAssistant, fake_provider: FakeProvider, device: SimulatedDevice
+) -> None:
+    """The firmware sends the wake word's audio right before its detect."""
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text(ANSWER))
+
+    await device.send_pcm(utterance()[: RATE_IN * 2])  # ~1 s of the wake word
+    await device.wake_word("小乐小乐")
+    await say(device)
+    messages = await answer_messages(device)
+
+    assert messages[0]["text"] == TRANSCRIPT
+    assert len(fake_provider.chat_requests) == 1
+    assert "小乐小乐" in ha_core.data[DATA_LAST_WAKE_UP]
+
+
 async def test_silence_after_an_answer_ends_the_conversation(
     fake_provider: FakeProvider, pipeline: Pipeline, devices: DeviceFactory
 ) -> None:
