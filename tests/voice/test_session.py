@@ -44,7 +44,7 @@ from fake_provider import CHAT_PATH, ChatReply, FakeProvider
 from simulator.device import SimulatedDevice
 from tests.helpers.devices import DeviceFactory, Recorder, dominant_hz
 from tests.helpers.translations import message as agent_message
-from tests.helpers.tts_engines import PlainTTS, setup_tts_entities
+from tests.helpers.tts_engines import PlainTTS, setup_tts_entities, speech_pcm
 from tests.helpers.voice import (
     AGENT_ENTITY,
     ANSWER,
@@ -432,6 +432,91 @@ async def test_a_wake_word_is_reported_and_interrupts_the_answer(
     await device.wake_word("你好小智")
     await next_tts(device, "stop")
     await fake_provider.wait_stream_closed()
+
+
+# ---------------------------------------------------------------- subtitles
+
+SIX_SENTENCES = (
+    "第一句话。",
+    "第二句话比较长一些，有两个分句。",
+    "第三句。",
+    "第四句话在这里。",
+    "第五句话说得更久一点点。",
+    "最后一句。",
+)
+SAMPLES_PER_FRAME = RATE_OUT * 60 // 1000
+
+
+class StreamLog:
+    """What the device received, messages and audio frames in one order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def json_received(self, message: dict[str, Any]) -> None:
+        self.events.append(("json", message))
+
+    def json_sent(self, message: dict[str, Any]) -> None:
+        pass
+
+    def audio_received(self, packet: bytes, *, played: bool) -> None:
+        self.events.append(("frame", played))
+
+    def frames_before_sentences(self) -> dict[str, int]:
+        """Each subtitle's text -> the frames received before it."""
+        frames = 0
+        before: dict[str, int] = {}
+        for kind, value in self.events:
+            if kind == "frame":
+                frames += 1
+            elif value.get("state") == "sentence_start":
+                before[value["text"]] = frames
+        return before
+
+
+@pytest.mark.parametrize("engine", ["ours", "per segment"])
+async def test_each_subtitle_arrives_as_its_sentence_starts_playing(
+    ha_core: HomeAssistant,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    devices: DeviceFactory,
+    engine: str,
+) -> None:
+    """The voice here is twice as fast as a CJK estimate would place it."""
+    if engine == "per segment":
+        await setup_tts_entities(ha_core, [PlainTTS("Plain")])
+        await async_update_pipeline(
+            ha_core, pipeline, tts_engine=PLAIN_TTS, tts_language="zh", tts_voice=None
+        )
+    log = StreamLog()
+    device = devices(features={}, observer=log)
+    await device.open()
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text("".join(SIX_SENTENCES), chunk=4))
+
+    await say(device)
+    messages = await answer_messages(device)
+
+    assert sentences(messages) == list(SIX_SENTENCES)
+    if engine == "ours":
+        lengths = [
+            fake_provider.speech.pcm_bytes(r.input)
+            for r in fake_provider.speech_requests
+        ]
+        assert [r.input for r in fake_provider.speech_requests] == list(SIX_SENTENCES)
+    else:
+        lengths = [len(speech_pcm(text)) for text in SIX_SENTENCES]
+    # Each subtitle comes after every frame wholly before its sentence and
+    # before the frame holding its first sample: in step with the voice.
+    before = log.frames_before_sentences()
+    start = 0
+    for text, length in zip(SIX_SENTENCES, lengths, strict=True):
+        assert before[text] == start // 2 // SAMPLES_PER_FRAME, text
+        start += length
+    # The last frames follow the last subtitle, then tts stop.
+    assert log.events[-1][1]["state"] == "stop"
+    frames = len(device.received_audio)
+    assert 0 <= frames - start // 2 // SAMPLES_PER_FRAME <= 3  # the last one padded
 
 
 # ---------------------------------------------------------------- typed requests

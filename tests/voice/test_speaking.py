@@ -27,6 +27,7 @@ from custom_components.xiaozhi.protocol.codec import (
     pcm_to_wav,
     wav_header,
 )
+from custom_components.xiaozhi.sentences.marks import attach_marks, marks_for
 from custom_components.xiaozhi.sentences.splitter import Segment
 from custom_components.xiaozhi.voice.speaking import (
     AUDIO_CHUNK_BYTES,
@@ -726,13 +727,38 @@ def test_sentence_clock_places_segments_one_after_another() -> None:
     second_start = len(speech_pcm(first.text))
     assert second_start == 2 * round(0.66 * RATE)
 
-    assert clock.due(1) == [first]
+    assert clock.due(1) == [(first, 0)]
     assert clock.due(second_start) == []
-    assert clock.due(second_start + 1) == [second]
+    assert clock.due(second_start + 1) == [(second, second_start)]
     clock.add(late, 5 * BYTES_PER_SECOND)  # its text came after 5 s of audio
     assert clock.due(5 * BYTES_PER_SECOND) == []
     assert clock.rest() == [late]
     assert clock.rest() == []
+
+
+def test_sentence_clock_follows_the_engines_marks() -> None:
+    """Marked starts win over estimates; a segment the engine merged starts late."""
+
+    async def texts() -> AsyncGenerator[str]:
+        yield "unused"
+
+    clock = SentenceClock()
+    stream = texts()
+    marks = clock.marks = attach_marks(stream)
+    assert marks_for(stream) is marks
+    first, second, third = Segment("你好。"), Segment("Hi there."), Segment("Bye.")
+    for segment in (first, second, third):
+        clock.add(segment, 0)
+    marks.sentence_starts("你好。", 0.0)
+    assert clock.due(1) == [(first, 0)]
+    # The voice is faster than estimated (0.66 s): the engine says 0.25 s.
+    marks.sentence_starts("Hi", 0.25)  # the engine cut "Hi there." in two
+    marks.sentence_starts("there.", 0.4)
+    quarter = BYTES_PER_SECOND // 4
+    assert clock.due(quarter) == []
+    assert clock.due(quarter + 2) == [(second, quarter)]
+    assert clock.due(100 * BYTES_PER_SECOND) == []  # "Bye." is not marked yet
+    assert clock.rest() == [third]
 
 
 def test_wav_request_options_ask_for_wav_only() -> None:
