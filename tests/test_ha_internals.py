@@ -48,6 +48,19 @@ IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
         (),
     ),
     (
+        "homeassistant.components.assist_pipeline.pipeline",
+        "PipelineInput",
+        (
+            *("run", "session", "intent_input", "conversation_extra_system_prompt"),
+            *("device_id", "satellite_id", "execute"),
+        ),
+    ),
+    (
+        "homeassistant.components.assist_pipeline.pipeline",
+        "PipelineRun",
+        ("context", "pipeline", "start_stage", "end_stage", "event_callback"),
+    ),
+    (
         "homeassistant.components.assist_satellite.entity",
         "AssistSatelliteState",
         ("RESPONDING", "IDLE"),
@@ -97,6 +110,12 @@ SATELLITE_PRIVATES: list[tuple[str, str]] = [
     ("_run_has_tts", "attribute"),
     ("_set_state", "method"),
     ("_resolve_vad_sensitivity", "method"),
+    # run_text_to_intent does what async_accept_pipeline_from_satellite does:
+    ("_extra_system_prompt", "attribute"),
+    ("_pipeline_task", "attribute"),
+    ("_cancel_running_pipeline", "method"),
+    ("_internal_on_pipeline_event", "method"),
+    ("_resolve_pipeline", "method"),
 ]
 
 
@@ -120,6 +139,14 @@ def pipeline_run_source() -> str:
         "self._resolve_vad_sensitivity()",  # our per-run silence
         "self._conversation_id",  # the conversation a run continues
         "self._run_has_tts = False",  # a run starts without speech
+        # What run_text_to_intent repeats for a typed request:
+        "await self._cancel_running_pipeline()",
+        "self._extra_system_prompt = None",
+        "self.async_set_context(context)",
+        "event_callback=self._internal_on_pipeline_event",
+        "pipeline_id=self._resolve_pipeline()",
+        "tts_audio_output=self.tts_options",
+        "self._pipeline_task = (",
     ],
 )
 def test_the_pipeline_run_still_uses_what_we_set(used: str) -> None:

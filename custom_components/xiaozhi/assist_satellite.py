@@ -163,14 +163,20 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         return problem is None
 
     async def async_run_pipeline(self, run: PipelineRun) -> None:
-        """Run the selected pipeline up to the intent stage; events go to the run's listener."""
+        """Run the selected pipeline up to the intent stage; events go to the run's listener.
+
+        A typed request (``run.text``) runs the intent stage alone.
+        """
         self._keep_conversation()
         self._run_listener = run.listener
         self._manual_run = run.manual
         try:
-            await ha_internals.run_pipeline_to_intent(
-                self, run.audio, wake_word_phrase=run.wake_word_phrase
-            )
+            if run.text is not None:
+                await ha_internals.run_text_to_intent(self, run.text)
+            else:
+                await ha_internals.run_pipeline_to_intent(
+                    self, run.audio, wake_word_phrase=run.wake_word_phrase
+                )
         finally:
             if self._run_listener is run.listener:
                 self._run_listener = None

@@ -18,7 +18,11 @@ from typing import override
 from homeassistant.components.ai_task.const import DATA_PREFERENCES
 from homeassistant.components.assist_pipeline import Pipeline
 from homeassistant.components.assist_pipeline.models import PipelineStage
-from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
+from homeassistant.components.assist_pipeline.pipeline import (
+    PipelineInput,
+    PipelineRun,
+    async_get_pipeline,
+)
 from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
 from homeassistant.components.assist_satellite import (
     AssistSatelliteAnnouncement,
@@ -32,7 +36,8 @@ from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.components.button.const import ButtonDeviceClass
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.components.tts.entity import TTSAudioRequest
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import Context, HomeAssistant, callback
+from homeassistant.helpers import chat_session
 
 # Names Home Assistant keeps in submodules without exporting them from the
 # integration's package.
@@ -46,6 +51,7 @@ __all__ = [
     "pipeline_by_id",
     "preferred_ai_task_entity",
     "run_pipeline_to_intent",
+    "run_text_to_intent",
     "satellite_conversation_id",
     "set_preferred_pipeline",
     "set_satellite_conversation_id",
@@ -115,6 +121,57 @@ async def run_pipeline_to_intent(
     await satellite.async_accept_pipeline_from_satellite(
         audio, end_stage=PipelineStage.INTENT, wake_word_phrase=wake_word_phrase
     )
+
+
+async def run_text_to_intent(satellite: AssistSatelliteEntity, text: str) -> None:
+    """Run the satellite's pipeline on a typed request: its intent stage only.
+
+    The satellite has no public way to start a run at the intent stage: its
+    ``async_accept_pipeline_from_satellite`` builds the run without
+    ``intent_input``, which that stage requires. So this does what that method
+    does (HA 2026.10), with the text as the intent's input: cancel the running
+    pipeline, take the start-conversation prompt, continue the satellite's
+    conversation, report the events to the satellite (its state, then its
+    ``on_pipeline_event``) and keep the run as its pipeline task, which a new
+    run or an announcement cancels.
+    """
+    await satellite._cancel_running_pipeline()
+    extra_system_prompt = satellite._extra_system_prompt
+    satellite._extra_system_prompt = None
+    hass = satellite.hass
+    entry = satellite.platform.config_entry
+    assert entry is not None
+    device_id = satellite.registry_entry.device_id if satellite.registry_entry else None
+    context = Context()
+    satellite.async_set_context(context)
+    satellite._run_has_tts = False
+    with chat_session.async_get_chat_session(
+        hass, satellite._conversation_id
+    ) as session:
+        satellite._conversation_id = session.conversation_id
+        run = PipelineInput(
+            run=PipelineRun(
+                hass,
+                context=context,
+                pipeline=async_get_pipeline(hass, satellite._resolve_pipeline()),
+                start_stage=PipelineStage.INTENT,
+                end_stage=PipelineStage.INTENT,
+                event_callback=satellite._internal_on_pipeline_event,
+                tts_audio_output=satellite.tts_options,
+            ),
+            session=session,
+            intent_input=text,
+            conversation_extra_system_prompt=extra_system_prompt,
+            device_id=device_id,
+            satellite_id=satellite.entity_id,
+        )
+        satellite._pipeline_task = entry.async_create_background_task(
+            hass, run.execute(validate=True), f"{satellite.entity_id}_pipeline"
+        )
+        try:
+            await satellite._pipeline_task
+        finally:
+            satellite._pipeline_task = None
 
 
 def satellite_conversation_id(satellite: AssistSatelliteEntity) -> str | None:

@@ -9,6 +9,10 @@ first clause with the pipeline's own TTS engine, language and voice
 (`speaking.speak_reply`), instead of HA's TTS stage, which starts only after 60
 characters, or the whole answer for engines without streaming input.
 
+A typed request (``listen detect`` with a text that is not a wake word, see
+`voice.wake_words`) is a turn without audio: the pipeline runs from its intent
+stage on the text, and the device gets the same as for a spoken turn.
+
 On the device: ``stt`` with the transcript, then ``tts start``,
 ``sentence_start`` per segment, the Opus audio, ``llm`` with the reply's
 emotion, ``tts stop``. Errors become a short spoken message (or an alert when
@@ -63,12 +67,15 @@ class PipelineRun:
         wake_word_phrase: The wake word the device heard, if this turn follows one.
         manual: The device ends the utterance (push to talk), not HA's VAD.
         listener: Receives the run's events, in order.
+        text: A typed request: the run starts at the intent stage with it, and
+            ``audio`` is not read.
     """
 
     audio: AsyncIterable[bytes]
     wake_word_phrase: str | None
     manual: bool
     listener: PipelineListener
+    text: str | None = None
 
 
 class SatelliteHost(Protocol):
@@ -148,8 +155,10 @@ class VoiceTurn:
         session: DeviceSession,
         mode: ListenMode,
         wake_word_phrase: str | None = None,
+        *,
+        text: str | None = None,
     ) -> None:
-        """Prepare a turn; nothing runs before `run`."""
+        """Prepare a turn (``text``: a typed request); nothing runs before `run`."""
         self.mode = mode
         self.audio = UtteranceAudio()
         self.reply = ReplyText()
@@ -173,6 +182,9 @@ class VoiceTurn:
         self._responding = False
         self._interrupted = False
         self._answer_task: asyncio.Task[None] | None = None
+        self._text = text
+        if text is not None:
+            self.end_of_speech()  # nothing to listen to
 
     @property
     def spoke(self) -> bool:
@@ -209,6 +221,7 @@ class VoiceTurn:
                     wake_word_phrase=self._wake_word_phrase,
                     manual=self.mode is ListenMode.MANUAL,
                     listener=self.on_pipeline_event,
+                    text=self._text,
                 )
             )
         except asyncio.CancelledError:
@@ -259,6 +272,8 @@ class VoiceTurn:
                     data.get("conversation_id", ""),
                     data.get("intent_input", ""),
                 )
+                if self._text is not None and self._answer_task is None:
+                    self._on_transcript(self._text)  # shown like a spoken one
             case PipelineEventType.INTENT_PROGRESS:
                 if delta := data.get("chat_log_delta"):
                     self.reply.add_delta(delta)
