@@ -10,7 +10,7 @@ audio was synthesized, which may be seconds ahead.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 import time
 from typing import Final
@@ -48,11 +48,17 @@ class DeviceSpeech:
         session: DeviceSession,
         device_language: str | None,
         on_start: Callable[[], None] | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Speak on ``session``; ``on_start`` is called when speaking starts."""
+        """Speak on ``session``; ``on_start`` is called when speaking starts.
+
+        ``before_start`` is awaited first (what the device must hear of before
+        ``tts start``).
+        """
         self._session = session
         self._device_language = device_language
         self._on_start = on_start
+        self._before_start = before_start
         self._items: asyncio.Queue[_Item] = asyncio.Queue(MAX_QUEUED_CHUNKS)
         self._playback: asyncio.Task[bool] | None = None
         self.started_at: float | None = None
@@ -66,6 +72,8 @@ class DeviceSpeech:
 
     async def start_speaking(self) -> None:
         """Send ``tts start`` and start the playback."""
+        if self._before_start is not None:
+            await self._before_start()
         self.started_at = time.monotonic()
         if self._on_start is not None:
             self._on_start()

@@ -18,6 +18,10 @@ is over and the session is closed, which is how the firmware returns to idle.
 
 Barge-in: ``abort``, a wake word or a new ``listen start`` cancel the running
 turn (pipeline run, agent request, TTS) and stop its audio at once.
+
+In auto mode our endpointer ends the utterance (`listening`); when a turn's
+early guess is taken back, the session starts the next turn on the whole
+utterance at once, so no audio is lost in between.
 """
 
 import asyncio
@@ -28,6 +32,7 @@ from ..const import LOGGER
 from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
 from ..transport.base import EndReason
+from .listening import SessionEndpointing, finished_speaking_settings
 from .tts_audio import SPEECH_SAMPLE_RATE
 from .turn import SatelliteHost, TurnEnd, VoiceTurn
 
@@ -52,6 +57,7 @@ class VoiceSession:
         self._turn_task: asyncio.Task[None] | None = None
         self._wake_word_phrase: str | None = None
         self.last_turn: VoiceTurn | None = None
+        self.endpointing = SessionEndpointing()
 
     # SessionHandler --------------------------------------------------------------
 
@@ -72,12 +78,14 @@ class VoiceSession:
     async def on_listen_start(self, mode: ListenMode) -> None:
         """Begin a turn, interrupting the one running."""
         await self._async_stop_turn()
+        if mode is ListenMode.AUTO:
+            await self.endpointing.async_load(self._host.hass)
         self._start_turn(mode)
 
     async def on_listen_stop(self) -> None:
         """End the utterance (push to talk released, or the device went idle)."""
         if self._turn is not None:
-            self._turn.end_of_speech()
+            self._turn.stop_listening()
 
     async def on_wake_word(self, text: str) -> None:
         """Interrupt any answer; the next turn reports the wake word to HA."""
@@ -91,7 +99,7 @@ class VoiceSession:
     def on_audio(self, pcm: bytes) -> None:
         """Feed the utterance being listened to; other audio is dropped."""
         if self._turn is not None:
-            self._turn.audio.put(pcm)
+            self._turn.hear(pcm)
 
     # Announcements ---------------------------------------------------------------
 
@@ -131,12 +139,49 @@ class VoiceSession:
     # Turns -----------------------------------------------------------------------
 
     def _start_turn(self, mode: ListenMode) -> None:
-        turn = VoiceTurn(self._host, self._session, mode, self._wake_word_phrase)
+        listening = None
+        if mode is ListenMode.AUTO:
+            listening = self.endpointing.listening(
+                finished_speaking_settings(
+                    self._host.hass, self._host.vad_sensitivity_entity_id
+                )
+            )
+        turn = VoiceTurn(
+            self._host,
+            self._session,
+            mode,
+            self._wake_word_phrase,
+            listening=listening,
+            on_take_back=self._take_back,
+        )
         self._wake_word_phrase = None
         self._turn = self.last_turn = turn
         self._turn_task = self._session.create_task(self._async_run_turn(turn), "turn")
 
-    async def _async_run_turn(self, turn: VoiceTurn) -> None:
+    def _take_back(self, turn: VoiceTurn) -> None:
+        """Start over on the whole utterance: ``turn`` guessed its end too early."""
+        previous = self._turn_task
+        if self._turn is not turn or previous is None:
+            return
+        previous.cancel()
+        # No wake word: it was reported, and again would be a duplicate wake-up.
+        retake = VoiceTurn(
+            self._host,
+            self._session,
+            turn.mode,
+            listening=turn.listening,
+            on_take_back=self._take_back,
+        )
+        self._turn = self.last_turn = retake
+        self._turn_task = self._session.create_task(
+            self._async_run_turn(retake, after=previous), "turn"
+        )
+
+    async def _async_run_turn(
+        self, turn: VoiceTurn, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await asyncio.wait({after})
         end = await turn.run()
         if self._turn is turn:
             self._turn = self._turn_task = None

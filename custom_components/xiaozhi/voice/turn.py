@@ -20,7 +20,7 @@ this way is kept in the conversation's chat history as far as it was written.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 import time
@@ -34,6 +34,8 @@ from ..device.messages import device_message
 from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
 from .device_sink import DeviceSpeech
+from .endpointing import End, Event, PossibleEnd, SpeechResumed, SpeechStarted
+from .listening import Listening, run_may_act
 from .pipeline import (
     PipelineListener,
     PipelineVoice,
@@ -58,7 +60,8 @@ class PipelineRun:
     Attributes:
         audio: The utterance, as it arrives.
         wake_word_phrase: The wake word the device heard, if this turn follows one.
-        manual: The device ends the utterance (push to talk), not HA's VAD.
+        manual: The turn ends the utterance, not HA's VAD: the device's
+            ``listen stop`` (push to talk) or, in auto mode, our endpointer.
         listener: Receives the run's events, in order.
     """
 
@@ -78,6 +81,10 @@ class SatelliteHost(Protocol):
     @property
     def device_language(self) -> str | None:
         """The language the device speaks (its firmware's)."""
+
+    @property
+    def vad_sensitivity_entity_id(self) -> str | None:
+        """The device's "finished speaking" select."""
 
     async def async_run_pipeline(self, run: PipelineRun) -> None:
         """Run the device's pipeline up to the intent stage."""
@@ -132,8 +139,11 @@ class VoiceTurn:
         reply: The answer's text, from the pipeline's intent events.
         speech: The answer's playback on the device.
         transcript: What the user said, once recognised.
-        speech_ended_at: When the utterance ended (HA's VAD or listen stop).
+        speech_ended_at: When the utterance's audio ended (HA's VAD, listen
+            stop, or our endpointer, maybe speculatively).
         result: What the speaking stage did, once it finished.
+        taken_back: Speech resumed after this turn speculated: it was cancelled
+            without a trace on the device and another turn took over.
     """
 
     def __init__(
@@ -142,13 +152,24 @@ class VoiceTurn:
         session: DeviceSession,
         mode: ListenMode,
         wake_word_phrase: str | None = None,
+        *,
+        listening: Listening | None = None,
+        on_take_back: Callable[[VoiceTurn], None] | None = None,
     ) -> None:
-        """Prepare a turn; nothing runs before `run`."""
+        """Prepare a turn; nothing runs before `run`.
+
+        With ``listening`` (auto mode) the endpointer ends the utterance, and
+        the turn starts with the audio it heard so far; ``on_take_back`` is
+        called when the turn's speculation must be taken back.
+        """
         self.mode = mode
         self.audio = UtteranceAudio()
         self.reply = ReplyText()
         self.speech = DeviceSpeech(
-            session, host.device_language, on_start=self._set_responding
+            session,
+            host.device_language,
+            on_start=self._set_responding,
+            before_start=self._async_before_speaking,
         )
         self.transcript: str | None = None
         self.speech_ended_at: float | None = None
@@ -164,6 +185,17 @@ class VoiceTurn:
         self._responding = False
         self._interrupted = False
         self._answer_task: asyncio.Task[None] | None = None
+        self._listening = listening
+        self._on_take_back = on_take_back
+        # Until committed, nothing of the turn reaches the device or the user.
+        self._committed = listening is None
+        self._may_speculate = False
+        self._speculating = False
+        self._stt_message: asyncio.Task[None] | None = None
+        self.taken_back = False
+        if listening is not None:
+            for frame in listening.frames:
+                self.audio.put(frame)
 
     @property
     def spoke(self) -> bool:
@@ -175,6 +207,72 @@ class VoiceTurn:
         if not self.audio.ended:
             self.speech_ended_at = time.monotonic()
             self.audio.end()
+
+    @property
+    def listening(self) -> Listening | None:
+        """The utterance as our endpointer hears it (auto mode), across take-backs."""
+        return self._listening
+
+    def stop_listening(self) -> None:
+        """The device stopped listening (``listen stop``): the utterance is over."""
+        self.end_of_speech()
+        self._commit()
+
+    def hear(self, pcm: bytes) -> None:
+        """Take device audio: the utterance's, and in auto mode the endpointer's."""
+        self.audio.put(pcm)
+        listening = self._listening
+        if listening is None or self._committed or self.taken_back:
+            return
+        listening.record(pcm)
+        for event in listening.endpointer.feed(pcm):
+            if not self._on_endpoint(listening, event):
+                return
+
+    def _on_endpoint(self, listening: Listening, event: Event) -> bool:
+        """Follow the endpointer; return whether this turn goes on listening."""
+        match event:
+            case SpeechStarted():
+                listening.speech_heard = True
+            case PossibleEnd() if self._may_speculate and not self.audio.ended:
+                LOGGER.debug("%s may have finished: speculating", self._session.name)
+                listening.count.started += 1
+                self._speculating = True
+                self.end_of_speech()
+            case SpeechResumed() if self._speculating:
+                LOGGER.debug("%s speaks on: taking the guess back", self._session.name)
+                listening.count.taken_back += 1
+                self.taken_back = True
+                if self._on_take_back is not None:
+                    self._on_take_back(self)
+                return False
+            case End():
+                self.end_of_speech()
+                self._commit()
+        return True
+
+    def _commit(self) -> None:
+        """The utterance is over: what the turn holds back may reach the device."""
+        if self._committed:
+            return
+        self._committed = True
+        if self.transcript is not None:
+            self._send_stt()
+        self._note_text()
+
+    def _send_stt(self) -> asyncio.Task[None]:
+        """Tell the device the transcript, once."""
+        if self._stt_message is None:
+            self._stt_message = self._session.create_task(
+                self._session.send_stt(self.transcript or ""), "stt"
+            )
+        return self._stt_message
+
+    async def _async_before_speaking(self) -> None:
+        """The reply starts playing: the utterance can no longer be taken back."""
+        self._commit()
+        if self._stt_message is not None:
+            await self._stt_message
 
     async def run(self) -> TurnEnd:
         """Run the pipeline, answer, and say how the conversation goes on."""
@@ -192,7 +290,8 @@ class VoiceTurn:
                 PipelineRun(
                     audio=self.audio.stream(),
                     wake_word_phrase=self._wake_word_phrase,
-                    manual=self.mode is ListenMode.MANUAL,
+                    manual=self.mode is ListenMode.MANUAL
+                    or self._listening is not None,
                     listener=self.on_pipeline_event,
                 )
             )
@@ -229,6 +328,9 @@ class VoiceTurn:
         match event.type:
             case PipelineEventType.RUN_START:
                 self._voice = pipeline_voice(self._host.hass, data.get("pipeline"))
+                self._may_speculate = self._listening is not None and not run_may_act(
+                    self._host.hass, data.get("pipeline"), data.get("conversation_id")
+                )
             case PipelineEventType.STT_START:
                 processing = data.get("audio_processing") or {}
                 self._vad_used = bool(processing.get("requires_external_vad"))
@@ -274,13 +376,14 @@ class VoiceTurn:
         self.reply.fail(code)
 
     def _note_text(self) -> None:
-        if self.reply.text.strip():
+        if self._committed and self.reply.text.strip():
             self._set_responding()
 
     # Speaking --------------------------------------------------------------------
 
     async def _async_answer(self, transcript: str) -> None:
-        await self._session.send_stt(transcript)
+        if self._committed:
+            await self._send_stt()
         await self._async_speak(self.reply.deltas())
 
     async def _async_speak(self, deltas: AsyncIterable[str | None]) -> None:
@@ -312,7 +415,9 @@ class VoiceTurn:
         return TurnEnd.END_CONVERSATION
 
     def _nothing_was_said(self) -> bool:
-        """Return whether HA's VAD heard no speech (a follow-up nobody made)."""
+        """Return whether no speech was heard (a follow-up nobody made)."""
+        if self._listening is not None:
+            return not self._listening.speech_heard
         return self.mode is not ListenMode.MANUAL and (
             self._vad_used and not self._speech_heard
         )
@@ -342,7 +447,9 @@ class VoiceTurn:
     def _keep_interrupted_answer(self) -> None:
         intent = self._intent
         answer = self.reply.text.strip()
-        if not self._interrupted or intent is None or intent.ended or not answer:
+        if self.taken_back or not self._interrupted:
+            return  # a guess nobody heard is no part of the conversation
+        if intent is None or intent.ended or not answer:
             return
         keep_partial_answer(
             self._host.hass,
