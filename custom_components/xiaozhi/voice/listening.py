@@ -22,6 +22,7 @@ tools, and a follow-up goes to the agent that asked. Such runs are not
 speculated on: their audio ends at the final end (see docs/endpointing.md).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from homeassistant.components import conversation
@@ -85,9 +86,10 @@ class Listening:
 class SessionEndpointing:
     """A device session's endpointer: Silero's state is per stream, so one each."""
 
-    def __init__(self) -> None:
-        """Start without the model; `async_load` loads it."""
+    def __init__(self, load: Callable[[], SpeechModel] = silero_model) -> None:
+        """Start without the model; `async_load` loads it with ``load``."""
         self.count = SpeculationCount()
+        self._load = load
         self._model: SpeechModel | None = None
         self._endpointer: Endpointer | None = None
 
@@ -95,7 +97,7 @@ class SessionEndpointing:
         """Load the model (once, in an executor); return whether it is usable."""
         if self._model is None:
             try:
-                self._model = await hass.async_add_executor_job(silero_model)
+                self._model = await hass.async_add_executor_job(self._load)
             except (ImportError, OSError, RuntimeError) as err:
                 LOGGER.warning(
                     "Cannot load the speech model, HA's VAD ends utterances: %s", err

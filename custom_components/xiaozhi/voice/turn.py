@@ -191,6 +191,7 @@ class VoiceTurn:
         self._committed = listening is None
         self._may_speculate = False
         self._speculating = False
+        self._at_possible_end = False
         self._stt_message: asyncio.Task[None] | None = None
         self.taken_back = False
         if listening is not None:
@@ -234,22 +235,40 @@ class VoiceTurn:
         match event:
             case SpeechStarted():
                 listening.speech_heard = True
-            case PossibleEnd() if self._may_speculate and not self.audio.ended:
-                LOGGER.debug("%s may have finished: speculating", self._session.name)
-                listening.count.started += 1
-                self._speculating = True
-                self.end_of_speech()
-            case SpeechResumed() if self._speculating:
-                LOGGER.debug("%s speaks on: taking the guess back", self._session.name)
-                listening.count.taken_back += 1
-                self.taken_back = True
-                if self._on_take_back is not None:
-                    self._on_take_back(self)
-                return False
+            case PossibleEnd():
+                self._at_possible_end = True
+                self._maybe_speculate()
+            case SpeechResumed():
+                self._at_possible_end = False
+                if self._speculating:
+                    LOGGER.debug(
+                        "%s speaks on: taking the guess back", self._session.name
+                    )
+                    listening.count.taken_back += 1
+                    self.taken_back = True
+                    if self._on_take_back is not None:
+                        self._on_take_back(self)
+                    return False
             case End():
                 self.end_of_speech()
                 self._commit()
         return True
+
+    def _maybe_speculate(self) -> None:
+        """At a possible end, end the run's audio early if nothing in it can act."""
+        listening = self._listening
+        if (
+            listening is None
+            or not self._may_speculate
+            or not self._at_possible_end
+            or self._committed
+            or self.audio.ended
+        ):
+            return
+        LOGGER.debug("%s may have finished: speculating", self._session.name)
+        listening.count.started += 1
+        self._speculating = True
+        self.end_of_speech()
 
     def _commit(self) -> None:
         """The utterance is over: what the turn holds back may reach the device."""
@@ -331,6 +350,7 @@ class VoiceTurn:
                 self._may_speculate = self._listening is not None and not run_may_act(
                     self._host.hass, data.get("pipeline"), data.get("conversation_id")
                 )
+                self._maybe_speculate()  # the possible end may have come first
             case PipelineEventType.STT_START:
                 processing = data.get("audio_processing") or {}
                 self._vad_used = bool(processing.get("requires_external_vad"))
