@@ -240,6 +240,30 @@ async def test_speech_resumed_takes_the_guess_back(
     assert count.started == 1  # the retake started after the end: nothing to guess
 
 
+async def test_a_guess_the_end_confirms_tells_the_transcript_then(
+    fake_provider: FakeProvider, device: SimulatedDevice, runtime: DeviceRuntime
+) -> None:
+    """The guess's transcript reaches the device at the final end, not before."""
+    fake_provider.add_transcript(GREETING)
+    fake_provider.add_reply(ChatReply.text(ANSWER, hold_after=0))
+
+    await device.listen_start("auto")
+    await device.send_pcm(whole_frames(silence(0.6) + nihao() + silence(0.3)))
+    await fake_provider.wait_held()
+    assert device.pending_messages() == []
+
+    await device.send_pcm(silence(1.5))
+    stt = await device.next_message()  # while the agent is still held
+    assert (stt["type"], stt["text"]) == ("stt", GREETING)
+    fake_provider.release()
+    messages = await answer_messages(device)
+
+    assert kinds(messages)[0] == "start"
+    assert "stt" not in kinds(messages)
+    count = voice_session(runtime).endpointing.count
+    assert (count.started, count.taken_back) == (1, 0)
+
+
 @pytest.mark.parametrize("provider_subentries", ["control"], indirect=True)
 async def test_an_agent_that_can_act_waits_for_the_end(
     fake_provider: FakeProvider, device: SimulatedDevice, runtime: DeviceRuntime
