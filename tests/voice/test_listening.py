@@ -21,9 +21,15 @@ from homeassistant.components.assist_pipeline import (
 from homeassistant.components.assist_pipeline.default_pipeline import (
     async_get_pipeline_conversation_data,
 )
+from homeassistant.components.conversation import ConversationEntityFeature
 from homeassistant.components.conversation.agent_manager import get_agent_manager
 from homeassistant.config_entries import ConfigSubentryData
-from homeassistant.const import CONF_LLM_HASS_API
+from homeassistant.const import (
+    ATTR_SUPPORTED_FEATURES,
+    CONF_LLM_HASS_API,
+    STATE_OFF,
+    STATE_ON,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import chat_session
 
@@ -42,8 +48,13 @@ from custom_components.xiaozhi.voice.listening import (
     Listening,
     SessionEndpointing,
     SpeculationCount,
+    TakenBackError,
+    async_until_committed,
     finished_speaking_settings,
+    forget_held_actions,
+    hold_actions,
     run_may_act,
+    waiting_actions,
 )
 from custom_components.xiaozhi.voice.session import VoiceSession
 from custom_components.xiaozhi.voice.turn import VoiceTurn
@@ -66,6 +77,8 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "voice"
 # 60 ms of 16 kHz PCM: the device's frame; a part sent alone is a whole number of them.
 FRAME_BYTES = RATE_IN * 2 * 60 // 1000
 GREETING = "你好"
+# Assist and the device tools are selected together: Home Assistant prefixes names.
+TURN_ON = "assist__intent__HassTurnOn"
 ANSWER = "你好！有什么可以帮你？"
 TWICE = "你好，你好"
 
@@ -136,6 +149,12 @@ def utterance_over(runtime: DeviceRuntime) -> Callable[[], bool]:
         return listening is not None and listening.endpointer.ended
 
     return over
+
+
+def light_state(hass: HomeAssistant, entity_id: str) -> str:
+    state = hass.states.get(entity_id)
+    assert state is not None
+    return state.state
 
 
 def stt_texts(messages: list[dict[str, Any]]) -> list[str]:
@@ -264,23 +283,55 @@ async def test_a_guess_the_end_confirms_tells_the_transcript_then(
     assert (count.started, count.taken_back) == (1, 0)
 
 
+@pytest.mark.usefixtures("lights")
 @pytest.mark.parametrize("provider_subentries", ["control"], indirect=True)
-async def test_an_agent_that_can_act_waits_for_the_end(
-    fake_provider: FakeProvider, device: SimulatedDevice, runtime: DeviceRuntime
+async def test_a_guessed_tool_call_waits_for_the_end(
+    ha_core: HomeAssistant, fake_provider: FakeProvider, device: SimulatedDevice
 ) -> None:
-    """With tools, no guess: the run's audio ends only at the final end."""
-    fake_provider.add_transcript(TWICE)
-    fake_provider.add_reply(ChatReply.text(ANSWER))
-    speech = silence(0.6) + nihao() + silence(0.45) + nihao()
+    """Our agent with tools is speculated on, but its tool call waits for End."""
+    fake_provider.add_transcript(GREETING)
+    fake_provider.add_reply(
+        ChatReply.tool_call(TURN_ON, {"name": "Kitchen"}), ChatReply.text(ANSWER)
+    )
 
     await device.listen_start("auto")
-    await device.send_pcm(speech + silence(1.5))
+    await device.send_pcm(whole_frames(silence(0.6) + nihao() + silence(0.3)))
+    await until(lambda: waiting_actions(ha_core) == 1)
+    assert light_state(ha_core, "light.kitchen") == STATE_OFF
+
+    await device.send_pcm(silence(1.5))
     messages = await answer_messages(device)
 
+    assert light_state(ha_core, "light.kitchen") == STATE_ON
+    assert stt_texts(messages) == [GREETING]
+    assert waiting_actions(ha_core) == 0
+
+
+@pytest.mark.usefixtures("lights")
+@pytest.mark.parametrize("provider_subentries", ["control"], indirect=True)
+async def test_a_guessed_tool_call_never_runs_when_taken_back(
+    ha_core: HomeAssistant,
+    fake_provider: FakeProvider,
+    device: SimulatedDevice,
+    runtime: DeviceRuntime,
+) -> None:
+    fake_provider.default_transcript = GREETING
+    fake_provider.add_reply(
+        ChatReply.tool_call(TURN_ON, {"name": "Kitchen"}), ChatReply.text(ANSWER)
+    )
+
+    await device.listen_start("auto")
+    await device.send_pcm(whole_frames(silence(0.6) + nihao() + silence(0.45)))
+    await until(lambda: waiting_actions(ha_core) == 1)
+    fake_provider.default_transcript = TWICE
+    await device.send_pcm(nihao() + silence(1.5))
+    messages = await answer_messages(device)
+
+    # The retake answered (the second reply) and the guess's tool never ran.
     assert stt_texts(messages) == [TWICE]
-    [upload] = fake_provider.transcriptions
-    assert len(upload.pcm) >= len(speech)
-    assert voice_session(runtime).endpointing.count.started == 0
+    assert light_state(ha_core, "light.kitchen") == STATE_OFF
+    assert voice_session(runtime).endpointing.count.taken_back == 1
+    assert waiting_actions(ha_core) == 0
 
 
 # ---------------------------------------------------------------- manual mode
@@ -372,11 +423,47 @@ async def test_only_runs_that_cannot_act_are_speculated_on(
 
 @pytest.mark.parametrize("provider_subentries", ["control"], indirect=True)
 @pytest.mark.usefixtures("provider_entry")
-async def test_an_agent_with_control_may_act(ha_core: HomeAssistant) -> None:
-    pipeline = await async_create_default_pipeline(ha_core, STT_ENTITY, TTS_ENTITY, "C")
-    assert pipeline is not None
-    await async_update_pipeline(ha_core, pipeline, conversation_engine=AGENT_ENTITY)
-    assert run_may_act(ha_core, pipeline.id, None)
+async def test_only_our_agent_with_control_holds_its_tool_calls(
+    ha_core: HomeAssistant,
+) -> None:
+    ours = await async_create_default_pipeline(ha_core, STT_ENTITY, TTS_ENTITY, "O")
+    assert ours is not None
+    await async_update_pipeline(ha_core, ours, conversation_engine=AGENT_ENTITY)
+    assert not run_may_act(ha_core, ours.id, None)
+
+    ha_core.states.async_set(
+        "conversation.elsewhere",
+        "2026-12-02T00:00:00+00:00",
+        {ATTR_SUPPORTED_FEATURES: ConversationEntityFeature.CONTROL},
+    )
+    other = await async_create_default_pipeline(ha_core, STT_ENTITY, TTS_ENTITY, "E")
+    assert other is not None
+    await async_update_pipeline(
+        ha_core, other, conversation_engine="conversation.elsewhere"
+    )
+    assert run_may_act(ha_core, other.id, None)
+
+
+async def test_held_actions_run_once_released_and_never_once_taken_back(
+    ha_core: HomeAssistant,
+) -> None:
+    released = hold_actions(ha_core, "device-1")
+    waiter = ha_core.async_create_task(async_until_committed(ha_core, "device-1"))
+    await until(lambda: waiting_actions(ha_core) == 1)
+    released.release()
+    await waiter
+    forget_held_actions(ha_core, "device-1", released)
+
+    taken_back = hold_actions(ha_core, "device-1")
+    waiter = ha_core.async_create_task(async_until_committed(ha_core, "device-1"))
+    await until(lambda: waiting_actions(ha_core) == 1)
+    taken_back.take_back()
+    with pytest.raises(TakenBackError):
+        await waiter
+    forget_held_actions(ha_core, "device-1", released)  # not the held one: kept
+    forget_held_actions(ha_core, "device-1", taken_back)
+    await async_until_committed(ha_core, "device-1")  # nothing held: at once
+    await async_until_committed(ha_core, None)
 
 
 async def test_without_the_model_hass_vad_ends_utterances(

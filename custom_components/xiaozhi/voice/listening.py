@@ -17,11 +17,15 @@ listening began), so the answer is to the whole utterance.
 A speculative run must not act on the home, because a take-back cannot undo an
 action. :func:`run_may_act` says whether a run's intent stage could act before
 the utterance is over: HA's own agent and local intents execute intents,
-sentence triggers run automations, an agent with the "control" feature calls
-tools, and a follow-up goes to the agent that asked. Such runs are not
-speculated on: their audio ends at the final end (see docs/endpointing.md).
+sentence triggers run automations, another integration's agent with the
+"control" feature calls tools, and a follow-up goes to the agent that asked.
+Such runs are not speculated on: their audio ends at the final end (see
+docs/endpointing.md). This integration's agent acts only through tool calls,
+and a speculative turn holds them (:func:`hold_actions`): the agent awaits
+:func:`async_until_committed` before it hands a tool call to Home Assistant.
 """
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,9 +33,12 @@ from homeassistant.components import conversation
 from homeassistant.components.assist_pipeline import PipelineNotFound
 from homeassistant.const import ATTR_SUPPORTED_FEATURES
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import entity_registry as er
+from homeassistant.util.hass_dict import HassKey
 
 from .. import ha_internals
-from ..const import LOGGER
+from ..const import DOMAIN, LOGGER
 from .endpointing import (
     Endpointer,
     EndpointSettings,
@@ -40,6 +47,79 @@ from .endpointing import (
     silero_model,
 )
 from .utterance import MAX_BUFFERED_BYTES
+
+
+class TakenBackError(HomeAssistantError):
+    """The utterance went on: a held action of its guessed end must not run."""
+
+
+class HeldActions:
+    """The actions of a speculative turn's agent, held until the utterance is over."""
+
+    def __init__(self) -> None:
+        """Hold until `release` or `take_back`."""
+        self._decided = asyncio.Event()
+        self._taken_back = False
+        self.waiting = 0
+
+    def release(self) -> None:
+        """The utterance is over: the actions may run."""
+        self._decided.set()
+
+    def take_back(self) -> None:
+        """The guess was wrong: the actions must never run."""
+        self._taken_back = True
+        self._decided.set()
+
+    async def wait(self) -> None:
+        """Return once the actions may run.
+
+        Raises:
+            TakenBackError: The guess was taken back.
+        """
+        self.waiting += 1
+        try:
+            await self._decided.wait()
+        finally:
+            self.waiting -= 1
+        if self._taken_back:
+            raise TakenBackError("the user went on speaking")
+
+
+_HELD: HassKey[dict[str, HeldActions]] = HassKey(f"{DOMAIN}_held_actions")
+
+
+@callback
+def hold_actions(hass: HomeAssistant, device_id: str) -> HeldActions:
+    """Hold the actions of the device's agent until the returned hold is decided."""
+    held = HeldActions()
+    hass.data.setdefault(_HELD, {})[device_id] = held
+    return held
+
+
+@callback
+def forget_held_actions(hass: HomeAssistant, device_id: str, held: HeldActions) -> None:
+    """Drop ``held`` from the registry (once decided)."""
+    registry = hass.data.get(_HELD, {})
+    if registry.get(device_id) is held:
+        del registry[device_id]
+
+
+@callback
+def waiting_actions(hass: HomeAssistant) -> int:
+    """Return how many agent actions wait for an utterance to be over."""
+    return sum(held.waiting for held in hass.data.get(_HELD, {}).values())
+
+
+async def async_until_committed(hass: HomeAssistant, device_id: str | None) -> None:
+    """Wait until the device's speculative turn, if any, is over; before acting.
+
+    Raises:
+        TakenBackError: The user went on speaking: the action must not run.
+    """
+    held = hass.data.get(_HELD, {}).get(device_id or "")
+    if held is not None:
+        await held.wait()
 
 
 @dataclass(slots=True)
@@ -151,6 +231,10 @@ def run_may_act(
     if state is None:
         return True  # not an entity (a legacy agent): its features are unknown
     features = int(state.attributes.get(ATTR_SUPPORTED_FEATURES, 0))
-    if features & conversation.ConversationEntityFeature.CONTROL:
+    entry = er.async_get(hass).async_get(engine)
+    holds_tool_calls = entry is not None and entry.platform == DOMAIN
+    if features & conversation.ConversationEntityFeature.CONTROL and (
+        not holds_tool_calls
+    ):
         return True
     return ha_internals.has_sentence_triggers(hass)

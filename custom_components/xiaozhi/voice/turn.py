@@ -35,7 +35,13 @@ from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
 from .device_sink import DeviceSpeech
 from .endpointing import End, Event, PossibleEnd, SpeechResumed, SpeechStarted
-from .listening import Listening, run_may_act
+from .listening import (
+    HeldActions,
+    Listening,
+    forget_held_actions,
+    hold_actions,
+    run_may_act,
+)
 from .pipeline import (
     PipelineListener,
     PipelineVoice,
@@ -193,6 +199,7 @@ class VoiceTurn:
         self._speculating = False
         self._at_possible_end = False
         self._stt_message: asyncio.Task[None] | None = None
+        self._held: tuple[str, HeldActions] | None = None
         self.taken_back = False
         if listening is not None:
             for frame in listening.frames:
@@ -275,6 +282,8 @@ class VoiceTurn:
         if self._committed:
             return
         self._committed = True
+        if self._held is not None:
+            self._held[1].release()
         if self.transcript is not None:
             self._send_stt()
         self._note_text()
@@ -361,6 +370,8 @@ class VoiceTurn:
             case PipelineEventType.STT_END:
                 self._on_transcript(data.get("stt_output", {}).get("text", ""))
             case PipelineEventType.INTENT_START:
+                if not self._committed and (device_id := data.get("device_id")):
+                    self._held = (device_id, hold_actions(self._host.hass, device_id))
                 self._intent = _Intent(
                     data.get("engine", ""),
                     data.get("conversation_id", ""),
@@ -455,6 +466,11 @@ class VoiceTurn:
         self.audio.end()
         self.reply.end()
         self.speech.close()
+        if self._held is not None:
+            device_id, held = self._held
+            if not self._committed:
+                held.take_back()
+            forget_held_actions(self._host.hass, device_id, held)
         answer = self._answer_task
         if answer is not None:
             answer.cancel()
