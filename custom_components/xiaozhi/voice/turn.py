@@ -1,7 +1,8 @@
 """One voice turn of a device: an utterance, the Assist pipeline run, the answer.
 
 The device's selected Assist pipeline runs through the satellite entity up to the
-intent stage (HA's VAD, the pipeline's STT engine, sentence triggers and local
+intent stage (HA's VAD, or in auto mode our endpointer, `listening`, which may
+start the run early and take it back; the pipeline's STT engine, sentence triggers and local
 intents, the conversation agent with its chat session; the run shows in HA's
 pipeline debug view). The speaking stage is ours: the agent's text is taken from
 the pipeline's ``intent-progress`` events as it is written and spoken from the
