@@ -13,11 +13,17 @@ from typing import Any
 
 import pytest
 
+from homeassistant.components.assist_pipeline.default_pipeline import (
+    async_get_pipeline_conversation_data,
+)
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
 from homeassistant.components.assist_satellite import AssistSatelliteEntity
+from homeassistant.components.conversation import ConversationInput
+from homeassistant.components.conversation.agent_manager import get_agent_manager
 from homeassistant.const import __version__ as ha_version
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import chat_session
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi import ha_internals
@@ -60,6 +66,22 @@ IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
         "PipelineRun",
         ("context", "pipeline", "start_stage", "end_stage", "event_callback"),
     ),
+    (
+        "homeassistant.components.assist_pipeline.default_pipeline",
+        "KEY_PIPELINE_CONVERSATION_DATA",
+        (),
+    ),
+    (
+        "homeassistant.components.assist_pipeline.default_pipeline",
+        "PipelineConversationData",
+        ("continue_conversation_agent",),
+    ),
+    (
+        "homeassistant.components.conversation.agent_manager",
+        "AgentManager",
+        ("trigger_sentences", "register_trigger"),
+    ),
+    ("homeassistant.components.conversation.agent_manager", "get_agent_manager", ()),
     (
         "homeassistant.components.assist_satellite.entity",
         "AssistSatelliteState",
@@ -212,3 +234,30 @@ async def test_set_preferred_pipeline_makes_it_preferred(
     ha_internals.set_preferred_pipeline(ha_core, second.id)
 
     assert async_get_pipeline(ha_core).id == second.id
+
+
+async def test_sentence_triggers_are_seen(ha_core: HomeAssistant) -> None:
+    hass = ha_core
+    assert await async_setup_component(hass, "conversation", {})
+    assert not ha_internals.has_sentence_triggers(hass)
+    unregister = get_agent_manager(hass).register_trigger(["lights on"], _no_answer)
+    assert ha_internals.has_sentence_triggers(hass), fail(
+        "AgentManager.trigger_sentences", "no longer lists registered triggers"
+    )
+    unregister()
+    assert not ha_internals.has_sentence_triggers(hass)
+
+
+async def _no_answer(user_input: ConversationInput, result: Any) -> str | None:
+    return None
+
+
+async def test_the_agent_that_asked_is_seen(hass: HomeAssistant) -> None:
+    assert ha_internals.continue_conversation_agent(hass, "c1") is None
+    with chat_session.async_get_chat_session(hass, "c1") as session:
+        data = async_get_pipeline_conversation_data(hass, session)
+        data.continue_conversation_agent = "conversation.asking"
+        assert (
+            ha_internals.continue_conversation_agent(hass, session.conversation_id)
+            == "conversation.asking"
+        ), fail("PipelineConversationData", "is no longer kept per conversation")

@@ -17,6 +17,9 @@ from typing import override
 
 from homeassistant.components.ai_task.const import DATA_PREFERENCES
 from homeassistant.components.assist_pipeline import Pipeline
+from homeassistant.components.assist_pipeline.default_pipeline import (
+    KEY_PIPELINE_CONVERSATION_DATA,
+)
 from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.components.assist_pipeline.pipeline import (
     PipelineInput,
@@ -34,6 +37,7 @@ from homeassistant.components.assist_satellite.connection_test import (
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.components.button.const import ButtonDeviceClass
+from homeassistant.components.conversation.agent_manager import get_agent_manager
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.components.tts.entity import TTSAudioRequest
 from homeassistant.core import Context, HomeAssistant, callback
@@ -47,6 +51,8 @@ __all__ = [
     "ButtonDeviceClass",
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
+    "continue_conversation_agent",
+    "has_sentence_triggers",
     "is_connection_test",
     "pipeline_by_id",
     "preferred_ai_task_entity",
@@ -106,6 +112,29 @@ def preferred_ai_task_entity(hass: HomeAssistant) -> str | None:
     """
     preferences = hass.data.get(DATA_PREFERENCES)
     return None if preferences is None else preferences.gen_data_entity_id
+
+
+@callback
+def continue_conversation_agent(
+    hass: HomeAssistant, conversation_id: str
+) -> str | None:
+    """Return the agent a conversation's next run goes to, if one asked a question.
+
+    The pipeline keeps it per conversation and forgets it when a run's intent
+    stage starts, so a run cancelled after that loses it.
+    """
+    data = hass.data.get(KEY_PIPELINE_CONVERSATION_DATA, {}).get(conversation_id)
+    return None if data is None else data.continue_conversation_agent
+
+
+@callback
+def has_sentence_triggers(hass: HomeAssistant) -> bool:
+    """Return whether any automation's sentence trigger is registered.
+
+    The pipeline runs them (they act) before any agent that is not HA's own; the
+    agent manager lists them, but only in its websocket API.
+    """
+    return bool(get_agent_manager(hass).trigger_sentences)
 
 
 async def run_pipeline_to_intent(

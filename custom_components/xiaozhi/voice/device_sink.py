@@ -12,7 +12,7 @@ which may be seconds ahead; the downlink meanwhile stays full.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 import time
 from typing import Final
@@ -59,15 +59,19 @@ class DeviceSpeech:
         device_language: str | None,
         on_start: Callable[[], None] | None = None,
         on_first_audio: Callable[[float], None] | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Speak on ``session``; ``on_start`` is called when speaking starts.
 
         ``on_first_audio`` gets the time the first PCM reached the encoder.
+        ``before_start`` is awaited first (what the device must hear of before
+        ``tts start``).
         """
         self._session = session
         self._device_language = device_language
         self._on_start = on_start
         self._on_first_audio = on_first_audio
+        self._before_start = before_start
         self._items: asyncio.Queue[_Item] = asyncio.Queue(MAX_QUEUED_CHUNKS)
         self._playback: asyncio.Task[bool] | None = None
         self.started_at: float | None = None
@@ -81,6 +85,8 @@ class DeviceSpeech:
 
     async def start_speaking(self) -> None:
         """Send ``tts start`` and start the playback."""
+        if self._before_start is not None:
+            await self._before_start()
         self.started_at = time.monotonic()
         if self._on_start is not None:
             self._on_start()

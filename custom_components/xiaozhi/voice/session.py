@@ -30,6 +30,10 @@ Listening with its audio processor running, so ``StartListeningAudio`` is not
 called), nor is py-xiaozhi's wake word while speaking. So after an abort or a
 wake word in realtime mode the next turn starts here; a ``listen start`` that
 does follow (the firmware's wake word while speaking) simply replaces it.
+
+In auto mode our endpointer ends the utterance (`listening`); when a turn's
+early guess is taken back, the session starts the next turn on the whole
+utterance at once, so no audio is lost in between.
 """
 
 import asyncio
@@ -40,6 +44,7 @@ from ..const import LOGGER
 from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
 from ..transport.base import EndReason
+from .listening import SessionEndpointing, finished_speaking_settings
 from .tts_audio import SPEECH_SAMPLE_RATE
 from .turn import SatelliteHost, TurnEnd, VoiceTurn
 from .wake_words import is_wake_word
@@ -67,6 +72,7 @@ class VoiceSession:
         # Audio outside any listening, since the last listen message: a wake word's.
         self._unheard_audio_bytes = 0
         self.last_turn: VoiceTurn | None = None
+        self.endpointing = SessionEndpointing()
 
     # SessionHandler --------------------------------------------------------------
 
@@ -88,13 +94,15 @@ class VoiceSession:
         """Begin a turn, interrupting the one running."""
         self._unheard_audio_bytes = 0
         await self._async_stop_turn()
+        if mode is ListenMode.AUTO:
+            await self.endpointing.async_load(self._host.hass)
         self._start_turn(mode)
 
     async def on_listen_stop(self) -> None:
         """End the utterance (push to talk released, or the device went idle)."""
         self._unheard_audio_bytes = 0
         if self._turn is not None:
-            self._turn.end_of_speech()
+            self._turn.stop_listening()
 
     async def on_wake_word(self, text: str) -> None:
         """Interrupt any answer; answer a typed request, or note the wake word.
@@ -144,7 +152,7 @@ class VoiceSession:
         if not self._session.listening:
             self._unheard_audio_bytes += len(pcm)
         if self._turn is not None:
-            self._turn.audio.put(pcm)
+            self._turn.hear(pcm)
 
     # Announcements ---------------------------------------------------------------
 
@@ -184,14 +192,50 @@ class VoiceSession:
     # Turns -----------------------------------------------------------------------
 
     def _start_turn(self, mode: ListenMode, *, text: str | None = None) -> None:
+        listening = None
+        if mode is ListenMode.AUTO and text is None:
+            listening = self.endpointing.listening(
+                finished_speaking_settings(
+                    self._host.hass, self._host.vad_sensitivity_entity_id
+                )
+            )
         turn = VoiceTurn(
-            self._host, self._session, mode, self._wake_word_phrase, text=text
+            self._host,
+            self._session,
+            mode,
+            self._wake_word_phrase,
+            text=text,
+            listening=listening,
+            on_take_back=self._take_back,
         )
         self._wake_word_phrase = None
         self._turn = self.last_turn = turn
         self._turn_task = self._session.create_task(self._async_run_turn(turn), "turn")
 
-    async def _async_run_turn(self, turn: VoiceTurn) -> None:
+    def _take_back(self, turn: VoiceTurn) -> None:
+        """Start over on the whole utterance: ``turn`` guessed its end too early."""
+        previous = self._turn_task
+        if self._turn is not turn or previous is None:
+            return
+        previous.cancel()
+        # No wake word: it was reported, and again would be a duplicate wake-up.
+        retake = VoiceTurn(
+            self._host,
+            self._session,
+            turn.mode,
+            listening=turn.listening,
+            on_take_back=self._take_back,
+        )
+        self._turn = self.last_turn = retake
+        self._turn_task = self._session.create_task(
+            self._async_run_turn(retake, after=previous), "turn"
+        )
+
+    async def _async_run_turn(
+        self, turn: VoiceTurn, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await asyncio.wait({after})
         end = await turn.run()
         if self._turn is turn:
             self._turn = self._turn_task = None
