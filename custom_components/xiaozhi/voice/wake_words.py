@@ -5,7 +5,8 @@ after its wake word (application.cc ``ContinueWakeWordInvoke``, only with
 ``CONFIG_SEND_WAKE_WORD_DATA``), and right before it the wake word's own audio
 (the ``PopWakeWordPacket`` loop: up to the whole cached utterance). Its text is
 the wake word's name (esp-sr's ``get_word_name``, or the custom wake word's
-``CONFIG_CUSTOM_WAKE_WORD_DISPLAY``), which any firmware build may choose.
+``CONFIG_CUSTOM_WAKE_WORD_DISPLAY``), which any firmware build may choose; the
+hello says nothing of it.
 
 Other clients send the same message with what their user typed (xiaozhi-sdk
 ``send_text``, py-xiaozhi's text box, xiaozhi-client ``send_txt_message``), with
