@@ -7,6 +7,10 @@ Home Assistant can still reach it: the board answers MCP requests (volume,
 brightness, its tools), and an announcement is played like an answer
 (``tts start``, its audio, ``tts stop``). The stay ends when Home Assistant
 closes the connection, or when nothing came from it for the stay's seconds.
+
+After an ``auto`` answer the firmware would listen for a follow-up instead, and
+Home Assistant ends a follow-up nobody makes by closing the connection; the
+simulator does not listen again, so that it stays as after push to talk.
 """
 
 import asyncio

@@ -191,6 +191,19 @@ async def test_chinese_light_request_is_heard_and_handled_without_the_llm(
     assert requests_to(fake_provider, CHAT_PATH) == 0
 
 
+async def test_what_the_demo_does_not_know_is_heard_as_nothing(
+    ha_core: HomeAssistant, fake_provider: FakeProvider, state_file: Path
+) -> None:
+    """Not a phrase of its vocabulary: nothing is heard, rather than a wrong phrase."""
+    messages = await say(ha_url_of(state_file), state_file, "把卧室的空调调到二十六度")
+
+    assert not [text for text in heard(messages) if text]
+    assert requests_to(fake_provider, TRANSCRIPTIONS_PATH) == 1
+    assert requests_to(fake_provider, CHAT_PATH) == 0
+    assert ha_core.states.get(LIGHT).state == "off"  # type: ignore[union-attr]
+    assert subtitles(messages)  # the device says it did not catch that
+
+
 async def test_english_light_request_and_a_question_for_the_agent(
     ha_core: HomeAssistant,
     fake_provider: FakeProvider,

@@ -72,7 +72,7 @@ from fake_provider import ChatReply, FakeProvider
 from simulator import audio, checkin, console as sim_console, state as sim_state
 from simulator.board import SimBoard
 from simulator.checkin import Activation, OtaClient, PairingTiming, obtain_websocket
-from simulator.cli import Options, async_main, parse_options
+from simulator.cli import Options, Simulation, async_main, parse_options
 from simulator.conversation import Timing, TurnRecorder, speak, split_frames
 from simulator.device import DEFAULT_CLIENT_ID, ChannelClosedError, SimulatedDevice
 from simulator.errors import SimulatorError
@@ -1563,7 +1563,8 @@ async def test_staying_connected_plays_announcements_and_takes_the_volume(
         )
     line = await sim.out.wait_for(r"announcement: 晚饭好了 \((\d+\.\d\d) s of audio\)")
     spoken = fake_provider.speech.pcm_bytes("晚饭好了") / 2 / RATE_OUT
-    assert float(line[1]) == pytest.approx(spoken, abs=0.2)
+    # All of it, and at most the last frames' padding more (printed to 10 ms).
+    assert -0.01 <= float(line[1]) - spoken <= 3 * FRAME_BYTES_OUT / 2 / RATE_OUT + 0.01
     # Played like the answer: the answer first, then the announcement.
     await sim.out.wait_for("announcement played with paplay")
     played = programs.played_wavs()
@@ -1617,3 +1618,20 @@ def test_stay_options() -> None:
     assert parse_options([]).stay is None
     assert parse_options(["--stay"]).stay == 120.0
     assert parse_options(["--stay", "30"]).stay == 30.0
+
+
+async def test_an_announcement_that_cannot_be_played_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_program(tmp_path, "paplay", "echo 'device busy' >&2; exit 1")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    out = Transcript()
+    simulation = Simulation(
+        parse_options(["--play", "--stay"]), sim_console.Console(out)
+    )
+
+    await simulation._play_announcement(pcm_to_wav(tone(440, RATE_OUT, 0.1), RATE_OUT))
+
+    assert out.lines()[-1].endswith(
+        "(not playing the announcement: paplay could not play the audio: device busy)"
+    )
