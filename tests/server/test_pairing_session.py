@@ -338,3 +338,24 @@ async def test_a_failing_tts_engine_still_shows_the_code(
     session = async_get_server(ha_core).pairing_sessions.get(MAC)
     assert session is not None
     assert not session.closed
+
+
+async def test_a_new_claim_of_the_device_ends_the_old_claims_session(
+    ha_core: HomeAssistant,
+    client: HaClient,
+    unpaired: Callable[..., SimulatedDevice],
+) -> None:
+    answer = await check_in(client)
+    device = unpaired(answer["websocket"]["token"])
+    await device.open()
+    # Same MAC, new Client-Id (NVS erased): the old code and token are gone.
+    again = await check_in(client, client_id="new-client-id")
+    assert again["websocket"]["token"] != answer["websocket"]["token"]
+    assert (await device.wait_closed())[0] == CloseCode.SERVER_CLOSED
+    # Checking in again with the live claim keeps its session.
+    fresh = unpaired(again["websocket"]["token"], client_id="new-client-id")
+    await fresh.open()
+    await check_in(client, client_id="new-client-id")
+    session = async_get_server(ha_core).pairing_sessions.get(MAC)
+    assert session is not None
+    assert not session.closed
