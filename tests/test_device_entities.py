@@ -854,9 +854,16 @@ def test_stored_tool_names_and_offered_numbers() -> None:
 class PyXiaozhi:
     """py-xiaozhi's volume tools (src/mcp/tools/volume/register.py): no status tool."""
 
-    def __init__(self, volume: int, *, getter: bool = True) -> None:
+    def __init__(self, volume: int, *, getter: bool = True, reply: Any = None) -> None:
         self.volume = volume
         self.getter = getter
+        # What get_volume answers instead of the volume (an exception is raised).
+        self.reply = reply
+
+    def get_volume(self, _: dict[str, Any]) -> Any:
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.volume if self.reply is None else self.reply
 
     def tools(self) -> list[SimTool]:
         tools = [
@@ -869,7 +876,7 @@ class PyXiaozhi:
         ]
         if self.getter:
             # Its get_volume returns the volume as a bare integer.
-            tools.append(SimTool(VOLUME_GETTER_TOOL, callback=lambda _: self.volume))
+            tools.append(SimTool(VOLUME_GETTER_TOOL, callback=self.get_volume))
         return tools
 
     def set_volume(self, arguments: dict[str, Any]) -> bool:
@@ -890,6 +897,26 @@ async def test_a_volume_getter_serves_a_device_without_the_status_tool(
     assert state is not None
     assert ATTR_ASSUMED_STATE not in state.attributes
     assert tool_calls(device, STATUS_TOOL) == []
+
+
+@pytest.mark.parametrize("reply", [ValueError("no mixer"), "loud"])
+async def test_a_volume_getter_that_fails_leaves_the_value_unknown(
+    ha_core: HomeAssistant,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+    reply: Any,
+) -> None:
+    client = PyXiaozhi(volume=65, reply=reply)
+    device = devices(tools=client.tools())
+    await device.open()
+    await wait_for_calls(device, VOLUME_GETTER_TOOL, 1)
+    reads = {t for t in session_tasks() if t.get_name().endswith("read volume")}
+    if reads:
+        await asyncio.wait(reads)
+    await ha_core.async_block_till_done()
+    entity_id = required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
+    assert state_of(ha_core, entity_id) == STATE_UNKNOWN
+    assert runtime.connected
 
 
 async def test_a_volume_nobody_can_read_is_assumed_and_kept_across_reloads(

@@ -10,7 +10,6 @@ its own yet. Without a TTS engine the code is only shown, and the log says so.
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from homeassistant.components.assist_pipeline import PipelineNotFound
 from homeassistant.components.tts import ATTR_VOICE
 from homeassistant.core import HomeAssistant
 
@@ -32,12 +31,11 @@ async def async_speak_code(
 
     Raises:
         TtsError: The engine failed (the session logs it; the code stays shown).
+        PipelineNotFound: No preferred pipeline (assist_pipeline always has one).
     """
-    try:
-        pipeline = ha_internals.pipeline_by_id(hass, None)
-    except PipelineNotFound:
-        pipeline = None
-    if pipeline is None or not pipeline.tts_engine:
+    # assist_pipeline (a dependency) always has a preferred pipeline.
+    pipeline = ha_internals.pipeline_by_id(hass, None)
+    if not pipeline.tts_engine:
         LOGGER.info(
             "No Assist pipeline with text-to-speech: the pairing code is only"
             " shown on the device, not spoken"

@@ -15,20 +15,23 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 import pytest
 
-from homeassistant.components.assist_pipeline import Pipeline
+from homeassistant.components.assist_pipeline import Pipeline, async_update_pipeline
 from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY
 from homeassistant.const import CONF_CODE, CONF_TOKEN, EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
 from custom_components.xiaozhi.device.messages import device_message
+from custom_components.xiaozhi.pairing_voice import code_speech
 from custom_components.xiaozhi.server.pairing import PairingRegistry
 from custom_components.xiaozhi.server.registry import async_get_server
 from custom_components.xiaozhi.transport.websocket import CloseCode
 from fake_provider import FakeProvider
 from simulator.device import SimulatedDevice
 from tests.helpers.devices import tone
+from tests.helpers.tts_engines import PlainTTS, setup_tts_entities
 
 MAC = "aa:bb:cc:dd:ee:01"
 CLIENT_ID = "5a1d9c1e-1111-4c55-9d3c-1c4a9d1b7e00"
@@ -284,3 +287,75 @@ async def test_an_unusable_hello_is_refused(
     hello["audio_params"]["format"] = "pcm"
     await device.send_json(hello)
     assert (await device.wait_closed())[0] == CloseCode.PROTOCOL_ERROR
+
+
+async def test_bad_input_is_dropped_and_the_session_stays_healthy(
+    ha_core: HomeAssistant,
+    client: HaClient,
+    unpaired: Callable[..., SimulatedDevice],
+) -> None:
+    answer = await check_in(client)
+    device = unpaired(answer["websocket"]["token"])
+    await device.connect()
+    await device.ws.send_bytes(b"\x01\x02")  # audio before the hello
+    await device.ws.send_str("{not json")
+    await device.send_json({"type": "mcp", "payload": {"jsonrpc": "2.0", "id": 1}})
+    await device.send_json(device.client_hello())
+    await device.send_json(device.client_hello())  # answered once
+    first = await tts_until_stop(device)
+    await device.wake_word("你好小智")
+    again = await tts_until_stop(device)
+    assert again[1]["text"] == first[1]["text"]
+    hellos = [m for m in device.pending_messages() if m.get("type") == "hello"]
+    assert hellos == []
+    assert device.mcp_requests == []
+    session = async_get_server(ha_core).pairing_sessions.get(MAC)
+    assert session is not None
+    assert not session.closed
+
+
+async def test_a_failing_tts_engine_still_shows_the_code(
+    ha_core: HomeAssistant,
+    client: HaClient,
+    unpaired: Callable[..., SimulatedDevice],
+    pipeline: Pipeline,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = PlainTTS("Plain")
+    await setup_tts_entities(ha_core, [engine])
+    await async_update_pipeline(
+        ha_core, pipeline, tts_engine="tts.plain", tts_language="en", tts_voice=None
+    )
+    answer = await check_in(client)
+    code = answer["activation"]["code"]
+    engine.failures[code_speech(code, "en")] = HomeAssistantError("engine down")
+    device = unpaired(answer["websocket"]["token"])
+    await device.open()
+    messages = await tts_until_stop(device)
+    assert code in messages[1]["text"]
+    assert device.received_pcm() == b""
+    assert "Could not speak the code" in caplog.text
+    session = async_get_server(ha_core).pairing_sessions.get(MAC)
+    assert session is not None
+    assert not session.closed
+
+
+async def test_a_new_claim_of_the_device_ends_the_old_claims_session(
+    ha_core: HomeAssistant,
+    client: HaClient,
+    unpaired: Callable[..., SimulatedDevice],
+) -> None:
+    answer = await check_in(client)
+    device = unpaired(answer["websocket"]["token"])
+    await device.open()
+    # Same MAC, new Client-Id (NVS erased): the old code and token are gone.
+    again = await check_in(client, client_id="new-client-id")
+    assert again["websocket"]["token"] != answer["websocket"]["token"]
+    assert (await device.wait_closed())[0] == CloseCode.SERVER_CLOSED
+    # Checking in again with the live claim keeps its session.
+    fresh = unpaired(again["websocket"]["token"], client_id="new-client-id")
+    await fresh.open()
+    await check_in(client, client_id="new-client-id")
+    session = async_get_server(ha_core).pairing_sessions.get(MAC)
+    assert session is not None
+    assert not session.closed

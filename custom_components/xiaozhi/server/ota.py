@@ -198,6 +198,7 @@ def _activation(
         )
         return None
     server.async_request_pairing(device)
+    server.pairing_sessions.async_claimed(pending)
     LOGGER.info(
         "Device %s (%s) asks to be paired", device.mac, device.board or "unknown board"
     )

@@ -5,6 +5,10 @@ polls `/activate`. The person types the code into Home Assistant's discovery flo
 which proves physical access to the device (we cannot verify the eFuse HMAC key the
 firmware signs the challenge with). Codes are short-lived, attempts are bounded and
 so is the number of pairings waiting at once, so guessing stays hopeless.
+
+Each pairing also carries a token, issued with the code: it opens only a
+pairing session (``pairing_session.py``) for clients that connect before they
+are paired, and it becomes the device's token when the code is typed.
 """
 
 from collections.abc import Callable

@@ -347,6 +347,15 @@ class PairingSessions:
             del self._sessions[session.mac]
 
     @callback
+    def async_claimed(self, pending: PendingPairing) -> None:
+        """End a session of an older claim of the device (its code is gone)."""
+        session = self._sessions.get(pending.device.mac)
+        if session is not None and session.pending is not pending:
+            session.end(
+                EndReason.SERVER_CLOSED, "another check-in of the device took over"
+            )
+
+    @callback
     def async_paired(self, mac: str) -> None:
         """End the device's pairing session: its code was typed, it may connect."""
         # A normal close: clients (xiaozhi-sdk) treat any other code as an error,
