@@ -47,6 +47,7 @@ IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
         "CONNECTION_TEST_URL_BASE",
         (),
     ),
+    ("homeassistant.components.assist_satellite.const", "PREANNOUNCE_URL", ()),
     (
         "homeassistant.components.assist_satellite.entity",
         "AssistSatelliteState",
@@ -184,3 +185,21 @@ async def test_set_preferred_pipeline_makes_it_preferred(
     ha_internals.set_preferred_pipeline(ha_core, second.id)
 
     assert async_get_pipeline(ha_core).id == second.id
+
+
+def test_the_announcement_we_override_keeps_its_signature() -> None:
+    parameters = list(
+        inspect.signature(AssistSatelliteEntity.async_internal_announce).parameters
+    )
+    assert parameters == [
+        "self",
+        "message",
+        "media_id",
+        "preannounce",
+        "preannounce_media_id",
+    ], fail("AssistSatelliteEntity.async_internal_announce", "takes other arguments")
+    source = inspect.getsource(AssistSatelliteEntity.async_internal_announce)
+    assert "raise SatelliteBusyError" in source, fail(
+        "AssistSatelliteEntity.async_internal_announce",
+        "no longer refuses a second announcement",
+    )

@@ -17,6 +17,7 @@ The satellite also owns the device's timers (``voice/timers.py``): HA's timer
 handler of its device, for as long as the entity exists.
 """
 
+import asyncio
 from typing import Final, override
 
 from homeassistant.components.assist_pipeline import (
@@ -95,6 +96,7 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         self.timers: DeviceTimers | None = None
         # How long an announcement waits for the device to connect.
         self.connect_wait = CONNECT_WAIT_S
+        self._connection_tests = asyncio.Lock()
 
     @property
     def device_language(self) -> str | None:
@@ -230,6 +232,46 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
     # Announcements ---------------------------------------------------------------
 
     @override
+    async def async_internal_announce(
+        self,
+        message: str | None = None,
+        media_id: str | None = None,
+        preannounce: bool = True,
+        preannounce_media_id: str = ha_internals.PREANNOUNCE_URL,
+    ) -> None:
+        """Announce; HA's connection test first waits for the device, its turn, no raise.
+
+        HA's satellite wizard tests the connection right after pairing, in a
+        task nobody awaits, and may test twice at once (it can open twice).
+        Each test passes once its own sound is fetched: tests take turns, each
+        waits for the device before HA marks the satellite busy, and a failure
+        is logged, not raised (the wizard reports the timeout itself).
+        """
+        if not ha_internals.is_connection_test(media_id):
+            await super().async_internal_announce(
+                message, media_id, preannounce, preannounce_media_id
+            )
+            return
+        async with self._connection_tests:
+            voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
+            if voice is None:
+                LOGGER.warning(
+                    "Connection test: %s did not connect within %g s; press its "
+                    "button or say its wake word, then test again",
+                    self.entry.title,
+                    self.connect_wait,
+                )
+                return
+            try:
+                await super().async_internal_announce(
+                    message, media_id, preannounce, preannounce_media_id
+                )
+            except HomeAssistantError as err:
+                LOGGER.warning(
+                    "Connection test of %s failed: %s", self.entry.title, err
+                )
+
+    @override
     async def async_announce(self, announcement: AssistSatelliteAnnouncement) -> None:
         """Play the announcement on the device; returns when it has been played.
 
@@ -254,16 +296,6 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
     async def _async_play(self, announcement: AssistSatelliteAnnouncement) -> None:
         voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
         if voice is None:
-            if ha_internals.is_connection_test(announcement):
-                # HA's wizard runs its test in a task nobody awaits, and reports
-                # the timeout itself: an exception would only be a stray traceback.
-                LOGGER.warning(
-                    "Connection test: %s did not connect within %g s; press its "
-                    "button or say its wake word, then test again",
-                    self.entry.title,
-                    self.connect_wait,
-                )
-                return
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
                 translation_key=ERROR_DID_NOT_CONNECT,

@@ -20,13 +20,11 @@ from homeassistant.components.assist_pipeline import Pipeline
 from homeassistant.components.assist_pipeline.models import PipelineStage
 from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
-from homeassistant.components.assist_satellite import (
-    AssistSatelliteAnnouncement,
-    AssistSatelliteEntity,
-)
+from homeassistant.components.assist_satellite import AssistSatelliteEntity
 from homeassistant.components.assist_satellite.connection_test import (
     CONNECTION_TEST_URL_BASE,
 )
+from homeassistant.components.assist_satellite.const import PREANNOUNCE_URL
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.components.conversation.models import AbstractConversationAgent
@@ -38,6 +36,7 @@ from homeassistant.core import HomeAssistant, callback
 __all__ = [
     "AbstractConversationAgent",
     "BinarySensorDeviceClass",
+    "PREANNOUNCE_URL",
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
     "is_connection_test",
@@ -65,13 +64,13 @@ def set_preferred_pipeline(hass: HomeAssistant, pipeline_id: str) -> None:
     store.async_set_preferred_item(pipeline_id)
 
 
-def is_connection_test(announcement: AssistSatelliteAnnouncement) -> bool:
-    """Return whether the announcement is the satellite wizard's connection test.
+def is_connection_test(media_id: str | None) -> bool:
+    """Return whether an announcement's media is the satellite wizard's connection test.
 
     The wizard announces a sound at this URL and waits for the device to fetch
-    it; the announcement runs in a background task nobody awaits.
+    it; the announcement runs in a task nobody awaits.
     """
-    return announcement.original_media_id.startswith(CONNECTION_TEST_URL_BASE)
+    return media_id is not None and media_id.startswith(CONNECTION_TEST_URL_BASE)
 
 
 @callback
