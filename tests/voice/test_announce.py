@@ -422,3 +422,30 @@ async def test_two_connection_tests_at_once_both_pass(
     gc.collect()
     assert "SatelliteBusyError" not in caplog.text
     assert "never retrieved" not in caplog.text
+
+
+async def test_a_connection_test_during_an_announcement_is_logged_not_raised(
+    websocket_api: None,
+    ha_core: HomeAssistant,
+    media_server: TestServer,
+    device: SimulatedDevice,
+    hass_ws_client: WebSocketGenerator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    action = ha_core.async_create_task(
+        announce(
+            ha_core, media_id=str(media_server.make_url("/long.wav")), preannounce=False
+        )
+    )
+    await until(lambda: bool(device.received_audio))
+    ws = await hass_ws_client(ha_core)
+    await ws.send_json_auto_id(
+        {"type": "assist_satellite/test_connection", "entity_id": satellite_id(ha_core)}
+    )
+
+    # HA refuses a second announcement (busy): said in the log, no traceback.
+    await until(lambda: "Connection test of Kitchen speaker failed" in caplog.text)
+    await device.abort()
+    await action
+    gc.collect()
+    assert "never retrieved" not in caplog.text
