@@ -55,7 +55,7 @@ from .voice.announce import (
     async_wait_for_voice_session,
 )
 from .voice.pipeline import PipelineListener, pipeline_problem_by_id
-from .voice.pipeline_check import async_report_pipeline
+from .voice.pipeline_check import async_report_pipeline, pipeline_issue_raised
 from .voice.session import DeviceDisconnectedError, VoiceSession
 from .voice.timers import DeviceTimers
 from .voice.tts_audio import WAV_FORMAT, TtsError
@@ -131,6 +131,17 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         if self.registry_entry is not None and self.registry_entry.device_id:
             self.timers = DeviceTimers(self, self.registry_entry.device_id)
             self.async_on_remove(self.timers.async_start())
+        self.async_on_remove(
+            ha_internals.listen_pipeline_changes(
+                self.hass, self._async_pipelines_changed
+            )
+        )
+
+    @callback
+    def _async_pipelines_changed(self) -> None:
+        """Check again once the user changed a pipeline, if this one could not talk."""
+        if pipeline_issue_raised(self.hass, self.entry.entry_id):
+            self.async_check_pipeline()
 
     def _new_voice_session(self, session: DeviceSession) -> VoiceSession:
         return VoiceSession(self, session)
@@ -237,7 +248,7 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         message: str | None = None,
         media_id: str | None = None,
         preannounce: bool = True,
-        preannounce_media_id: str = ha_internals.PREANNOUNCE_URL,
+        preannounce_media_id: str = ha_internals.default_preannounce_media_id,
     ) -> None:
         """Announce; HA's connection test first waits for the device, its turn, no raise.
 

@@ -12,8 +12,8 @@ or imports past a package's public root.
 """
 
 from abc import abstractmethod
-from collections.abc import AsyncIterable
-from typing import override
+from collections.abc import AsyncIterable, Callable, Iterable
+from typing import Final, override
 
 from homeassistant.components.ai_task.const import DATA_PREFERENCES
 from homeassistant.components.assist_pipeline import Pipeline
@@ -29,17 +29,19 @@ from homeassistant.components.assist_satellite.entity import AssistSatelliteStat
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.components.tts.entity import TTSAudioRequest
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers.collection import CollectionChange
 
 # Names Home Assistant keeps in submodules without exporting them from the
 # integration's package.
 __all__ = [
     "AbstractConversationAgent",
     "BinarySensorDeviceClass",
-    "PREANNOUNCE_URL",
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
+    "default_preannounce_media_id",
     "is_connection_test",
+    "listen_pipeline_changes",
     "pipeline_by_id",
     "preferred_ai_task_entity",
     "run_pipeline_to_intent",
@@ -48,6 +50,10 @@ __all__ = [
     "set_satellite_conversation_id",
     "show_satellite_responding",
 ]
+
+
+# The preannounce sound of `AssistSatelliteEntity.async_internal_announce`.
+default_preannounce_media_id: Final = PREANNOUNCE_URL
 
 
 @callback
@@ -62,6 +68,23 @@ def set_preferred_pipeline(hass: HomeAssistant, pipeline_id: str) -> None:
     """
     store = hass.data[KEY_ASSIST_PIPELINE].pipeline_store
     store.async_set_preferred_item(pipeline_id)
+
+
+@callback
+def listen_pipeline_changes(
+    hass: HomeAssistant, listener: Callable[[], None]
+) -> CALLBACK_TYPE:
+    """Call ``listener`` after stored pipelines are created, changed or deleted.
+
+    The pipeline store is an observable collection, but only reachable through
+    the integration's private data key. Returns the call that unsubscribes.
+    """
+
+    async def changed(changes: Iterable[CollectionChange]) -> None:
+        listener()
+
+    store = hass.data[KEY_ASSIST_PIPELINE].pipeline_store
+    return store.async_add_change_set_listener(changed)
 
 
 def is_connection_test(media_id: str | None) -> bool:
