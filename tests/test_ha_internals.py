@@ -53,6 +53,7 @@ IMPORTED: list[tuple[str, str, tuple[str, ...]]] = [
         "CONNECTION_TEST_URL_BASE",
         (),
     ),
+    ("homeassistant.components.assist_satellite.const", "PREANNOUNCE_URL", ()),
     (
         "homeassistant.components.assist_pipeline.pipeline",
         "PipelineInput",
@@ -261,3 +262,21 @@ async def test_the_agent_that_asked_is_seen(hass: HomeAssistant) -> None:
             ha_internals.continue_conversation_agent(hass, session.conversation_id)
             == "conversation.asking"
         ), fail("PipelineConversationData", "is no longer kept per conversation")
+
+
+def test_the_announcement_we_override_keeps_its_signature() -> None:
+    parameters = list(
+        inspect.signature(AssistSatelliteEntity.async_internal_announce).parameters
+    )
+    assert parameters == [
+        "self",
+        "message",
+        "media_id",
+        "preannounce",
+        "preannounce_media_id",
+    ], fail("AssistSatelliteEntity.async_internal_announce", "takes other arguments")
+    source = inspect.getsource(AssistSatelliteEntity.async_internal_announce)
+    assert "raise SatelliteBusyError" in source, fail(
+        "AssistSatelliteEntity.async_internal_announce",
+        "no longer refuses a second announcement",
+    )

@@ -17,6 +17,7 @@ The satellite also owns the device's timers (``voice/timers.py``): HA's timer
 handler of its device, for as long as the entity exists.
 """
 
+import asyncio
 from typing import Final, override
 
 from homeassistant.components.assist_pipeline import (
@@ -56,7 +57,7 @@ from .voice.announce import (
     async_wait_for_voice_session,
 )
 from .voice.pipeline import PipelineListener, pipeline_problem_by_id
-from .voice.pipeline_check import async_report_pipeline
+from .voice.pipeline_check import async_report_pipeline, pipeline_issue_raised
 from .voice.session import DeviceDisconnectedError, VoiceSession
 from .voice.timers import DeviceTimers
 from .voice.tts_audio import WAV_FORMAT, TtsError
@@ -99,6 +100,7 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         self.timers: DeviceTimers | None = None
         # How long an announcement waits for the device to connect.
         self.connect_wait = CONNECT_WAIT_S
+        self._connection_tests = asyncio.Lock()
 
     @property
     def device_language(self) -> str | None:
@@ -133,6 +135,17 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         if self.registry_entry is not None and self.registry_entry.device_id:
             self.timers = DeviceTimers(self, self.registry_entry.device_id)
             self.async_on_remove(self.timers.async_start())
+        self.async_on_remove(
+            ha_internals.listen_pipeline_changes(
+                self.hass, self._async_pipelines_changed
+            )
+        )
+
+    @callback
+    def _async_pipelines_changed(self) -> None:
+        """Check again once the user changed a pipeline, if this one could not talk."""
+        if pipeline_issue_raised(self.hass, self.entry.entry_id):
+            self.async_check_pipeline()
 
     def _new_voice_session(self, session: DeviceSession) -> VoiceSession:
         return VoiceSession(self, session)
@@ -240,6 +253,46 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
     # Announcements ---------------------------------------------------------------
 
     @override
+    async def async_internal_announce(
+        self,
+        message: str | None = None,
+        media_id: str | None = None,
+        preannounce: bool = True,
+        preannounce_media_id: str = ha_internals.default_preannounce_media_id,
+    ) -> None:
+        """Announce; HA's connection test first waits for the device, its turn, no raise.
+
+        HA's satellite wizard tests the connection right after pairing, in a
+        task nobody awaits, and may test twice at once (it can open twice).
+        Each test passes once its own sound is fetched: tests take turns, each
+        waits for the device before HA marks the satellite busy, and a failure
+        is logged, not raised (the wizard reports the timeout itself).
+        """
+        if not ha_internals.is_connection_test(media_id):
+            await super().async_internal_announce(
+                message, media_id, preannounce, preannounce_media_id
+            )
+            return
+        async with self._connection_tests:
+            voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
+            if voice is None:
+                LOGGER.warning(
+                    "Connection test: %s did not connect within %g s; press its "
+                    "button or say its wake word, then test again",
+                    self.entry.title,
+                    self.connect_wait,
+                )
+                return
+            try:
+                await super().async_internal_announce(
+                    message, media_id, preannounce, preannounce_media_id
+                )
+            except HomeAssistantError as err:
+                LOGGER.warning(
+                    "Connection test of %s failed: %s", self.entry.title, err
+                )
+
+    @override
     async def async_announce(self, announcement: AssistSatelliteAnnouncement) -> None:
         """Play the announcement on the device; returns when it has been played.
 
@@ -274,16 +327,6 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             return
         voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
         if voice is None:
-            if ha_internals.is_connection_test(announcement):
-                # HA's wizard runs its test in a task nobody awaits, and reports
-                # the timeout itself: an exception would only be a stray traceback.
-                LOGGER.warning(
-                    "Connection test: %s did not connect within %g s; press its "
-                    "button or say its wake word, then test again",
-                    self.entry.title,
-                    self.connect_wait,
-                )
-                return
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
                 translation_key=ERROR_DID_NOT_CONNECT,

@@ -12,8 +12,8 @@ or imports past a package's public root.
 """
 
 from abc import abstractmethod
-from collections.abc import AsyncIterable
-from typing import override
+from collections.abc import AsyncIterable, Callable, Iterable
+from typing import Final, override
 
 from homeassistant.components.ai_task.const import DATA_PREFERENCES
 from homeassistant.components.assist_pipeline import Pipeline
@@ -27,21 +27,20 @@ from homeassistant.components.assist_pipeline.pipeline import (
     async_get_pipeline,
 )
 from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
-from homeassistant.components.assist_satellite import (
-    AssistSatelliteAnnouncement,
-    AssistSatelliteEntity,
-)
+from homeassistant.components.assist_satellite import AssistSatelliteEntity
 from homeassistant.components.assist_satellite.connection_test import (
     CONNECTION_TEST_URL_BASE,
 )
+from homeassistant.components.assist_satellite.const import PREANNOUNCE_URL
 from homeassistant.components.assist_satellite.entity import AssistSatelliteState
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.components.button.const import ButtonDeviceClass
 from homeassistant.components.conversation.agent_manager import get_agent_manager
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.components.tts.entity import TTSAudioRequest
-from homeassistant.core import Context, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, Context, HomeAssistant, callback
 from homeassistant.helpers import chat_session
+from homeassistant.helpers.collection import CollectionChange
 
 # Names Home Assistant keeps in submodules without exporting them from the
 # integration's package.
@@ -52,8 +51,10 @@ __all__ = [
     "SatelliteWithRunSilence",
     "TTSAudioRequest",
     "continue_conversation_agent",
+    "default_preannounce_media_id",
     "has_sentence_triggers",
     "is_connection_test",
+    "listen_pipeline_changes",
     "pipeline_by_id",
     "preferred_ai_task_entity",
     "run_pipeline_to_intent",
@@ -63,6 +64,10 @@ __all__ = [
     "set_satellite_conversation_id",
     "show_satellite_responding",
 ]
+
+
+# The preannounce sound of `AssistSatelliteEntity.async_internal_announce`.
+default_preannounce_media_id: Final = PREANNOUNCE_URL
 
 
 @callback
@@ -79,13 +84,30 @@ def set_preferred_pipeline(hass: HomeAssistant, pipeline_id: str) -> None:
     store.async_set_preferred_item(pipeline_id)
 
 
-def is_connection_test(announcement: AssistSatelliteAnnouncement) -> bool:
-    """Return whether the announcement is the satellite wizard's connection test.
+@callback
+def listen_pipeline_changes(
+    hass: HomeAssistant, listener: Callable[[], None]
+) -> CALLBACK_TYPE:
+    """Call ``listener`` after stored pipelines are created, changed or deleted.
+
+    The pipeline store is an observable collection, but only reachable through
+    the integration's private data key. Returns the call that unsubscribes.
+    """
+
+    async def changed(changes: Iterable[CollectionChange]) -> None:
+        listener()
+
+    store = hass.data[KEY_ASSIST_PIPELINE].pipeline_store
+    return store.async_add_change_set_listener(changed)
+
+
+def is_connection_test(media_id: str | None) -> bool:
+    """Return whether an announcement's media is the satellite wizard's connection test.
 
     The wizard announces a sound at this URL and waits for the device to fetch
-    it; the announcement runs in a background task nobody awaits.
+    it; the announcement runs in a task nobody awaits.
     """
-    return announcement.original_media_id.startswith(CONNECTION_TEST_URL_BASE)
+    return media_id is not None and media_id.startswith(CONNECTION_TEST_URL_BASE)
 
 
 @callback

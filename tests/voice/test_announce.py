@@ -387,3 +387,65 @@ async def test_a_connection_test_nobody_answers_leaves_no_traceback(
     gc.collect()
     assert "never retrieved" not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_two_connection_tests_at_once_both_pass(
+    websocket_api: None,
+    ha_core: HomeAssistant,
+    pipeline: Pipeline,
+    client: TestClient[web.Request, web.Application],
+    devices: DeviceFactory,
+    hass_ws_client: WebSocketGenerator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """HA's wizard can open twice after pairing: two tests wait, then take turns."""
+    ha_core.config.internal_url = str(client.make_url("/")).rstrip("/")
+    first = await hass_ws_client(ha_core)
+    second = await hass_ws_client(ha_core)
+    for ws in (first, second):
+        await ws.send_json_auto_id(
+            {
+                "type": "assist_satellite/test_connection",
+                "entity_id": satellite_id(ha_core),
+            }
+        )
+    await asyncio.sleep(0)
+
+    sim = devices(features={})
+    await sim.open()
+    async with asyncio.timeout(TIMEOUT):
+        results = [await ws.receive_json() for ws in (first, second)]
+
+    assert [r["result"] for r in results] == [{"status": "success"}] * 2
+    # Each played HA's test sound: tts start, tts stop, twice.
+    await until(lambda: sim.received_types.count("tts") == 4)
+    gc.collect()
+    assert "SatelliteBusyError" not in caplog.text
+    assert "never retrieved" not in caplog.text
+
+
+async def test_a_connection_test_during_an_announcement_is_logged_not_raised(
+    websocket_api: None,
+    ha_core: HomeAssistant,
+    media_server: TestServer,
+    device: SimulatedDevice,
+    hass_ws_client: WebSocketGenerator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    action = ha_core.async_create_task(
+        announce(
+            ha_core, media_id=str(media_server.make_url("/long.wav")), preannounce=False
+        )
+    )
+    await until(lambda: bool(device.received_audio))
+    ws = await hass_ws_client(ha_core)
+    await ws.send_json_auto_id(
+        {"type": "assist_satellite/test_connection", "entity_id": satellite_id(ha_core)}
+    )
+
+    # HA refuses a second announcement (busy): said in the log, no traceback.
+    await until(lambda: "Connection test of Kitchen speaker failed" in caplog.text)
+    await device.abort()
+    await action
+    gc.collect()
+    assert "never retrieved" not in caplog.text

@@ -8,6 +8,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from homeassistant.components.assist_pipeline import Pipeline, async_update_pipeline
+from homeassistant.components.assist_pipeline.pipeline import async_get_pipeline
 from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
 from homeassistant.components.select import (
     ATTR_OPTION,
@@ -111,6 +112,34 @@ async def test_a_pipeline_that_cannot_talk_alerts_and_raises_an_issue_until_fixe
     await again.open()
     await say(again)
     assert sentences(await answer_messages(again)) == [ANSWER]
+    assert issue(ha_core, device_entry) is None
+
+
+async def test_fixing_the_pipeline_in_the_settings_clears_the_issue_at_once(
+    ha_core: HomeAssistant,
+    pipeline: Pipeline,
+    device_entry: MockConfigEntry,
+    device: SimulatedDevice,
+) -> None:
+    """No turn needed: a change of the stored pipelines checks again."""
+    await async_update_pipeline(ha_core, pipeline, tts_engine=None)
+    await cannot_talk(device)
+    assert issue(ha_core, device_entry) is not None
+    # Another change that does not fix it keeps the issue.
+    mute = async_get_pipeline(ha_core, pipeline.id)
+    await async_update_pipeline(ha_core, mute, name="Still mute")
+    await ha_core.async_block_till_done()
+    raised = issue(ha_core, device_entry)
+    assert raised is not None
+    assert raised.translation_placeholders == {
+        "device": "Kitchen speaker",
+        "pipeline": "Still mute",
+    }
+
+    mute = async_get_pipeline(ha_core, pipeline.id)
+    await async_update_pipeline(ha_core, mute, tts_engine="tts.xiaozhi_tts")
+    await ha_core.async_block_till_done()
+
     assert issue(ha_core, device_entry) is None
 
 

@@ -5,8 +5,8 @@ without a loaded speech-to-text and text-to-speech engine the run would fail
 validation or be silent. Instead the device shows an ``alert`` in its language
 (`device.messages`), and Home Assistant raises a repair issue naming the device,
 with a link to the voice assistant settings. The issue goes away at the next
-check that finds the pipeline fine: the next turn, or a change of the device's
-pipeline select.
+check that finds the pipeline fine: the next turn, or, while it is raised, any
+change of the stored pipelines (the user fixing it in the settings).
 """
 
 from typing import Final
@@ -35,6 +35,13 @@ def issue_translation_key(problem: PipelineProblem) -> str:
 
 
 @callback
+def pipeline_issue_raised(hass: HomeAssistant, entry_id: str) -> bool:
+    """Return whether the device's pipeline issue is raised."""
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, pipeline_issue_id(entry_id))
+    return issue is not None
+
+
+@callback
 def async_report_pipeline(
     hass: HomeAssistant,
     entry_id: str,
@@ -45,7 +52,7 @@ def async_report_pipeline(
     """Raise the device's repair issue for ``problem``, or clear it (None)."""
     issue_id = pipeline_issue_id(entry_id)
     if problem is None:
-        if ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None:
+        if pipeline_issue_raised(hass, entry_id):
             LOGGER.info("The pipeline of %s can talk again", device)
             ir.async_delete_issue(hass, DOMAIN, issue_id)
         return
