@@ -33,8 +33,8 @@ What is measured, all with one monotonic clock:
   microphone delivers them, then the room's noise) and the clock starts at the
   utterance's labelled end of speech (``zh_espeak_control`` in
   bench/recordings.json), not at anyone's VAD. Ours: our endpointer, with the
-  agent that controls the home (held to the final end: it may act) and with a
-  chat-only agent (speculated on at the possible end); stock: HA's pipeline with
+  agent that controls the home (guessed on at the possible end, its tool calls
+  held to the final end) and with a chat-only agent; stock: HA's pipeline with
   its own VAD (0.7 s, "default"), fed the same PCM at the same pace, to its first
   TTS PCM (its TTS stage waits for 60 characters); and ours with HA's VAD (as
   before issue 16). Cancelled speculations are counted.
@@ -170,10 +170,12 @@ def live_pcm() -> tuple[bytes, float]:
 class Results:
     ours: list[float] = field(default_factory=list)
     stock: list[float] = field(default_factory=list)
-    live_held: list[float] = field(default_factory=list)
-    live_speculated: list[float] = field(default_factory=list)
+    live_tools: list[float] = field(default_factory=list)
+    live_chat: list[float] = field(default_factory=list)
     live_stock: list[float] = field(default_factory=list)
     live_ha_vad: list[float] = field(default_factory=list)
+    # End of speech in the audio -> the end of the answering run's audio.
+    live_decision: list[float] = field(default_factory=list)
     speculations: tuple[int, int] = (0, 0)
     bridge: list[float] = field(default_factory=list)
     bridge_tts: list[float] = field(default_factory=list)
@@ -213,7 +215,11 @@ async def run_ours(
 
 
 async def run_ours_live(
-    device: TimedDevice, provider: FakeProvider, into: list[float]
+    device: TimedDevice,
+    provider: FakeProvider,
+    into: list[float],
+    handler: VoiceSession,
+    decisions: list[float] | None,
 ) -> None:
     """One auto-mode turn streamed at real time; clock from the end of speech."""
     provider.add_transcript(TRANSCRIPT)
@@ -243,6 +249,9 @@ async def run_ours_live(
         await asyncio.gather(sender, return_exceptions=True)
     assert device.first_audio_at is not None
     into.append(device.first_audio_at - (start + speech_end))
+    turn = handler.last_turn
+    if decisions is not None and turn is not None and turn.speech_ended_at:
+        decisions.append(turn.speech_ended_at - (start + speech_end))
     await device.abort()
     async with asyncio.timeout(TIMEOUT_S):
         while (await device.next_message("tts"))["state"] != "stop":
@@ -403,8 +412,8 @@ def report(results: Results, plot: Path | None) -> None:
             f"cancelled {results.speculations[1]}):"
         )
         for name, values in (
-            ("ours, chat agent (speculated)", results.live_speculated),
-            ("ours, agent with tools (to End)", results.live_held),
+            ("ours, agent with tools", results.live_tools),
+            ("ours, chat-only agent", results.live_chat),
             ("ours with HA's VAD (before)", results.live_ha_vad),
             ("stock, HA's VAD", results.live_stock),
         ):
@@ -412,13 +421,19 @@ def report(results: Results, plot: Path | None) -> None:
                 f"  {name:<32} {ms(statistics.median(values))}  p95 "
                 f"{ms(percentile(values, 0.95))} (n={len(values)})"
             )
+        decision = results.live_decision
         print(
-            "end of speech -> first audio (auto): ours "
-            f"{statistics.median(results.live_speculated) * 1000:.0f} ms speculated, "
-            f"{statistics.median(results.live_held) * 1000:.0f} ms held, stock "
-            f"{live_stock * 1000:.0f} ms; ratio ours/stock "
-            f"{statistics.median(results.live_speculated) / live_stock:.2f} / "
-            f"{statistics.median(results.live_held) / live_stock:.2f}"
+            f"  of which end of speech -> our (guessed) end: p50 "
+            f"{ms(percentile(decision, 0.5))}  p95 {ms(percentile(decision, 0.95))}"
+        )
+        ours_live = statistics.median(results.live_tools)
+        print(
+            "end of speech -> first audio (auto, median): ours "
+            f"{ours_live * 1000:.0f} ms (tools), "
+            f"{statistics.median(results.live_chat) * 1000:.0f} ms (chat only), "
+            f"ours with HA's VAD {statistics.median(results.live_ha_vad) * 1000:.0f} ms,"
+            f" stock {live_stock * 1000:.0f} ms; ratio ours/stock "
+            f"{ours_live / live_stock:.2f}"
         )
     print(f"first audio ratio ours/stock: {ours / stock:.2f}")
 
@@ -457,8 +472,8 @@ async def run_live(
     """Our auto-mode turns at real time: the agent with its tools, then without."""
     tools = await set_agent_tools(hass, provider.base_url, None)
     for agent_tools, into, ours in (
-        (tools, results.live_held, True),
-        (None, results.live_speculated, True),
+        (tools, results.live_tools, True),
+        (None, results.live_chat, True),
         (tools, results.live_ha_vad, False),
     ):
         await set_agent_tools(hass, provider.base_url, agent_tools)
@@ -482,7 +497,9 @@ async def run_live(
         if not ours:  # without its model the session falls back to HA's VAD
             handler.endpointing = SessionEndpointing(load=no_model)
         for _ in range(runs):
-            await run_ours_live(device, provider, into)
+            await run_ours_live(
+                device, provider, into, handler, results.live_decision if ours else None
+            )
         count = handler.endpointing.count
         results.speculations = (
             results.speculations[0] + count.started,
