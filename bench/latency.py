@@ -33,8 +33,8 @@ What is measured, all with one monotonic clock:
   microphone delivers them, then the room's noise) and the clock starts at the
   utterance's labelled end of speech (``zh_espeak_control`` in
   bench/recordings.json), not at anyone's VAD. Ours: our endpointer, with the
-  agent that controls the home (held to the final end: it may act) and with a
-  chat-only agent (speculated on at the possible end); stock: HA's pipeline with
+  agent that controls the home (guessed on at the possible end, its tool calls
+  held to the final end) and with a chat-only agent; stock: HA's pipeline with
   its own VAD (0.7 s, "default"), fed the same PCM at the same pace, to its first
   TTS PCM (its TTS stage waits for 60 characters); and ours with HA's VAD (as
   before issue 16). Cancelled speculations are counted.
@@ -119,6 +119,10 @@ LIVE_FRAME_MS = 60
 LIVE_LEAD_S = 0.8
 LIVE_TAIL_S = 3.0
 NOISE_DBFS = -55.0
+GREETING_WAV = (
+    Path(__file__).resolve().parents[1] / "tests/fixtures/voice/zh_nihao_gcin5.wav"
+)
+PAUSE_S = 0.3
 TIMEOUT_S = 30.0
 KITCHEN_SPEAKER = PairedDevice(MAC, TOKEN, "Kitchen speaker")
 
@@ -178,19 +182,28 @@ def speech_end_label() -> float:
     return end
 
 
-def live_pcm() -> tuple[bytes, float]:
-    """Lead noise, the utterance, tail noise; and where its speech ends (s)."""
+def live_pcm(*, pause: bool = False) -> tuple[bytes, float]:
+    """Lead noise, the utterance, tail noise; and where its speech ends (s).
+
+    ``pause``: 你好 (a real speaker, tests/fixtures/voice), 300 ms, the utterance.
+    """
     import numpy as np
 
     speech = np.frombuffer(parse_wav(UTTERANCE.read_bytes()).pcm, "<i2")
     rate = 16000
+    before = 0.0
+    if pause:
+        greeting = np.frombuffer(parse_wav(GREETING_WAV.read_bytes()).pcm, "<i2")
+        gap = np.zeros(int(PAUSE_S * rate), "<i2")
+        speech = np.concatenate([greeting, gap, speech])
+        before = (len(greeting) + len(gap)) / rate
     lead, tail = int(LIVE_LEAD_S * rate), int(LIVE_TAIL_S * rate)
     rng = np.random.default_rng(16)
     noise = rng.normal(0, 32768 * 10 ** (NOISE_DBFS / 20), lead + len(speech) + tail)
     mixed = noise
     mixed[lead : lead + len(speech)] += speech
     pcm = np.clip(mixed, -32768, 32767).astype("<i2").tobytes()
-    return pcm, LIVE_LEAD_S + speech_end_label()
+    return pcm, LIVE_LEAD_S + before + speech_end_label()
 
 
 @dataclass
@@ -200,10 +213,16 @@ class Results:
     hello_mqtt: list[float] = field(default_factory=list)
     ours: list[float] = field(default_factory=list)
     stock: list[float] = field(default_factory=list)
-    live_held: list[float] = field(default_factory=list)
-    live_speculated: list[float] = field(default_factory=list)
+    live_tools: list[float] = field(default_factory=list)
+    live_chat: list[float] = field(default_factory=list)
     live_stock: list[float] = field(default_factory=list)
     live_ha_vad: list[float] = field(default_factory=list)
+    live_pause: list[float] = field(default_factory=list)
+    pause_cuts: int = 0
+    # (configuration, turns, STT requests, chat requests)
+    requests: list[tuple[str, int, int, int]] = field(default_factory=list)
+    # End of speech in the audio -> the end of the answering run's audio.
+    live_decision: list[float] = field(default_factory=list)
     speculations: tuple[int, int] = (0, 0)
     bridge: list[float] = field(default_factory=list)
     bridge_tts: list[float] = field(default_factory=list)
@@ -254,13 +273,23 @@ async def run_ours(
 
 
 async def run_ours_live(
-    device: TimedDevice, provider: FakeProvider, into: list[float]
-) -> None:
-    """One auto-mode turn streamed at real time; clock from the end of speech."""
-    provider.add_transcript(TRANSCRIPT)
-    provider.add_reply(scripted_reply())
+    device: TimedDevice,
+    provider: FakeProvider,
+    into: list[float],
+    handler: VoiceSession,
+    decisions: list[float] | None,
+    *,
+    pause: bool = False,
+) -> bool:
+    """One auto-mode turn streamed at real time; clock from the end of speech.
+
+    The provider answers every request with its defaults (a guess taken back
+    makes more than one). Returns whether the answer was to the whole
+    utterance: a cut (an answer to part of it) shows as an upload without all
+    the speech.
+    """
     device.expect_reply()
-    pcm, speech_end = live_pcm()
+    pcm, speech_end = live_pcm(pause=pause)
     encoder = OpusEncoder(16000, LIVE_FRAME_MS)
     packets = encoder.encode(pcm) + encoder.flush()
     await device.listen_start("auto")
@@ -284,10 +313,15 @@ async def run_ours_live(
         await asyncio.gather(sender, return_exceptions=True)
     assert device.first_audio_at is not None
     into.append(device.first_audio_at - (start + speech_end))
+    whole = len(provider.transcriptions[-1].pcm) >= int(speech_end * 16000) * 2
+    turn = handler.last_turn
+    if decisions is not None and turn is not None and turn.speech_ended_at:
+        decisions.append(turn.speech_ended_at - (start + speech_end))
     await device.abort()
     async with asyncio.timeout(TIMEOUT_S):
         while (await device.next_message("tts"))["state"] != "stop":
             pass
+    return whole
 
 
 async def set_agent_tools(
@@ -455,8 +489,9 @@ def report(results: Results, plot: Path | None) -> None:
             f"cancelled {results.speculations[1]}):"
         )
         for name, values in (
-            ("ours, chat agent (speculated)", results.live_speculated),
-            ("ours, agent with tools (to End)", results.live_held),
+            ("ours, agent with tools", results.live_tools),
+            ("ours, chat-only agent", results.live_chat),
+            ("ours, 你好 + 300 ms pause + it", results.live_pause),
             ("ours with HA's VAD (before)", results.live_ha_vad),
             ("stock, HA's VAD", results.live_stock),
         ):
@@ -464,13 +499,24 @@ def report(results: Results, plot: Path | None) -> None:
                 f"  {name:<32} {ms(statistics.median(values))}  p95 "
                 f"{ms(percentile(values, 0.95))} (n={len(values)})"
             )
+        decision = results.live_decision
+        requests = ", ".join(
+            f"{name}: {stt}/{chat} in {turns} turns"
+            for name, turns, stt, chat in results.requests
+        )
+        print(f"  provider requests (STT/chat): {requests}; cuts {results.pause_cuts}")
         print(
-            "end of speech -> first audio (auto): ours "
-            f"{statistics.median(results.live_speculated) * 1000:.0f} ms speculated, "
-            f"{statistics.median(results.live_held) * 1000:.0f} ms held, stock "
-            f"{live_stock * 1000:.0f} ms; ratio ours/stock "
-            f"{statistics.median(results.live_speculated) / live_stock:.2f} / "
-            f"{statistics.median(results.live_held) / live_stock:.2f}"
+            f"  of which end of speech -> our (guessed) end: p50 "
+            f"{ms(percentile(decision, 0.5))}  p95 {ms(percentile(decision, 0.95))}"
+        )
+        ours_live = statistics.median(results.live_tools)
+        print(
+            "end of speech -> first audio (auto, median): ours "
+            f"{ours_live * 1000:.0f} ms (tools), "
+            f"{statistics.median(results.live_chat) * 1000:.0f} ms (chat only), "
+            f"ours with HA's VAD {statistics.median(results.live_ha_vad) * 1000:.0f} ms,"
+            f" stock {live_stock * 1000:.0f} ms; ratio ours/stock "
+            f"{ours_live / live_stock:.2f}"
         )
     print(f"first audio ratio ours/stock: {ours / stock:.2f}")
     print(f"first audio ratio mqtt/websocket: {mqtt / ours:.2f}")
@@ -508,11 +554,14 @@ async def run_live(
     runs: int,
 ) -> None:
     """Our auto-mode turns at real time: the agent with its tools, then without."""
+    provider.default_transcript = TRANSCRIPT
+    provider.default_reply = scripted_reply()
     tools = await set_agent_tools(hass, provider.base_url, None)
-    for agent_tools, into, ours in (
-        (tools, results.live_held, True),
-        (None, results.live_speculated, True),
-        (tools, results.live_ha_vad, False),
+    for name, agent_tools, into, ours, pause in (
+        ("tools", tools, results.live_tools, True, False),
+        ("chat only", None, results.live_chat, True, False),
+        ("tools, 300 ms pause", tools, results.live_pause, True, True),
+        ("HA's VAD", tools, results.live_ha_vad, False, False),
     ):
         await set_agent_tools(hass, provider.base_url, agent_tools)
         device = TimedDevice(
@@ -534,8 +583,24 @@ async def run_live(
         assert isinstance(handler, VoiceSession)
         if not ours:  # without its model the session falls back to HA's VAD
             handler.endpointing = SessionEndpointing(load=no_model)
+        stt_before, chat_before = (
+            len(provider.transcriptions),
+            len(provider.chat_requests),
+        )
         for _ in range(runs):
-            await run_ours_live(device, provider, into)
+            decisions = results.live_decision if ours and not pause else None
+            whole = await run_ours_live(
+                device, provider, into, handler, decisions, pause=pause
+            )
+            results.pause_cuts += not whole
+        results.requests.append(
+            (
+                name,
+                runs,
+                len(provider.transcriptions) - stt_before,
+                len(provider.chat_requests) - chat_before,
+            )
+        )
         count = handler.endpointing.count
         results.speculations = (
             results.speculations[0] + count.started,
