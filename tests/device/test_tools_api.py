@@ -93,9 +93,11 @@ async def robot(
 
 @pytest.mark.usefixtures("robot")
 async def test_a_robots_tools_are_offered_next_to_assists(
-    ha_core: HomeAssistant,
+    ha_core: HomeAssistant, caplog: pytest.LogCaptureFixture
 ) -> None:
     instance = await merged_api(ha_core, registry_device_id(ha_core))
+    # The device is found by its one config entry, not by HA's deprecated set.
+    assert "deprecated" not in caplog.text
 
     ours = [tool for tool in instance.tools if tool.name.startswith(NAMESPACE)]
     assert {tool.name for tool in ours} == {

@@ -87,16 +87,16 @@ def device_entry_of(
     device = dr.async_get(hass).async_get(device_id)
     if device is None:
         return None
-    for entry_id in device.config_entries:
-        entry = hass.config_entries.async_get_entry(entry_id)
-        if (
-            entry is not None
-            and entry.domain == DOMAIN
-            and is_device_entry(entry)
-            and entry.state is ConfigEntryState.LOADED
-            and isinstance(getattr(entry, "runtime_data", None), DeviceRuntime)
-        ):
-            return entry
+    # A device belongs to one config entry (HA 2026.10 deprecates the set).
+    entry = hass.config_entries.async_get_entry(device.config_entry_id)
+    if (
+        entry is not None
+        and entry.domain == DOMAIN
+        and is_device_entry(entry)
+        and entry.state is ConfigEntryState.LOADED
+        and isinstance(getattr(entry, "runtime_data", None), DeviceRuntime)
+    ):
+        return entry
     return None
 
 
