@@ -674,10 +674,8 @@ async def test_a_device_without_settable_tools_is_not_asked_its_status(
     await ha_core.async_block_till_done()
     assert entity_id_of(ha_core, NUMBER_DOMAIN, "volume") is None
     assert tool_calls(device, STATUS_TOOL) == []
-    # The tools are still remembered.
-    assert device_entry.data[CONF_MCP_TOOLS] == sorted(
-        [STATUS_TOOL, "self.lamp.turn_on"]
-    )
+    # Only the tools the entities use are remembered.
+    assert device_entry.data[CONF_MCP_TOOLS] == [STATUS_TOOL]
 
 
 async def test_a_device_without_mcp_gets_no_numbers(

@@ -29,6 +29,7 @@ from ..const import (
 )
 from ..device.messages import device_message
 from ..protocol.identity import normalize_mac
+from ..protocol.sanitize import clean_field, printable
 from .auth import request_value
 from .pairing import DeviceIdentity, PairingFullError
 from .registry import XiaozhiServer, async_get_server
@@ -79,10 +80,11 @@ def device_identity(request: web.Request, body: dict[str, Any]) -> DeviceIdentit
     language = request_value(request, "Accept-Language") or _text(body.get("language"))
     return DeviceIdentity(
         mac=mac,
+        # Compared, never shown: kept as sent (bounded).
         client_id=client_id[:64],
-        board=(board_name or agent_board)[:64],
-        firmware_version=(firmware or agent_version)[:32],
-        language=language.split(",")[0][:16],
+        board=clean_field(board_name or agent_board, 64),
+        firmware_version=clean_field(firmware or agent_version, 32),
+        language=clean_field(language.split(",")[0], 16),
     )
 
 
@@ -154,7 +156,9 @@ class OtaView(HomeAssistantView):
         try:
             device = device_identity(request, body)
         except BadCheckInError as err:
-            LOGGER.info("Rejected OTA check from %s: %s", request.remote, err)
+            LOGGER.info(
+                "Rejected OTA check from %s: %s", printable(request.remote), err
+            )
             return self.json_message(str(err), HTTPStatus.BAD_REQUEST)
         answer: dict[str, Any] = {
             "server_time": server_time(),
