@@ -75,6 +75,7 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .device.runtime import is_device_entry
+from .protocol.sanitize import clean_field
 from .provider.client import (
     ProviderConfigEntry,
     async_create_client,
@@ -96,7 +97,7 @@ from .provider.presets import (
     stt_defaults,
     tts_defaults,
 )
-from .server.pairing import PairingError
+from .server.pairing import DeviceIdentity, PairingError
 from .server.registry import async_get_server
 
 API_KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
@@ -169,7 +170,8 @@ def default_subentries(
 def device_title(device: Mapping[str, Any]) -> str:
     """Return a device entry title: its board and the end of its MAC."""
     suffix = device[CONF_MAC].replace(":", "")[-6:]
-    return f"{device.get(CONF_BOARD) or 'Xiaozhi'} {suffix}"
+    board = clean_field(str(device.get(CONF_BOARD) or ""), 64)
+    return f"{board or 'Xiaozhi'} {suffix}"
 
 
 class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -350,43 +352,46 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             try:
-                async_get_server(self.hass).pairings.verify(mac, user_input[CONF_CODE])
+                claim = async_get_server(self.hass).pairings.verify(
+                    mac, user_input[CONF_CODE]
+                )
             except PairingError as err:
                 if err.reason != "invalid_code":
                     return self.async_abort(reason=err.reason)
                 errors[CONF_CODE] = err.reason
             else:
-                return self._async_pair_device()
+                # The code decides who is paired: the MAC may have other claimants.
+                return self._async_pair_device(claim.device)
         return self.async_show_form(
             step_id="pair",
             data_schema=probatio.Schema({probatio.Required(CONF_CODE): str}),
             errors=errors,
             description_placeholders={
                 "mac": mac,
-                "board": self._device.get(CONF_BOARD) or "Xiaozhi",
+                "board": clean_field(str(self._device.get(CONF_BOARD) or ""), 64)
+                or "Xiaozhi",
             },
         )
 
-    def _async_pair_device(self) -> ConfigFlowResult:
-        device = self._device
+    def _async_pair_device(self, device: DeviceIdentity) -> ConfigFlowResult:
         data = {
             CONF_ENTRY_KIND: ENTRY_KIND_DEVICE,
-            CONF_MAC: device[CONF_MAC],
-            CONF_CLIENT_ID: device[CONF_CLIENT_ID],
-            CONF_BOARD: device.get(CONF_BOARD, ""),
-            CONF_FIRMWARE_VERSION: device.get(CONF_FIRMWARE_VERSION, ""),
-            CONF_DEVICE_LANGUAGE: device.get(CONF_DEVICE_LANGUAGE, ""),
+            CONF_MAC: device.mac,
+            CONF_CLIENT_ID: device.client_id,
+            CONF_BOARD: device.board,
+            CONF_FIRMWARE_VERSION: device.firmware_version,
+            CONF_DEVICE_LANGUAGE: device.language,
             # A fresh token on every pairing: a re-paired device's old token dies.
             CONF_TOKEN: secrets.token_urlsafe(32),
         }
         entry = self.hass.config_entries.async_entry_for_domain_unique_id(
-            DOMAIN, device[CONF_MAC]
+            DOMAIN, device.mac
         )
         if entry is not None:
             return self.async_update_reload_and_abort(
                 entry, data=data, reason="repaired"
             )
-        return self.async_create_entry(title=device_title(device), data=data)
+        return self.async_create_entry(title=device_title(data), data=data)
 
     @classmethod
     @callback

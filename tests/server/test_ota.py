@@ -1,13 +1,16 @@
 """OTA check, activation and pairing through HA's discovery flow, over real HTTP."""
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from http import HTTPStatus
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 import pytest
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from homeassistant.config_entries import (
     SOURCE_INTEGRATION_DISCOVERY,
@@ -20,6 +23,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import (
     CONF_BOARD,
@@ -365,3 +369,156 @@ async def test_flooding_address_gets_429(
         assert int(response.headers["Retry-After"]) >= 1
     response = await client.get("/xiaozhi/ota/", headers=firmware_headers())
     assert response.status == HTTPStatus.TOO_MANY_REQUESTS
+
+
+# ---------------------------------------------------------------- claim races
+
+
+async def activate_status(
+    client: TestClient[web.Request, web.Application], client_id: str
+) -> int:
+    response = await client.post(
+        "/xiaozhi/ota/activate", headers=firmware_headers(client_id=client_id)
+    )
+    return response.status
+
+
+async def test_a_second_claimant_cannot_take_over_a_pending_pairing(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    code = (await check_in(client))["activation"]["code"]
+    # Someone else checks in with the device's MAC (it is printed on its sticker).
+    intruder = (await check_in(client, client_id="intruder"))["activation"]["code"]
+    assert intruder != code
+    # The real device keeps its code, and its poll still waits.
+    assert (await check_in(client))["activation"]["code"] == code
+    assert await activate_status(client, CLIENT_ID) == HTTPStatus.ACCEPTED
+    assert await activate_status(client, "intruder") == HTTPStatus.ACCEPTED
+    assert await activate_status(client, "nobody") == HTTPStatus.NOT_FOUND
+    # A third claimant still fits; a fourth is refused, the first ones stay.
+    await check_in(client, client_id="third")
+    response = await client.post(
+        "/xiaozhi/ota/",
+        headers=firmware_headers(client_id="fourth"),
+        json=firmware_body(),
+    )
+    assert response.status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert await activate_status(client, CLIENT_ID) == HTTPStatus.ACCEPTED
+    # One flow for the MAC; the code the person hears pairs the real device.
+    result = await pair(ha_core, code)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert device_entry(ha_core).data[CONF_CLIENT_ID] == CLIENT_ID
+    assert await activate_status(client, "intruder") == HTTPStatus.NOT_FOUND
+    assert "websocket" in await check_in(client)
+
+
+async def test_the_code_typed_decides_which_claimant_is_paired(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    await check_in(client)
+    second = (await check_in(client, client_id="second"))["activation"]["code"]
+    result = await pair(ha_core, second)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert device_entry(ha_core).data[CONF_CLIENT_ID] == "second"
+
+
+# ---------------------------------------------------------------- flows end
+
+
+async def test_a_flow_whose_codes_expired_is_aborted(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    now = [0.0]
+    async_get_server(ha_core).pairings = PairingRegistry(ttl=60, clock=lambda: now[0])
+    await check_in(client)
+    now[0] = 30.0
+    await check_in(client, client_id="later")
+    await ha_core.async_block_till_done()
+    assert len(pairing_flows(ha_core)) == 1
+    # The first claim expires: the later one still holds the flow open.
+    now[0] = 61.0
+    async_fire_time_changed(ha_core, dt_util.utcnow() + timedelta(seconds=61))
+    await ha_core.async_block_till_done()
+    assert len(pairing_flows(ha_core)) == 1
+    now[0] = 91.0
+    async_fire_time_changed(ha_core, dt_util.utcnow() + timedelta(seconds=91))
+    await ha_core.async_block_till_done()
+    assert pairing_flows(ha_core) == []
+
+
+async def test_the_paired_device_checking_in_ends_other_claims(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    await pair(ha_core, (await check_in(client))["activation"]["code"])
+    await check_in(client, client_id="intruder")
+    await ha_core.async_block_till_done()
+    assert len(pairing_flows(ha_core)) == 1
+    assert "websocket" in await check_in(client)
+    await ha_core.async_block_till_done()
+    assert pairing_flows(ha_core) == []
+    assert await activate_status(client, "intruder") == HTTPStatus.NOT_FOUND
+
+
+async def test_no_flow_stays_open_after_wrong_codes_or_pairing(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    code = (await check_in(client))["activation"]["code"]
+    await pair(ha_core, code)
+    other = "11:22:33:44:55:66"
+    response = await client.post(
+        "/xiaozhi/ota/", headers=firmware_headers(mac=other, client_id="x")
+    )
+    assert response.status == HTTPStatus.OK
+    await ha_core.async_block_till_done()
+    (flow,) = pairing_flows(ha_core)
+    for _ in range(5):
+        result = await ha_core.config_entries.flow.async_configure(
+            flow["flow_id"], {CONF_CODE: "not a code"}
+        )
+    assert result["type"] is FlowResultType.ABORT
+    assert pairing_flows(ha_core) == []
+
+
+# ---------------------------------------------------------------- forged text
+
+FORGED_LINE = "2026-12-02 05:00:00.000 ERROR (MainThread) [homeassistant.core] forged"
+
+
+async def test_device_supplied_strings_cannot_forge_log_lines_or_titles(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="custom_components.xiaozhi")
+    body = firmware_body()
+    body["board"] = {"type": "x", "name": f"board\n{FORGED_LINE}\u202e" + "b" * 500}
+    body["application"] = {"version": "1.0\r\n" + FORGED_LINE}
+    body["language"] = "en\x1b[31m"
+    headers = firmware_headers()
+    del headers["User-Agent"], headers["Accept-Language"]
+    response = await client.post("/xiaozhi/ota/", headers=headers, json=body)
+    assert response.status == HTTPStatus.OK
+    code = (await response.json())["activation"]["code"]
+    await ha_core.async_block_till_done()
+    (flow,) = pairing_flows(ha_core)
+    form = await ha_core.config_entries.flow.async_configure(flow["flow_id"])
+    placeholders = form["description_placeholders"]
+    assert placeholders is not None
+    board = placeholders["board"]
+    result = await pair(ha_core, code)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    entry = device_entry(ha_core)
+    shown = [
+        board,
+        entry.title,
+        entry.data[CONF_BOARD],
+        entry.data[CONF_FIRMWARE_VERSION],
+        entry.data[CONF_DEVICE_LANGUAGE],
+        *(record.getMessage() for record in caplog.records),
+    ]
+    for text in shown:
+        assert not any(char in text for char in "\n\r\x1b\u202e"), text
+    assert len(entry.title) <= 64 + 7
+    assert len(entry.data[CONF_FIRMWARE_VERSION]) <= 32
+    assert "\\x0a" in entry.data[CONF_BOARD]
+    assert any("asks to be paired" in record.getMessage() for record in caplog.records)

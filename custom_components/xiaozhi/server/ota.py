@@ -31,7 +31,7 @@ from ..device.messages import device_message
 from ..protocol.identity import normalize_mac
 from ..protocol.sanitize import clean_field, printable
 from .auth import request_value
-from .pairing import DeviceIdentity, PairingFullError
+from .pairing import DeviceIdentity, MacClaimedError, PairingFullError
 from .registry import XiaozhiServer, async_get_server
 
 MAX_OTA_BODY_BYTES = 16 * 1024
@@ -167,6 +167,9 @@ class OtaView(HomeAssistantView):
         entry = server.device_entry(device.mac)
         if is_paired(entry, device):
             assert entry is not None
+            if server.pairings.claims(device.mac):
+                # The paired device itself is here: claims of its MAC are not it.
+                server.async_end_pairing(device.mac)
             _async_refresh_device_info(hass, entry, device)
             for key, section in server.ota_sections.items():
                 answer[key] = section(request, entry)
@@ -184,6 +187,12 @@ class OtaView(HomeAssistantView):
 def _activation(server: XiaozhiServer, device: DeviceIdentity) -> dict[str, Any] | None:
     try:
         pending = server.pairings.announce(device)
+    except MacClaimedError:
+        LOGGER.warning(
+            "Device %s has other pairings waiting already; this one must retry",
+            device.mac,
+        )
+        return None
     except PairingFullError:
         LOGGER.warning(
             "Too many devices waiting to be paired; %s must retry", device.mac
@@ -247,8 +256,7 @@ class ActivateView(HomeAssistantView):
                 # Just paired and still being set up: its WebSocket would be refused.
                 return self.json_message("waiting for setup", HTTPStatus.ACCEPTED)
             return self.json_message("activated", HTTPStatus.OK)
-        pending = server.pairings.get(device.mac)
-        if pending is not None and pending.device.client_id == device.client_id:
+        if server.pairings.get(device.mac, device.client_id) is not None:
             return self.json_message("waiting for the code", HTTPStatus.ACCEPTED)
         return self.json_message(
             "no pairing in progress; check in again", HTTPStatus.NOT_FOUND

@@ -5,17 +5,24 @@ on. Transports register their live links here (one per device: the newest
 wins) and what they add to the OTA answer (how a device reaches them); the OTA
 view and the config flow find paired devices and pairings here, and Home
 Assistant stopping closes every link, of any transport.
+
+A discovery flow lives as long as its device has a claim: when the last claim of
+its MAC expires, is used up by wrong codes or ends because the device paired (or
+its paired Client-Id checked in again), the flow is aborted, so no flow stays
+open for a code nobody can type any more.
 """
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY, ConfigEntry
-from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.helpers import discovery_flow
+from homeassistant.helpers.event import async_call_later
 from homeassistant.util.hass_dict import HassKey
 
 from ..const import (
@@ -58,6 +65,7 @@ class XiaozhiServer:
         self.links: dict[str, DeviceLink] = {}
         self.limits = ConnectionLimits()
         self.ota_sections: dict[str, OtaSection] = {}
+        self._expiry_timer: CALLBACK_TYPE | None = None
 
     @callback
     def device_entry(self, mac: str) -> ConfigEntry | None:
@@ -84,6 +92,42 @@ class XiaozhiServer:
                 CONF_DEVICE_LANGUAGE: device.language,
             },
         )
+        self._async_schedule_expiry()
+
+    @callback
+    def async_end_pairing(self, mac: str) -> None:
+        """Drop every claim of ``mac`` and abort its discovery flow."""
+        self.pairings.discard(mac)
+        self.async_abort_stale_flows()
+
+    @callback
+    def async_abort_stale_flows(self) -> None:
+        """Abort the discovery flows of MACs that have no valid claim left."""
+        flows = self.hass.config_entries.flow
+        for flow in flows.async_progress_by_handler(DOMAIN, include_uninitialized=True):
+            context = flow["context"]
+            if context.get("source") != SOURCE_INTEGRATION_DISCOVERY:
+                continue
+            mac = context.get("unique_id")
+            if isinstance(mac, str) and not self.pairings.claims(mac):
+                LOGGER.debug("Ending the pairing flow of %s: no code is valid", mac)
+                flows.async_abort(flow["flow_id"])
+
+    @callback
+    def _async_schedule_expiry(self) -> None:
+        """Wake up when the next claim expires (one timer for all of them)."""
+        if self._expiry_timer is not None:
+            self._expiry_timer()
+            self._expiry_timer = None
+        delay = self.pairings.next_expiry()
+        if delay is not None:
+            self._expiry_timer = async_call_later(self.hass, delay, self._async_expired)
+
+    @callback
+    def _async_expired(self, _now: datetime) -> None:
+        self._expiry_timer = None
+        self.async_abort_stale_flows()
+        self._async_schedule_expiry()
 
     @callback
     def async_register_link(self, link: DeviceLink) -> None:
@@ -111,6 +155,9 @@ class XiaozhiServer:
 
     async def async_shutdown(self, event: Event) -> None:
         """Close every link as Home Assistant stops; returns once all are closed."""
+        if self._expiry_timer is not None:
+            self._expiry_timer()
+            self._expiry_timer = None
         links = list(self.links.values())
         for link in links:
             link.end(EndReason.SERVER_SHUTDOWN, "Home Assistant is stopping")
