@@ -1,6 +1,8 @@
 """OTA check, activation and pairing through HA's discovery flow, over real HTTP."""
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import contextlib
 from datetime import timedelta
 from http import HTTPStatus
 import json
@@ -35,6 +37,7 @@ from custom_components.xiaozhi.const import (
     DOMAIN,
     ENTRY_KIND_DEVICE,
 )
+from custom_components.xiaozhi.server import ota
 from custom_components.xiaozhi.server.pairing import PairingRegistry
 from custom_components.xiaozhi.server.ratelimit import RateLimiter
 from custom_components.xiaozhi.server.registry import async_get_server
@@ -522,3 +525,109 @@ async def test_device_supplied_strings_cannot_forge_log_lines_or_titles(
     assert len(entry.data[CONF_FIRMWARE_VERSION]) <= 32
     assert "\\x0a" in entry.data[CONF_BOARD]
     assert any("asks to be paired" in record.getMessage() for record in caplog.records)
+
+
+# ---------------------------------------------------------------- whole bodies
+
+
+async def two_writes(first: bytes, second: bytes) -> AsyncIterator[bytes]:
+    """A body in two writes; the server's loop runs between them."""
+    yield first
+    for _ in range(20):  # let the server read the first part on its own
+        await asyncio.sleep(0)
+    yield second
+
+
+@pytest.mark.parametrize("path", ["/xiaozhi/ota/", "/xiaozhi/ota/activate"])
+async def test_a_body_in_two_writes_is_judged_whole(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    path: str,
+) -> None:
+    body = firmware_body()
+    body["application"] = {"name": "xiaozhi", "version": "2.0.0-from-body"}
+    raw = json.dumps(body).encode()
+    headers = firmware_headers()
+    del headers["Device-Id"], headers["Client-Id"]  # only the body names the device
+    if path.endswith("activate"):
+        await check_in(client)
+    response = await client.post(
+        path, headers=headers, data=two_writes(raw[:40], raw[40:])
+    )
+    if path.endswith("activate"):
+        assert response.status == HTTPStatus.ACCEPTED  # found its claim by the body
+        return
+    assert response.status == HTTPStatus.OK
+    answer = await response.json()
+    assert answer["firmware"]["version"] == "2.0.0-from-body"
+
+
+async def raw_post(
+    port: int, path: str, head: str, pieces: Iterable[bytes]
+) -> tuple[int, int]:
+    """POST a chunked body piece by piece over a raw socket.
+
+    Returns the answer's status and how many body bytes were written before it came.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+
+    async def send() -> None:
+        nonlocal sent
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        for piece in pieces:
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+            sent += len(piece)
+            await asyncio.sleep(0)  # a trickle: the server reads as it arrives
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    sender = asyncio.create_task(send())
+    try:
+        status_line = await reader.readline()
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return int(status_line.split()[1]), sent
+
+
+@pytest.mark.parametrize("path", ["/xiaozhi/ota/", "/xiaozhi/ota/activate"])
+async def test_a_trickled_huge_body_is_refused_with_413(
+    client: TestClient[web.Request, web.Application], path: str
+) -> None:
+    head = "".join(f"{key}: {value}\r\n" for key, value in firmware_headers().items())
+    pieces = (b"x" * 4096 for _ in range(2560))  # 10 MiB in 4 KiB writes
+    port = client.server.port
+    assert port is not None
+    status, sent = await raw_post(port, path, head, pieces)
+    assert status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert sent < 1024 * 1024  # refused long before the end
+
+
+async def test_a_body_that_never_ends_is_refused_in_time(
+    client: TestClient[web.Request, web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ota, "BODY_TIMEOUT_S", 0.2)
+    port = client.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{key}: {value}\r\n" for key, value in firmware_headers().items())
+    writer.write(
+        f"POST /xiaozhi/ota/ HTTP/1.1\r\nHost: x\r\n{head}"
+        "Content-Length: 1000\r\n\r\n{".encode()
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    assert int(status_line.split()[1]) == HTTPStatus.REQUEST_TIMEOUT

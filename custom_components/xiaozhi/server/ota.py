@@ -6,6 +6,7 @@ adds its own section (``websocket``: URL, token, framing version; see
 ``mqtt`` section is present. An unknown device gets an activation code to speak.
 """
 
+import asyncio
 from http import HTTPStatus
 import json
 import time
@@ -35,6 +36,48 @@ from .pairing import DeviceIdentity, MacClaimedError, PairingFullError
 from .registry import XiaozhiServer, async_get_server
 
 MAX_OTA_BODY_BYTES = 16 * 1024
+# The firmware sends its system info (under 2 KB) at once; a body still coming
+# after this long is a peer holding the request open.
+BODY_TIMEOUT_S = 10.0
+
+
+class BodyRefusedError(Exception):
+    """The request body is refused; ``status`` (413 or 408) tells the client why."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        """Keep the status and its text."""
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def read_body(
+    request: web.Request,
+    limit: int = MAX_OTA_BODY_BYTES,
+) -> bytes:
+    """Read the whole body, however it is cut into writes, up to ``limit`` bytes.
+
+    Raises:
+        BodyRefusedError: 413 once the body (or its Content-Length) is larger
+            than ``limit``, before reading the rest; 408 when it takes longer
+            than ``BODY_TIMEOUT_S`` to arrive.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyRefusedError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+    data = bytearray()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.content.iter_any():
+                data += chunk
+                if len(data) > limit:
+                    raise BodyRefusedError(
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large"
+                    )
+    except TimeoutError:
+        raise BodyRefusedError(
+            HTTPStatus.REQUEST_TIMEOUT, "body not received in time"
+        ) from None
+    return bytes(data)
 
 
 class BadCheckInError(ValueError):
@@ -141,11 +184,10 @@ class OtaView(HomeAssistantView):
         """Answer the firmware's check-in with its system-info body."""
         if limited := rate_limited(async_get_server(request.app[KEY_HASS]), request):
             return limited
-        raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
-        if len(raw) > MAX_OTA_BODY_BYTES:
-            return self.json_message(
-                "body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-            )
+        try:
+            raw = await read_body(request)
+        except BodyRefusedError as err:
+            return self.json_message(err.message, err.status)
         return await self._check_in(request, parse_body(raw))
 
     async def _check_in(
@@ -240,11 +282,10 @@ class ActivateView(HomeAssistantView):
         server = async_get_server(hass)
         if limited := rate_limited(server, request):
             return limited
-        raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
-        if len(raw) > MAX_OTA_BODY_BYTES:
-            return self.json_message(
-                "body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-            )
+        try:
+            raw = await read_body(request)
+        except BodyRefusedError as err:
+            return self.json_message(err.message, err.status)
         try:
             device = device_identity(request, parse_body(raw))
         except BadCheckInError as err:
