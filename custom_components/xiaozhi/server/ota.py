@@ -9,6 +9,7 @@ adds its own section (``websocket``: URL, token, framing version; see
 import asyncio
 from http import HTTPStatus
 import json
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -157,7 +158,12 @@ def rate_limited(server: XiaozhiServer, request: web.Request) -> web.Response | 
     address = request.remote or "unknown"
     if server.http_limiter.allow(address):
         return None
-    LOGGER.warning("Too many device requests from %s; answering 429", address)
+    server.refusal_log.log(
+        LOGGER,
+        logging.WARNING,
+        "Too many device requests from %s; answering 429",
+        printable(address, 64),
+    )
     retry = max(1, round(server.http_limiter.retry_after(address)))
     return web.json_response(
         {"message": "too many requests"},

@@ -37,9 +37,15 @@ from ..const import (
 from ..device.link import DeviceLink
 from ..device.runtime import is_device_entry
 from ..transport.base import EndReason
-from .limits import HTTP_BURST, HTTP_REQUESTS_PER_SECOND, ConnectionLimits
+from .limits import (
+    HTTP_BURST,
+    HTTP_REQUESTS_PER_SECOND,
+    REFUSAL_LOG_BURST,
+    REFUSAL_LOG_LINES_PER_SECOND,
+    ConnectionLimits,
+)
 from .pairing import DeviceIdentity, PairingRegistry
-from .ratelimit import RateLimiter
+from .ratelimit import LogThrottle, RateLimiter
 
 type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any]]
 """Builds a transport's section of the OTA answer for a paired device's entry."""
@@ -52,7 +58,10 @@ class XiaozhiServer:
         pairings: The pairings waiting for a person to type their code.
         http_limiter: Rate limit of the device-facing HTTP endpoints.
         links: The live link of each connected device, by MAC.
-        limits: Bounds on device connections of every transport.
+        limits: Bounds on device connections of every transport (the rate
+            limiters follow it when it is replaced).
+        refusal_log: Throttles the log lines about refused requests and
+            connections, of every endpoint and transport.
         ota_sections: What each transport adds to a paired device's OTA answer,
             by the answer's key (``websocket``).
     """
@@ -65,7 +74,39 @@ class XiaozhiServer:
         self.links: dict[str, DeviceLink] = {}
         self.limits = ConnectionLimits()
         self.ota_sections: dict[str, OtaSection] = {}
+        self.refusal_log = LogThrottle(REFUSAL_LOG_LINES_PER_SECOND, REFUSAL_LOG_BURST)
         self._expiry_timer: CALLBACK_TYPE | None = None
+        self._limiters: dict[str, tuple[ConnectionLimits, RateLimiter]] = {}
+
+    def _limiter(self, name: str, rate: float, burst: int) -> RateLimiter:
+        cached = self._limiters.get(name)
+        if cached is None or cached[0] is not self.limits:
+            cached = self._limiters[name] = (self.limits, RateLimiter(rate, burst))
+        return cached[1]
+
+    @property
+    def message_limiter(self) -> RateLimiter:
+        """Return the message budget of each device (by MAC), over its connections."""
+        limits = self.limits
+        return self._limiter(
+            "messages", limits.messages_per_second, limits.message_burst
+        )
+
+    @property
+    def connection_limiter(self) -> RateLimiter:
+        """Return the connection budget of each device (by MAC)."""
+        limits = self.limits
+        return self._limiter(
+            "connections", limits.connections_per_second, limits.connection_burst
+        )
+
+    @property
+    def refusal_limiter(self) -> RateLimiter:
+        """Return the budget of refused connections of each client address."""
+        limits = self.limits
+        return self._limiter(
+            "refusals", limits.refusals_per_second, limits.refusal_burst
+        )
 
     @callback
     def device_entry(self, mac: str) -> ConfigEntry | None:
