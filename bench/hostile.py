@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, cast
 
 BENCH = Path(__file__).resolve()
 REPO = Path(os.environ.get("HOSTILE_BENCH_REPO", BENCH.parents[1]))
@@ -158,13 +158,19 @@ async def slow_reader(
     await writer.drain()
     head = await reader.readexactly(2)
     await reader.readexactly(head[1] & 0x7F)  # the server's hello
-    writer.transport.pause_reading()  # then never read (asyncio would buffer 128 KiB)
+    cast(
+        asyncio.Transport, writer.transport
+    ).pause_reading()  # then never read (asyncio would buffer 128 KiB)
     [entry] = [
         e for e in hass.config_entries.async_entries(DOMAIN) if e.unique_id == MAC
     ]
     runtime = entry.runtime_data
+    changed = asyncio.Event()
+    unsubscribe = runtime.async_add_listener(changed.set)
     while runtime.session is None:
-        await asyncio.sleep(0.01)
+        changed.clear()
+        await changed.wait()
+    unsubscribe()
     session = runtime.session
     link = session.link
     frames = [os.urandom(FRAME_BYTES) for _ in range(int(cap / FRAME_S) + 100)]

@@ -785,7 +785,9 @@ async def open_raw_device(port: int, rcvbuf: int) -> asyncio.StreamWriter:
     await writer.drain()
     head = await reader.readexactly(2)
     await reader.readexactly(head[1] & 0x7F)  # the server's hello
-    writer.transport.pause_reading()  # asyncio's reader would buffer 128 KiB
+    cast(
+        asyncio.Transport, writer.transport
+    ).pause_reading()  # asyncio's reader would buffer 128 KiB
     return writer
 
 

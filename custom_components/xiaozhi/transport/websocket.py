@@ -43,11 +43,16 @@ Code  Name             Meaning
 Limits. This transport's own: ``MAX_MESSAGE_BYTES`` (65,552, a v2 frame with the
 largest payload) for one WebSocket message, larger closes 1009; and
 :class:`WebSocketLimits`: ``SEND_TIMEOUT_S`` (5 s) for one send to the device
-(4007) and ``CLOSE_TIMEOUT_S`` (2 s) for the device to answer a close frame; past
-either, the connection is dropped with whatever the device never read. Those of
-every transport (``server.limits``): the devices connected at once (one more is
-refused with 4009; a device replacing its own connection is not counted twice)
-and the messages per second a device may send (4008). The protocol's: the
+(4007), ``MAX_QUEUED_S`` (3 s) for what was sent to wait unsent in aiohttp's
+buffer and the kernel's send queue (4007: the paced downlink fills those buffers
+far slower than any send would block), and ``CLOSE_TIMEOUT_S`` (2 s) for the
+device to answer a close frame; past any, the connection is dropped with
+whatever the device never read. Those of every transport (``server.limits``):
+the devices connected at once (one more is refused with 4009; a device replacing
+its own connection is not counted twice), the messages per second a device may
+send over all its connections and the connections it may open (4008), and the
+refused connections per address (past them, a bare HTTP 429 before any upgrade
+and no log line; refusal log lines are throttled). The protocol's: the
 largest JSON message, v2/v3 payload and Opus packet (larger ones are dropped and
 logged, the session stays open); the hello timeout (4003) and the idle timeout
 (4006, never while a reply plays) of ``device.link`` and ``device.session``.
