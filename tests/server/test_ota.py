@@ -7,6 +7,7 @@ from datetime import timedelta
 from http import HTTPStatus
 import json
 import logging
+import random
 from typing import Any
 
 from aiohttp import web
@@ -631,3 +632,71 @@ async def test_a_body_that_never_ends_is_refused_in_time(
     with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
     assert int(status_line.split()[1]) == HTTPStatus.REQUEST_TIMEOUT
+
+
+async def test_concurrent_claimants_never_displace_the_first(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    code = (await check_in(client))["activation"]["code"]
+
+    async def claim(n: int) -> int:
+        response = await client.post(
+            "/xiaozhi/ota/",
+            headers=firmware_headers(client_id=f"intruder-{n}"),
+            json=firmware_body(),
+        )
+        return response.status
+
+    statuses = await asyncio.gather(*(claim(n) for n in range(20)))
+    assert sorted(statuses) == [200, 200] + [503] * 18
+    assert (await check_in(client))["activation"]["code"] == code
+    assert await activate_status(client, CLIENT_ID) == HTTPStatus.ACCEPTED
+    assert len(async_get_server(ha_core).pairings.claims(MAC)) == 3
+
+
+# Characters that break log lines, terminals or names, and ordinary ones.
+UNSAFE_CHARS = "\n\r\t\x00\x1b\x7f\x85\u2028\u2029\u202e\u200b\ufeff\U000e0041\udc80"
+HOSTILE_CHARS = UNSAFE_CHARS + "面包板-ok_1.2 [ERROR]%s%%{}"
+
+
+def hostile_strings(count: int, seed: int = 17) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        "".join(rng.choice(HOSTILE_CHARS) for _ in range(rng.randrange(0, 300)))
+        for _ in range(count)
+    ]
+
+
+async def test_fuzzed_identity_strings_stay_printable_everywhere(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="custom_components.xiaozhi")
+    async_get_server(ha_core).http_limiter = RateLimiter(rate=1e6, burst=10**6)
+    async_get_server(ha_core).pairings = PairingRegistry(max_pending=1000)
+    texts = hostile_strings(60)
+    for n, text in enumerate(texts):
+        mac = f"02:00:00:00:{n // 256:02x}:{n % 256:02x}"
+        body = {
+            "mac_address": mac,
+            "uuid": f"uuid-{n}",
+            "language": text[:40],
+            "application": {"version": text},
+            "board": {"name": text},
+        }
+        raw = json.dumps(body).encode("utf-8", errors="surrogatepass")
+        response = await client.post("/xiaozhi/ota/", data=raw)
+        assert response.status in (HTTPStatus.OK, HTTPStatus.BAD_REQUEST), text
+    await ha_core.async_block_till_done()
+    shown = [record.getMessage() for record in caplog.records]
+    for flow in pairing_flows(ha_core):
+        form = await ha_core.config_entries.flow.async_configure(flow["flow_id"])
+        placeholders = form["description_placeholders"]
+        assert placeholders is not None
+        shown.extend(placeholders.values())
+    assert len(shown) > len(texts)
+    unsafe = set(UNSAFE_CHARS)
+    for text in shown:
+        assert not unsafe & set(text), repr(text)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
