@@ -900,3 +900,14 @@ async def test_a_huge_tool_list_does_not_grow_the_config_entry(
     assert device_entry.data[CONF_MCP_TOOLS] == sorted([STATUS_TOOL, VOLUME_TOOL])
     assert len(json.dumps(dict(device_entry.data))) - before < 200
     assert required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
+
+
+@pytest.mark.parametrize(
+    "entry_data_extra",
+    [{CONF_MCP_TOOLS: sorted([VOLUME_TOOL, *(f"self.old.{n}" for n in range(500))])}],
+)
+async def test_an_older_entry_forgets_the_tool_names_it_does_not_need(
+    ha_core: HomeAssistant, device_entry: MockConfigEntry
+) -> None:
+    assert device_entry.data[CONF_MCP_TOOLS] == [VOLUME_TOOL]
+    assert required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
