@@ -15,7 +15,9 @@ peer talks to it over real sockets on 127.0.0.1:
   encoder makes) plays to it. Reported: the seconds from the reply's start
   until the server drops the connection (capped at ``--slow-cap``). Twice: with
   the receive buffer of an ESP32 (lwIP's default TCP window, 5,760 bytes: the
-  firmware's sdkconfig keeps it) and with Linux's default.
+  firmware's sdkconfig keeps it) and with Linux's default (whose kernel keeps
+  taking, and acknowledging, what its application does not read: no server
+  can see that data waits).
 
 ``--baseline REV`` runs the same measurements against the integration of git
 revision ``REV`` (extracted with ``git archive`` into a temporary directory, run
