@@ -60,6 +60,7 @@ from custom_components.xiaozhi.server.limits import (
 )
 from custom_components.xiaozhi.server.ratelimit import LogThrottle, RateLimiter
 from custom_components.xiaozhi.server.registry import async_get_server
+from custom_components.xiaozhi.transport import websocket
 from custom_components.xiaozhi.transport.base import EndReason, SendTimeoutError
 from custom_components.xiaozhi.transport.websocket import (
     DATA_WEBSOCKET_LIMITS,
@@ -846,6 +847,51 @@ async def test_a_reading_device_is_never_dropped_for_its_queue() -> None:
         await stuck.send_binary(b"x" * 70_000)
     with pytest.raises(SendTimeoutError):
         await stuck.send_text("later")
+
+
+@pytest.mark.usefixtures("socket_enabled")
+def test_the_kernel_queue_is_read_only_where_it_can_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as sock:
+        assert websocket._unsent_in_kernel(sock.fileno()) == 0  # nothing sent yet
+    closed = socket.socket()
+    fileno = closed.fileno()
+    closed.close()
+    assert websocket._unsent_in_kernel(fileno) == 0  # gone: no error escapes
+    monkeypatch.setattr(websocket, "_SIOCOUTQ", None)  # macOS, Windows
+    with socket.socket() as sock:
+        assert websocket._unsent_in_kernel(sock.fileno()) == 0
+    assert websocket._backlog(cast(web.Request, FakeRequest(None))) is None
+    closing = FakeTransport(closing=True)
+    backlog = websocket._backlog(cast(web.Request, FakeRequest(closing)))
+    assert backlog is not None
+    assert backlog() == 0
+    open_transport = FakeTransport(closing=False)
+    backlog = websocket._backlog(cast(web.Request, FakeRequest(open_transport)))
+    assert backlog is not None
+    assert backlog() == 7
+
+
+class FakeTransport:
+    """The part of an asyncio transport the backlog reads (no socket)."""
+
+    def __init__(self, *, closing: bool) -> None:
+        self._closing = closing
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
+
+class FakeRequest:
+    def __init__(self, transport: FakeTransport | None) -> None:
+        self.transport = transport
 
 
 # ---------------------------------------------------------------- the receive loop
