@@ -39,8 +39,9 @@ from custom_components.xiaozhi.const import (
     ENTRY_KIND_DEVICE,
 )
 from custom_components.xiaozhi.server import ota
+from custom_components.xiaozhi.server.limits import REFUSAL_LOG_BURST
 from custom_components.xiaozhi.server.pairing import PairingRegistry
-from custom_components.xiaozhi.server.ratelimit import RateLimiter
+from custom_components.xiaozhi.server.ratelimit import LogThrottle, RateLimiter
 from custom_components.xiaozhi.server.registry import async_get_server
 
 MAC = "aa:bb:cc:dd:ee:ff"
@@ -373,6 +374,24 @@ async def test_flooding_address_gets_429(
         assert int(response.headers["Retry-After"]) >= 1
     response = await client.get("/xiaozhi/ota/", headers=firmware_headers())
     assert response.status == HTTPStatus.TOO_MANY_REQUESTS
+
+
+async def test_a_flood_of_429s_costs_a_few_log_lines(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = async_get_server(ha_core)
+    server.http_limiter = RateLimiter(rate=1e-6, burst=1)
+    # The default's burst, without its refill: the count holds however slow the run.
+    server.refusal_log = LogThrottle(1e-6, REFUSAL_LOG_BURST)
+    await client.get("/xiaozhi/ota/", headers=firmware_headers())
+    for _ in range(100):
+        response = await client.get("/xiaozhi/ota/", headers=firmware_headers())
+        assert response.status == HTTPStatus.TOO_MANY_REQUESTS
+    lines = [r for r in caplog.records if "Too many device requests" in r.getMessage()]
+    assert len(lines) == REFUSAL_LOG_BURST
+    assert server.refusal_log.left_out == 100 - REFUSAL_LOG_BURST
 
 
 # ---------------------------------------------------------------- claim races
