@@ -43,7 +43,7 @@ BENCH = Path(__file__).resolve()
 REPO = Path(os.environ.get("HOSTILE_BENCH_REPO", BENCH.parents[1]))
 sys.path.insert(0, str(REPO))
 
-from bench.harness import PairedDevice, free_port, home_assistant  # noqa: E402
+from harness import PairedDevice, free_port, home_assistant  # noqa: E402
 
 ESP32_RCVBUF = 5760
 FRAME_BYTES = 240
@@ -241,7 +241,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _endpoint(provider: Any) -> Any:
-    from bench.harness import ProviderEndpoint
+    from harness import ProviderEndpoint
 
     return ProviderEndpoint(provider.base_url, provider.api_key, provider.models)
 
