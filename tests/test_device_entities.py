@@ -65,9 +65,11 @@ from custom_components.xiaozhi.device.settings import (
     VOLUME_TOOL,
     DeviceNumbers,
     parse_getter_reply,
+    read_device_status,
     stored_tool_names,
 )
 from custom_components.xiaozhi.number import XiaozhiNumber, new_number, offered_numbers
+from custom_components.xiaozhi.protocol.mcp import MAX_TOOLS
 from simulator.device import SimTool, SimulatedDevice
 from tests.helpers.devices import (
     MAC,
@@ -79,6 +81,7 @@ from tests.helpers.devices import (
     session_tasks,
     wait_until,
 )
+from tests.helpers.logs import log_waiter
 
 # ---------------------------------------------------------------- the firmware
 
@@ -710,10 +713,8 @@ async def test_a_device_without_settable_tools_is_not_asked_its_status(
     await ha_core.async_block_till_done()
     assert entity_id_of(ha_core, NUMBER_DOMAIN, "volume") is None
     assert tool_calls(device, STATUS_TOOL) == []
-    # The tools are still remembered.
-    assert device_entry.data[CONF_MCP_TOOLS] == sorted(
-        [STATUS_TOOL, "self.lamp.turn_on"]
-    )
+    # Only the tools the entities use are remembered.
+    assert device_entry.data[CONF_MCP_TOOLS] == [STATUS_TOOL]
 
 
 async def test_a_device_without_mcp_gets_no_numbers(
@@ -788,9 +789,8 @@ async def test_a_tool_the_device_no_longer_offers_loses_its_entity(
     assert entity_id_of(ha_core, NUMBER_DOMAIN, "screen_brightness") is None
     volume = required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
     await wait_for_state(ha_core, volume, "40")
-    assert device_entry.data[CONF_MCP_TOOLS] == sorted(
-        tool.name for tool in firmware.tools()
-    )
+    # Its extra tools are not kept: the entities use none of them.
+    assert device_entry.data[CONF_MCP_TOOLS] == sorted([STATUS_TOOL, VOLUME_TOOL])
 
 
 async def test_an_empty_listing_changes_nothing(
@@ -839,7 +839,9 @@ async def test_a_value_reported_before_the_entity_is_added_is_kept(
 def test_stored_tool_names_and_offered_numbers() -> None:
     assert stored_tool_names({}) == frozenset()
     assert stored_tool_names({CONF_MCP_TOOLS: "self.x"}) == frozenset()
-    assert stored_tool_names({CONF_MCP_TOOLS: ["a", 3, None, "b"]}) == {"a", "b"}
+    assert stored_tool_names({CONF_MCP_TOOLS: [VOLUME_TOOL, 3, None, "b"]}) == {
+        VOLUME_TOOL
+    }
     assert [d.key for d in offered_numbers([STATUS_TOOL])] == []
     assert [d.key for d in offered_numbers([VOLUME_TOOL, "self.x"])] == ["volume"]
     assert [d.key for d in offered_numbers([BRIGHTNESS_TOOL, VOLUME_TOOL])] == [
@@ -978,3 +980,101 @@ async def connect_tools(
 )
 def test_getter_replies(text: str, value: int | None) -> None:
     assert parse_getter_reply(text, VOLUME) == value
+
+
+# ---------------------------------------------------------------- hostile values
+
+
+class HostileFirmware(Firmware):
+    """Answers its status with whatever a test wants (numbers out of range...)."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__(volume=40, brightness=50)
+        self.reported = status
+
+    def status(self, _: dict[str, Any]) -> dict[str, Any]:
+        return self.reported
+
+
+async def test_out_of_range_status_never_becomes_state(
+    ha_core: HomeAssistant,
+    device_entry: MockConfigEntry,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+) -> None:
+    firmware = HostileFirmware(
+        {"audio_speaker": {"volume": 1e300}, "screen": {"brightness": -7}}
+    )
+    with log_waiter() as logs, log_waiter("homeassistant.core") as core_logs:
+        device = await connect(ha_core, runtime, devices, firmware)
+        await logs.wait_for(lambda: len(logs.matching("reports ")) == 2)
+        volume = required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
+        brightness = required_entity_id(ha_core, NUMBER_DOMAIN, "screen_brightness")
+        assert state_of(ha_core, volume) == STATE_UNKNOWN
+        assert state_of(ha_core, brightness) == STATE_UNKNOWN
+        warnings = logs.matching("reports ", logging.WARNING)
+        assert len(warnings) == 2
+        assert all("Kitchen speaker" in r.getMessage() for r in warnings)
+        # Again on the next connection: logged at debug level only.
+        firmware.reported = {"audio_speaker": {"volume": "70"}, "screen": [1]}
+        await disconnect(runtime, device)
+        device = await connect(ha_core, runtime, devices, firmware)
+        await logs.wait_for(lambda: len(logs.matching("reports volume")) == 2)
+        assert len(logs.matching("reports volume", logging.WARNING)) == 1
+        assert not core_logs.matching("longer than 255")
+        # A good value is shown again.
+        firmware.reported = {"audio_speaker": {"volume": 100}, "screen": {}}
+        await disconnect(runtime, device)
+        await connect(ha_core, runtime, devices, firmware)
+        await wait_for_state(ha_core, volume, "100")
+        assert state_of(ha_core, brightness) == STATE_UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [1e300, -7, 101, -0.6, 100.6, "70", True, None, [70], {"v": 1}, float("nan")],
+)
+def test_only_numbers_in_range_are_levels(reported: Any) -> None:
+    status = read_device_status(json.dumps({"audio_speaker": {"volume": reported}}))
+    assert status.values == {}
+    assert set(status.refused) == {"volume"}
+    assert len(status.refused["volume"]) <= 64 + 20
+
+
+def test_levels_in_range_are_rounded() -> None:
+    text = json.dumps(
+        {"audio_speaker": {"volume": 0.4}, "screen": {"brightness": 99.6}}
+    )
+    status = read_device_status(text)
+    assert status.values == {"volume": 0, "screen_brightness": 100}
+    assert status.refused == {}
+
+
+async def test_a_huge_tool_list_does_not_grow_the_config_entry(
+    ha_core: HomeAssistant,
+    device_entry: MockConfigEntry,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+) -> None:
+    before = len(json.dumps(dict(device_entry.data)))
+    firmware = Firmware(volume=40)
+    flood = [SimTool(f"self.flood.{'x' * 60}_{n}") for n in range(2000)]
+    device = devices(tools=[*firmware.tools(), *flood], tools_page_bytes=64_000)
+    await device.open()
+    await wait_until(runtime, lambda: len(runtime.tools) == MAX_TOOLS)
+    await ha_core.async_block_till_done()
+    # The entry keeps the two tools its entities use, nothing of the flood.
+    assert device_entry.data[CONF_MCP_TOOLS] == sorted([STATUS_TOOL, VOLUME_TOOL])
+    assert len(json.dumps(dict(device_entry.data))) - before < 200
+    assert required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
+
+
+@pytest.mark.parametrize(
+    "entry_data_extra",
+    [{CONF_MCP_TOOLS: sorted([VOLUME_TOOL, *(f"self.old.{n}" for n in range(500))])}],
+)
+async def test_an_older_entry_forgets_the_tool_names_it_does_not_need(
+    ha_core: HomeAssistant, device_entry: MockConfigEntry
+) -> None:
+    assert device_entry.data[CONF_MCP_TOOLS] == [VOLUME_TOOL]
+    assert required_entity_id(ha_core, NUMBER_DOMAIN, "volume")

@@ -165,8 +165,7 @@ async def test_xiaozhi_sdk_pairs_on_its_first_run_talks_and_serves_tools(
     # Check-in: the first answer has the code and a pairing-only token.
     assert await sdk.init_connection(SDK_MAC)
     server = async_get_server(ha_core)
-    pending = server.pairings.get(SDK_MAC)
-    assert pending is not None
+    [pending] = server.pairings.claims(SDK_MAC)
     assert sdk.websocket_token == pending.token
     assert device_entry(ha_core) is None
 

@@ -74,6 +74,7 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .device.runtime import is_device_entry
+from .protocol.sanitize import clean_field
 from .provider.client import (
     ProviderConfigEntry,
     async_create_client,
@@ -168,7 +169,8 @@ def default_subentries(
 def device_title(device: Mapping[str, Any]) -> str:
     """Return a device entry title: its board and the end of its MAC."""
     suffix = device[CONF_MAC].replace(":", "")[-6:]
-    return f"{device.get(CONF_BOARD) or 'Xiaozhi'} {suffix}"
+    board = clean_field(str(device.get(CONF_BOARD) or ""), 64)
+    return f"{board or 'Xiaozhi'} {suffix}"
 
 
 # The text shown once a device is paired (config.create_entry in strings.json).
@@ -361,7 +363,8 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
                     return self.async_abort(reason=err.reason)
                 errors[CONF_CODE] = err.reason
             else:
-                server.pairing_sessions.async_paired(mac)
+                server.pairing_sessions.async_paired(pending)
+                # The code decides who is paired: the MAC may have other claimants.
                 return self._async_pair_device(pending)
         return self.async_show_form(
             step_id="pair",
@@ -369,33 +372,33 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
             description_placeholders={
                 "mac": mac,
-                "board": self._device.get(CONF_BOARD) or "Xiaozhi",
+                "board": clean_field(str(self._device.get(CONF_BOARD) or ""), 64)
+                or "Xiaozhi",
             },
         )
 
     def _async_pair_device(self, pending: PendingPairing) -> ConfigFlowResult:
-        device = self._device
+        device = pending.device
         data = {
             CONF_ENTRY_KIND: ENTRY_KIND_DEVICE,
-            CONF_MAC: device[CONF_MAC],
-            # The claim the typed code was issued to (the newest check-in).
-            CONF_CLIENT_ID: pending.device.client_id,
-            CONF_BOARD: device.get(CONF_BOARD, ""),
-            CONF_FIRMWARE_VERSION: device.get(CONF_FIRMWARE_VERSION, ""),
-            CONF_DEVICE_LANGUAGE: device.get(CONF_DEVICE_LANGUAGE, ""),
+            CONF_MAC: device.mac,
+            CONF_CLIENT_ID: device.client_id,
+            CONF_BOARD: device.board,
+            CONF_FIRMWARE_VERSION: device.firmware_version,
+            CONF_DEVICE_LANGUAGE: device.language,
             # The token issued with this code (fresh on every pairing: a re-paired
             # device's old token dies); a client that connected with it while
             # waiting reconnects with it (server/pairing_session.py).
             CONF_TOKEN: pending.token,
         }
         entry = self.hass.config_entries.async_entry_for_domain_unique_id(
-            DOMAIN, device[CONF_MAC]
+            DOMAIN, device.mac
         )
         if entry is not None:
             return self.async_update_reload_and_abort(
                 entry, data=data, reason="repaired"
             )
-        title = device_title(device)
+        title = device_title(data)
         # The device connects only when woken: HA's satellite wizard, which opens
         # next, tests the connection, and waits for it (see assist_satellite.py).
         return self.async_create_entry(

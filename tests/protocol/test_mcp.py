@@ -398,3 +398,11 @@ async def test_close_racing_a_cancelled_request_is_harmless() -> None:
     device.client.close()
     with pytest.raises(asyncio.CancelledError):
         await call
+
+
+def test_tools_with_overlong_names_are_unusable() -> None:
+    longest = "t" * mcp.MAX_TOOL_NAME_CHARS
+    tool = parse_tool({"name": longest})
+    assert tool is not None
+    assert tool.name == longest
+    assert parse_tool({"name": longest + "t"}) is None

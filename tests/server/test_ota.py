@@ -1,13 +1,19 @@
 """OTA check, activation and pairing through HA's discovery flow, over real HTTP."""
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import contextlib
+from datetime import timedelta
 from http import HTTPStatus
 import json
+import logging
+import random
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 import pytest
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from homeassistant.config_entries import (
     SOURCE_INTEGRATION_DISCOVERY,
@@ -21,6 +27,7 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.translation import async_get_translations
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import (
     CONF_BOARD,
@@ -32,8 +39,10 @@ from custom_components.xiaozhi.const import (
     DOMAIN,
     ENTRY_KIND_DEVICE,
 )
+from custom_components.xiaozhi.server import ota
+from custom_components.xiaozhi.server.limits import REFUSAL_LOG_BURST
 from custom_components.xiaozhi.server.pairing import PairingRegistry
-from custom_components.xiaozhi.server.ratelimit import RateLimiter
+from custom_components.xiaozhi.server.ratelimit import LogThrottle, RateLimiter
 from custom_components.xiaozhi.server.registry import async_get_server
 
 MAC = "aa:bb:cc:dd:ee:ff"
@@ -382,3 +391,348 @@ async def test_flooding_address_gets_429(
         assert int(response.headers["Retry-After"]) >= 1
     response = await client.get("/xiaozhi/ota/", headers=firmware_headers())
     assert response.status == HTTPStatus.TOO_MANY_REQUESTS
+
+
+async def test_a_flood_of_429s_costs_a_few_log_lines(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = async_get_server(ha_core)
+    server.http_limiter = RateLimiter(rate=1e-6, burst=1)
+    # The default's burst, without its refill: the count holds however slow the run.
+    server.refusal_log = LogThrottle(1e-6, REFUSAL_LOG_BURST)
+    await client.get("/xiaozhi/ota/", headers=firmware_headers())
+    for _ in range(100):
+        response = await client.get("/xiaozhi/ota/", headers=firmware_headers())
+        assert response.status == HTTPStatus.TOO_MANY_REQUESTS
+    lines = [r for r in caplog.records if "Too many device requests" in r.getMessage()]
+    assert len(lines) == REFUSAL_LOG_BURST
+    assert server.refusal_log.left_out == 100 - REFUSAL_LOG_BURST
+
+
+# ---------------------------------------------------------------- claim races
+
+
+async def activate_status(
+    client: TestClient[web.Request, web.Application], client_id: str
+) -> int:
+    response = await client.post(
+        "/xiaozhi/ota/activate", headers=firmware_headers(client_id=client_id)
+    )
+    return response.status
+
+
+async def test_a_second_claimant_cannot_take_over_a_pending_pairing(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    code = (await check_in(client))["activation"]["code"]
+    # Someone else checks in with the device's MAC (it is printed on its sticker).
+    intruder = (await check_in(client, client_id="intruder"))["activation"]["code"]
+    assert intruder != code
+    # The real device keeps its code, and its poll still waits.
+    assert (await check_in(client))["activation"]["code"] == code
+    assert await activate_status(client, CLIENT_ID) == HTTPStatus.ACCEPTED
+    assert await activate_status(client, "intruder") == HTTPStatus.ACCEPTED
+    assert await activate_status(client, "nobody") == HTTPStatus.NOT_FOUND
+    # A third claimant still fits; a fourth is refused, the first ones stay.
+    await check_in(client, client_id="third")
+    response = await client.post(
+        "/xiaozhi/ota/",
+        headers=firmware_headers(client_id="fourth"),
+        json=firmware_body(),
+    )
+    assert response.status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert await activate_status(client, CLIENT_ID) == HTTPStatus.ACCEPTED
+    # One flow for the MAC; the code the person hears pairs the real device.
+    result = await pair(ha_core, code)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert device_entry(ha_core).data[CONF_CLIENT_ID] == CLIENT_ID
+    assert await activate_status(client, "intruder") == HTTPStatus.NOT_FOUND
+    assert "websocket" in await check_in(client)
+
+
+async def test_the_code_typed_decides_which_claimant_is_paired(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    await check_in(client)
+    second = (await check_in(client, client_id="second"))["activation"]["code"]
+    result = await pair(ha_core, second)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert device_entry(ha_core).data[CONF_CLIENT_ID] == "second"
+
+
+# ---------------------------------------------------------------- flows end
+
+
+async def test_a_flow_whose_codes_expired_is_aborted(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    now = [0.0]
+    async_get_server(ha_core).pairings = PairingRegistry(ttl=60, clock=lambda: now[0])
+    await check_in(client)
+    now[0] = 30.0
+    await check_in(client, client_id="later")
+    await ha_core.async_block_till_done()
+    assert len(pairing_flows(ha_core)) == 1
+    # The first claim expires: the later one still holds the flow open.
+    now[0] = 61.0
+    async_fire_time_changed(ha_core, dt_util.utcnow() + timedelta(seconds=61))
+    await ha_core.async_block_till_done()
+    assert len(pairing_flows(ha_core)) == 1
+    now[0] = 91.0
+    async_fire_time_changed(ha_core, dt_util.utcnow() + timedelta(seconds=91))
+    await ha_core.async_block_till_done()
+    assert pairing_flows(ha_core) == []
+
+
+async def test_the_paired_device_checking_in_ends_other_claims(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    await pair(ha_core, (await check_in(client))["activation"]["code"])
+    await check_in(client, client_id="intruder")
+    await ha_core.async_block_till_done()
+    assert len(pairing_flows(ha_core)) == 1
+    assert "websocket" in await check_in(client)
+    await ha_core.async_block_till_done()
+    assert pairing_flows(ha_core) == []
+    assert await activate_status(client, "intruder") == HTTPStatus.NOT_FOUND
+
+
+async def test_no_flow_stays_open_after_wrong_codes_or_pairing(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    code = (await check_in(client))["activation"]["code"]
+    await pair(ha_core, code)
+    other = "11:22:33:44:55:66"
+    response = await client.post(
+        "/xiaozhi/ota/", headers=firmware_headers(mac=other, client_id="x")
+    )
+    assert response.status == HTTPStatus.OK
+    await ha_core.async_block_till_done()
+    (flow,) = pairing_flows(ha_core)
+    for _ in range(5):
+        result = await ha_core.config_entries.flow.async_configure(
+            flow["flow_id"], {CONF_CODE: "not a code"}
+        )
+    assert result["type"] is FlowResultType.ABORT
+    assert pairing_flows(ha_core) == []
+
+
+# ---------------------------------------------------------------- forged text
+
+FORGED_LINE = "2026-12-02 05:00:00.000 ERROR (MainThread) [homeassistant.core] forged"
+
+
+async def test_device_supplied_strings_cannot_forge_log_lines_or_titles(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="custom_components.xiaozhi")
+    body = firmware_body()
+    body["board"] = {"type": "x", "name": f"board\n{FORGED_LINE}\u202e" + "b" * 500}
+    body["application"] = {"version": "1.0\r\n" + FORGED_LINE}
+    body["language"] = "en\x1b[31m"
+    headers = firmware_headers()
+    del headers["User-Agent"], headers["Accept-Language"]
+    response = await client.post("/xiaozhi/ota/", headers=headers, json=body)
+    assert response.status == HTTPStatus.OK
+    code = (await response.json())["activation"]["code"]
+    await ha_core.async_block_till_done()
+    (flow,) = pairing_flows(ha_core)
+    form = await ha_core.config_entries.flow.async_configure(flow["flow_id"])
+    placeholders = form["description_placeholders"]
+    assert placeholders is not None
+    board = placeholders["board"]
+    result = await pair(ha_core, code)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    entry = device_entry(ha_core)
+    shown = [
+        board,
+        entry.title,
+        entry.data[CONF_BOARD],
+        entry.data[CONF_FIRMWARE_VERSION],
+        entry.data[CONF_DEVICE_LANGUAGE],
+        *(record.getMessage() for record in caplog.records),
+    ]
+    for text in shown:
+        assert not any(char in text for char in "\n\r\x1b\u202e"), text
+    assert len(entry.title) <= 64 + 7
+    assert len(entry.data[CONF_FIRMWARE_VERSION]) <= 32
+    assert "\\x0a" in entry.data[CONF_BOARD]
+    assert any("asks to be paired" in record.getMessage() for record in caplog.records)
+
+
+# ---------------------------------------------------------------- whole bodies
+
+
+async def two_writes(first: bytes, second: bytes) -> AsyncIterator[bytes]:
+    """A body in two writes; the server's loop runs between them."""
+    yield first
+    for _ in range(20):  # let the server read the first part on its own
+        await asyncio.sleep(0)
+    yield second
+
+
+@pytest.mark.parametrize("path", ["/xiaozhi/ota/", "/xiaozhi/ota/activate"])
+async def test_a_body_in_two_writes_is_judged_whole(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    path: str,
+) -> None:
+    body = firmware_body()
+    body["application"] = {"name": "xiaozhi", "version": "2.0.0-from-body"}
+    raw = json.dumps(body).encode()
+    headers = firmware_headers()
+    del headers["Device-Id"], headers["Client-Id"]  # only the body names the device
+    if path.endswith("activate"):
+        await check_in(client)
+    response = await client.post(
+        path, headers=headers, data=two_writes(raw[:40], raw[40:])
+    )
+    if path.endswith("activate"):
+        assert response.status == HTTPStatus.ACCEPTED  # found its claim by the body
+        return
+    assert response.status == HTTPStatus.OK
+    answer = await response.json()
+    assert answer["firmware"]["version"] == "2.0.0-from-body"
+
+
+async def raw_post(
+    port: int, path: str, head: str, pieces: Iterable[bytes]
+) -> tuple[int, int]:
+    """POST a chunked body piece by piece over a raw socket.
+
+    Returns the answer's status and how many body bytes were written before it came.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sent = 0
+
+    async def send() -> None:
+        nonlocal sent
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        for piece in pieces:
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            await writer.drain()
+            sent += len(piece)
+            await asyncio.sleep(0)  # a trickle: the server reads as it arrives
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    sender = asyncio.create_task(send())
+    try:
+        status_line = await reader.readline()
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return int(status_line.split()[1]), sent
+
+
+@pytest.mark.parametrize("path", ["/xiaozhi/ota/", "/xiaozhi/ota/activate"])
+async def test_a_trickled_huge_body_is_refused_with_413(
+    client: TestClient[web.Request, web.Application], path: str
+) -> None:
+    head = "".join(f"{key}: {value}\r\n" for key, value in firmware_headers().items())
+    pieces = (b"x" * 4096 for _ in range(2560))  # 10 MiB in 4 KiB writes
+    port = client.server.port
+    assert port is not None
+    status, sent = await raw_post(port, path, head, pieces)
+    assert status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert sent < 1024 * 1024  # refused long before the end
+
+
+async def test_a_body_that_never_ends_is_refused_in_time(
+    client: TestClient[web.Request, web.Application],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ota, "BODY_TIMEOUT_S", 0.2)
+    port = client.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{key}: {value}\r\n" for key, value in firmware_headers().items())
+    writer.write(
+        f"POST /xiaozhi/ota/ HTTP/1.1\r\nHost: x\r\n{head}"
+        "Content-Length: 1000\r\n\r\n{".encode()
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    assert int(status_line.split()[1]) == HTTPStatus.REQUEST_TIMEOUT
+
+
+async def test_concurrent_claimants_never_displace_the_first(
+    ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
+) -> None:
+    code = (await check_in(client))["activation"]["code"]
+
+    async def claim(n: int) -> int:
+        response = await client.post(
+            "/xiaozhi/ota/",
+            headers=firmware_headers(client_id=f"intruder-{n}"),
+            json=firmware_body(),
+        )
+        return response.status
+
+    statuses = await asyncio.gather(*(claim(n) for n in range(20)))
+    assert sorted(statuses) == [200, 200] + [503] * 18
+    assert (await check_in(client))["activation"]["code"] == code
+    assert await activate_status(client, CLIENT_ID) == HTTPStatus.ACCEPTED
+    assert len(async_get_server(ha_core).pairings.claims(MAC)) == 3
+
+
+# Characters that break log lines, terminals or names, and ordinary ones.
+UNSAFE_CHARS = "\n\r\t\x00\x1b\x7f\x85\u2028\u2029\u202e\u200b\ufeff\U000e0041\udc80"
+HOSTILE_CHARS = UNSAFE_CHARS + "面包板-ok_1.2 [ERROR]%s%%{}"
+
+
+def hostile_strings(count: int, seed: int = 17) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        "".join(rng.choice(HOSTILE_CHARS) for _ in range(rng.randrange(0, 300)))
+        for _ in range(count)
+    ]
+
+
+async def test_fuzzed_identity_strings_stay_printable_everywhere(
+    ha_core: HomeAssistant,
+    client: TestClient[web.Request, web.Application],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="custom_components.xiaozhi")
+    async_get_server(ha_core).http_limiter = RateLimiter(rate=1e6, burst=10**6)
+    async_get_server(ha_core).pairings = PairingRegistry(max_pending=1000)
+    texts = hostile_strings(60)
+    for n, text in enumerate(texts):
+        mac = f"02:00:00:00:{n // 256:02x}:{n % 256:02x}"
+        body = {
+            "mac_address": mac,
+            "uuid": f"uuid-{n}",
+            "language": text[:40],
+            "application": {"version": text},
+            "board": {"name": text},
+        }
+        raw = json.dumps(body).encode("utf-8", errors="surrogatepass")
+        response = await client.post("/xiaozhi/ota/", data=raw)
+        assert response.status in (HTTPStatus.OK, HTTPStatus.BAD_REQUEST), text
+    await ha_core.async_block_till_done()
+    shown = [record.getMessage() for record in caplog.records]
+    for flow in pairing_flows(ha_core):
+        form = await ha_core.config_entries.flow.async_configure(flow["flow_id"])
+        placeholders = form["description_placeholders"]
+        assert placeholders is not None
+        shown.extend(placeholders.values())
+    assert len(shown) > len(texts)
+    unsafe = set(UNSAFE_CHARS)
+    for text in shown:
+        assert not unsafe & set(text), repr(text)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -3,7 +3,9 @@
 import pytest
 
 from custom_components.xiaozhi.server.pairing import (
+    MAX_CLAIMS_PER_MAC,
     DeviceIdentity,
+    MacClaimedError,
     PairingError,
     PairingFullError,
     PairingRegistry,
@@ -29,18 +31,69 @@ def test_same_device_keeps_its_code_until_it_expires() -> None:
     assert len(first.challenge) == 32
     assert registry.announce(DEVICE) is first
     assert registry.remaining_seconds(first) == 600
+    assert registry.next_expiry() == 600
     clock.now += 601
-    assert registry.get(DEVICE.mac) is None
+    assert registry.get(DEVICE.mac, DEVICE.client_id) is None
+    assert registry.next_expiry() is None
     assert len(registry) == 0
     assert registry.announce(DEVICE) is not first
 
 
-def test_new_client_id_gets_a_new_code() -> None:
+def test_a_second_claimant_gets_its_own_claim_beside_the_first() -> None:
     registry = PairingRegistry()
     first = registry.announce(DEVICE)
     other = registry.announce(DeviceIdentity(mac=DEVICE.mac, client_id="uuid-2"))
     assert other is not first
-    assert registry.get(DEVICE.mac) is other
+    assert other.code != first.code
+    assert registry.get(DEVICE.mac, "uuid-1") is first
+    assert registry.get(DEVICE.mac, "uuid-2") is other
+    assert registry.get(DEVICE.mac, "uuid-3") is None
+    assert registry.claims(DEVICE.mac) == (first, other)
+    assert (first.mac, first.client_id) == (DEVICE.mac, "uuid-1")
+
+
+def test_claims_per_mac_are_bounded_and_the_first_keeps_its_claim() -> None:
+    clock = Clock()
+    registry = PairingRegistry(ttl=10, clock=clock)
+    first = registry.announce(DEVICE)
+    clock.now += 5
+    for n in range(2, MAX_CLAIMS_PER_MAC + 1):
+        registry.announce(DeviceIdentity(mac=DEVICE.mac, client_id=f"uuid-{n}"))
+    with pytest.raises(MacClaimedError):
+        registry.announce(DeviceIdentity(mac=DEVICE.mac, client_id="uuid-x"))
+    # Another MAC is not affected; the first claimant keeps its code.
+    registry.announce(DeviceIdentity(mac="00:00:00:00:00:01", client_id="a"))
+    assert registry.announce(DEVICE) is first
+    # The first claim expiring makes room for one more claimant.
+    clock.now += 6
+    assert registry.get(DEVICE.mac, DEVICE.client_id) is None
+    registry.announce(DeviceIdentity(mac=DEVICE.mac, client_id="uuid-x"))
+
+
+def test_the_code_typed_decides_who_is_paired() -> None:
+    registry = PairingRegistry()
+    first = registry.announce(DEVICE)
+    second = registry.announce(DeviceIdentity(mac=DEVICE.mac, client_id="uuid-2"))
+    assert registry.verify(DEVICE.mac, second.code) is second
+    # Pairing ends every claim of the MAC.
+    assert registry.claims(DEVICE.mac) == ()
+    with pytest.raises(PairingError):
+        registry.verify(DEVICE.mac, first.code)
+
+
+def test_wrong_codes_count_per_mac_whoever_claimed_it() -> None:
+    registry = PairingRegistry(max_attempts=2)
+    first = registry.announce(DEVICE)
+    second = registry.announce(DeviceIdentity(mac=DEVICE.mac, client_id="uuid-2"))
+    wrong = next(
+        f"{n:06d}" for n in range(3) if f"{n:06d}" not in {first.code, second.code}
+    )
+    with pytest.raises(PairingError):
+        registry.verify(DEVICE.mac, wrong)
+    with pytest.raises(PairingError) as err:
+        registry.verify(DEVICE.mac, wrong)
+    assert err.value.reason == "code_expired"
+    assert registry.claims(DEVICE.mac) == ()
 
 
 def test_right_code_is_consumed() -> None:

@@ -239,7 +239,7 @@ async def test_the_session_ends_with_its_code(
     close_code, reason = await device.wait_closed()
     assert close_code == CloseCode.SERVER_CLOSED
     assert "expired" in reason
-    assert server.pairings.get(MAC) is None
+    assert server.pairings.claims(MAC) == ()
 
 
 async def test_a_second_connection_replaces_the_first_and_stop_closes_all(
@@ -340,7 +340,7 @@ async def test_a_failing_tts_engine_still_shows_the_code(
     assert not session.closed
 
 
-async def test_a_new_claim_of_the_device_ends_the_old_claims_session(
+async def test_a_second_claimant_never_ends_the_first_claimants_session(
     ha_core: HomeAssistant,
     client: HaClient,
     unpaired: Callable[..., SimulatedDevice],
@@ -348,14 +348,32 @@ async def test_a_new_claim_of_the_device_ends_the_old_claims_session(
     answer = await check_in(client)
     device = unpaired(answer["websocket"]["token"])
     await device.open()
-    # Same MAC, new Client-Id (NVS erased): the old code and token are gone.
-    again = await check_in(client, client_id="new-client-id")
-    assert again["websocket"]["token"] != answer["websocket"]["token"]
-    assert (await device.wait_closed())[0] == CloseCode.SERVER_CLOSED
-    # Checking in again with the live claim keeps its session.
-    fresh = unpaired(again["websocket"]["token"], client_id="new-client-id")
-    await fresh.open()
-    await check_in(client, client_id="new-client-id")
-    session = async_get_server(ha_core).pairing_sessions.get(MAC)
-    assert session is not None
-    assert not session.closed
+    # Same MAC, another Client-Id (a spoofer, or the device with its NVS erased):
+    # a claim of its own beside the first one, never in its place.
+    other = await check_in(client, client_id="new-client-id")
+    assert other["websocket"]["token"] != answer["websocket"]["token"]
+    intruder = unpaired(other["websocket"]["token"], client_id="new-client-id")
+    await intruder.open()
+    server = async_get_server(ha_core)
+    first = server.pairing_sessions.get(MAC, CLIENT_ID)
+    assert first is not None
+    assert not first.closed
+    # Checking in again with a live claim keeps its session too.
+    await check_in(client)
+    assert not first.closed
+
+    # The first claimant's code is typed: it is paired, the other claimant lost.
+    await ha_core.async_block_till_done()
+    [flow] = [
+        f
+        for f in ha_core.config_entries.flow.async_progress_by_handler(DOMAIN)
+        if f["context"]["source"] == SOURCE_INTEGRATION_DISCOVERY
+    ]
+    await ha_core.config_entries.flow.async_configure(
+        flow["flow_id"], {CONF_CODE: answer["activation"]["code"]}
+    )
+    assert (await device.wait_closed())[0] == CloseCode.NORMAL
+    assert (await intruder.wait_closed())[0] == CloseCode.SERVER_CLOSED
+    entry = ha_core.config_entries.async_entry_for_domain_unique_id(DOMAIN, MAC)
+    assert entry is not None
+    assert entry.data[CONF_TOKEN] == answer["websocket"]["token"]

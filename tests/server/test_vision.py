@@ -6,6 +6,8 @@ real HTTP server; the fake provider checks that the chat request carries that
 very JPEG as a valid data URL.
 """
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -51,6 +53,7 @@ from custom_components.xiaozhi.device.entity import pipeline_select_unique_id
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
 from custom_components.xiaozhi.photo_answers import NO_VISION_MODEL
+from custom_components.xiaozhi.server import vision
 from custom_components.xiaozhi.server.vision import MAX_PHOTO_BYTES
 from fake_provider import CHAT_PATH, ChatReply, FakeProvider
 from simulator.board import OttoBoard
@@ -625,3 +628,25 @@ async def test_the_simulated_camera_posts_like_the_firmware(
     assert request.headers["Device-Id"] == MAC
     assert request.headers["Authorization"] == f"Bearer {vision_token(TOKEN)}"
     assert parts == [("question", None), ("file", "camera.jpg")]
+
+
+async def test_a_photo_body_that_never_ends_is_refused_in_time(
+    client: Client, runtime: DeviceRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vision, "PHOTO_BODY_TIMEOUT_S", 0.2)
+    port = client.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = "".join(f"{key}: {value}\r\n" for key, value in photo_headers().items())
+    with runtime.camera.photo_call():
+        writer.write(
+            f"POST {VISION_PATH} HTTP/1.1\r\nHost: x\r\n{head}"
+            f"Content-Length: 100000\r\n\r\n--{CAMERA_BOUNDARY}\r\n".encode()
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    assert int(status_line.split()[1]) == 408
+    assert runtime.camera.last_photo is None

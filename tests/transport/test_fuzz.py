@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Callable
 import contextlib
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 import logging
 import os
@@ -514,6 +514,16 @@ async def test_fuzzed_frames_never_break_the_server(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
+    # The frames come much faster than a device may send, over many connections:
+    # the rate limits are tested elsewhere (test_hardening.py); here, the parsing.
+    server = async_get_server(ha_core)
+    server.limits = replace(
+        server.limits,
+        messages_per_second=1e9,
+        message_burst=10**9,
+        connections_per_second=1e9,
+        connection_burst=10**9,
+    )
     recorder = Recorder(runtime)
     started = time.monotonic()
     all_batches = generate_batches()
@@ -531,7 +541,6 @@ async def test_fuzzed_frames_never_break_the_server(
         assert not errors, (index, batch, errors)
     sent = time.monotonic()
 
-    server = async_get_server(ha_core)
     async with asyncio.timeout(10):
         while server.links:
             await asyncio.sleep(0.01)

@@ -8,10 +8,13 @@ connections while Home Assistant stops, and a device that stops reading.
 """
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields, replace
 import json
 import logging
+import os
+import socket
 from typing import Any, cast
 
 from aiohttp import (
@@ -55,8 +58,9 @@ from custom_components.xiaozhi.server.limits import (
     MESSAGES_PER_SECOND,
     ConnectionLimits,
 )
-from custom_components.xiaozhi.server.ratelimit import RateLimiter
+from custom_components.xiaozhi.server.ratelimit import LogThrottle, RateLimiter
 from custom_components.xiaozhi.server.registry import async_get_server
+from custom_components.xiaozhi.transport import websocket
 from custom_components.xiaozhi.transport.base import EndReason, SendTimeoutError
 from custom_components.xiaozhi.transport.websocket import (
     DATA_WEBSOCKET_LIMITS,
@@ -66,7 +70,7 @@ from custom_components.xiaozhi.transport.websocket import (
     WebSocketLimits,
     _async_receive,
 )
-from simulator.device import SimTool, SimulatedDevice
+from simulator.device import ChannelClosedError, SimTool, SimulatedDevice
 from tests.helpers.devices import (
     MAC,
     TOKEN,
@@ -79,6 +83,7 @@ from tests.helpers.devices import (
     until_disconnected,
     wait_until,
 )
+from tests.helpers.logs import log_waiter
 
 OTHER_MAC = "aa:bb:cc:dd:ee:01"
 OTHER_TOKEN = "another-device-token-0123456789"
@@ -477,10 +482,90 @@ async def test_a_device_over_the_message_rate_is_closed(
     )
     await assert_session_gone(ha_core, session)
     assert "Closing the session of Kitchen speaker: more than 1e-06" in caplog.text
-    # A new connection has a new budget.
+    # Reconnecting does not refill the budget: it is the device's, not the socket's.
     again = devices(features={})
-    await again.open()
-    assert runtime.connected
+    with pytest.raises(ChannelClosedError, match="4008"):
+        await again.open()
+    assert not runtime.connected
+
+
+async def test_a_device_that_reconnects_too_often_is_refused(
+    ha_core: HomeAssistant,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+) -> None:
+    set_limits(ha_core, connections_per_second=1e-6, connection_burst=2)
+    for _ in range(2):
+        device = devices(features={})
+        await device.open()
+        await device.close()
+        await until_disconnected(ha_core, MAC)
+    third = devices(features={})
+    await third.connect()
+    assert await third.wait_closed() == (
+        CloseCode.RATE_LIMITED,
+        "more than 1e-06 connections per second (bursts of 2)",
+    )
+    assert runtime.link is None
+    # Another device is not affected.
+    await add_device_entry(ha_core, OTHER_MAC, OTHER_TOKEN)
+    other = devices(mac=OTHER_MAC, token=OTHER_TOKEN, features={})
+    await other.open()
+
+
+async def handshake_status(
+    client: TestClient[web.Request, web.Application], token: str
+) -> int | None:
+    """Return the HTTP status of a refused handshake, None when it was upgraded."""
+    headers = {"Authorization": f"Bearer {token}", "Device-Id": MAC}
+    headers["Protocol-Version"] = "1"
+    try:
+        ws = await client.ws_connect(WEBSOCKET_PATH, headers=headers)
+    except WSServerHandshakeError as err:
+        return err.status
+    if token != TOKEN:
+        assert (await ws.receive(timeout=10)).type is WSMsgType.CLOSE
+        assert ws.close_code == CloseCode.UNAUTHORIZED
+    await ws.close()
+    return None
+
+
+async def test_refused_handshakes_are_rate_limited_per_address(
+    ha_core: HomeAssistant,
+    runtime: DeviceRuntime,
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    set_limits(ha_core, refusals_per_second=1e-6, refusal_burst=3)
+    with log_waiter() as logs:
+        for _ in range(3):
+            assert await handshake_status(client, "wrong") is None
+        # The address's refusals are spent: a bare 429, no upgrade, no log line.
+        for _ in range(20):
+            assert await handshake_status(client, "wrong") == 429
+        assert len(logs.matching("Refused device connection")) == 3
+        # The paired device behind the same address still gets in.
+        assert await handshake_status(client, TOKEN) is None
+
+
+def test_log_lines_about_refusals_are_throttled_and_counted() -> None:
+    now = [0.0]
+    throttle = LogThrottle(rate=0.1, burst=2, clock=lambda: now[0])
+    with log_waiter() as logs:
+        logger = logging.getLogger(LOGGER_NAME)
+        logged = [
+            throttle.log(logger, logging.WARNING, "refused %s", n) for n in range(50)
+        ]
+        throttle.skip()
+        assert logged == [True, True] + [False] * 48
+        now[0] = 10.0
+        assert throttle.log(logger, logging.WARNING, "refused %s", "later")
+        lines = [record.getMessage() for record in logs.records]
+    assert lines == [
+        "refused 0",
+        "refused 1",
+        "refused later (49 similar lines left out)",
+    ]
+    assert throttle.left_out == 0
 
 
 def test_the_default_rate_leaves_room_for_real_devices() -> None:
@@ -509,7 +594,7 @@ def test_the_default_rate_leaves_room_for_real_devices() -> None:
 
 def test_limits_must_be_positive() -> None:
     assert ConnectionLimits().max_sessions == 32
-    for field in ("max_sessions", "messages_per_second", "message_burst"):
+    for field in (f.name for f in fields(ConnectionLimits)):
         with pytest.raises(ValueError, match="must be positive"):
             replace(ConnectionLimits(), **{field: 0})
     for field in ("send_timeout", "close_timeout"):
@@ -676,6 +761,137 @@ async def test_a_device_that_stops_reading_is_dropped(
         pass
     assert message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
     assert ws.close_code != CloseCode.SEND_TIMEOUT  # no close frame got through
+
+
+async def open_raw_device(port: int, rcvbuf: int) -> asyncio.StreamWriter:
+    """Connect like an ESP32 (a small TCP window), say hello, then never read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {WEBSOCKET_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nDevice-Id: {MAC}\r\n"
+        "Protocol-Version: 1\r\n\r\n".encode()
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    hello = b'{"type":"hello","version":1,"transport":"websocket"}'
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(hello))
+    writer.write(bytes([0x81, 0x80 | len(hello)]) + mask + masked)
+    await writer.drain()
+    head = await reader.readexactly(2)
+    await reader.readexactly(head[1] & 0x7F)  # the server's hello
+    cast(
+        asyncio.Transport, writer.transport
+    ).pause_reading()  # asyncio's reader would buffer 128 KiB
+    return writer
+
+
+async def test_a_paced_reply_to_a_device_that_stopped_reading_is_bounded_in_time(
+    ha_core: HomeAssistant,
+    runtime: DeviceRuntime,
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    """No send blocks for long (the kernel takes it), yet the device is dropped.
+
+    Real-time paced 240-byte frames (32 kbit/s) fill the kernel's buffers slowly:
+    only the age of what still waits unsent shows the device stopped reading.
+    The send timeout is far away, so only that bound can end this session.
+    """
+    set_limits(ha_core, send_timeout=3600.0, max_queued=0.5)
+    port = client.server.port
+    assert port is not None
+    writer = await open_raw_device(port, 4096)
+    await wait_until(runtime, lambda: runtime.session is not None)
+    session = runtime.session
+    assert session is not None
+    frames = [os.urandom(240) for _ in range(100_000)]  # 100 minutes of audio
+    play = asyncio.create_task(session.playback.play_opus(frames))
+    async with asyncio.timeout(60):
+        await session.link.async_wait_closed()
+    assert session.link.end_reason is EndReason.SEND_TIMEOUT
+    assert not await play
+    await until_disconnected(ha_core, MAC)
+    writer.close()
+
+
+async def test_a_reading_device_is_never_dropped_for_its_queue() -> None:
+    """With a backlog that drains, the bound never trips, however long it runs."""
+    sent: list[bytes] = []
+
+    class Socket:
+        close_code = None
+
+        async def send_bytes(self, data: bytes) -> None:
+            sent.append(data)
+
+        async def send_str(self, data: str) -> None:
+            sent.append(data.encode())
+
+    connection = WebSocketConnection(
+        cast(web.WebSocketResponse, Socket()), backlog=lambda: 0, max_queued=1e-9
+    )
+    for _ in range(1000):
+        await connection.send_binary(b"x" * 240)
+    assert len(sent) == 1000
+    stuck = WebSocketConnection(
+        cast(web.WebSocketResponse, Socket()), backlog=lambda: 10**9, max_queued=1e-9
+    )
+    await stuck.send_binary(b"x" * 300)  # the first send has no age yet
+    with pytest.raises(SendTimeoutError, match="still not taken"):
+        await stuck.send_binary(b"x" * 70_000)
+    with pytest.raises(SendTimeoutError):
+        await stuck.send_text("later")
+
+
+@pytest.mark.usefixtures("socket_enabled")
+def test_the_kernel_queue_is_read_only_where_it_can_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as sock:
+        assert websocket._unsent_in_kernel(sock.fileno()) == 0  # nothing sent yet
+    closed = socket.socket()
+    fileno = closed.fileno()
+    closed.close()
+    assert websocket._unsent_in_kernel(fileno) == 0  # gone: no error escapes
+    monkeypatch.setattr(websocket, "_SIOCOUTQ", None)  # macOS, Windows
+    with socket.socket() as sock:
+        assert websocket._unsent_in_kernel(sock.fileno()) == 0
+    assert websocket._backlog(cast(web.Request, FakeRequest(None))) is None
+    closing = FakeTransport(closing=True)
+    backlog = websocket._backlog(cast(web.Request, FakeRequest(closing)))
+    assert backlog is not None
+    assert backlog() == 0
+    open_transport = FakeTransport(closing=False)
+    backlog = websocket._backlog(cast(web.Request, FakeRequest(open_transport)))
+    assert backlog is not None
+    assert backlog() == 7
+
+
+class FakeTransport:
+    """The part of an asyncio transport the backlog reads (no socket)."""
+
+    def __init__(self, *, closing: bool) -> None:
+        self._closing = closing
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
+
+class FakeRequest:
+    def __init__(self, transport: FakeTransport | None) -> None:
+        self.transport = transport
 
 
 # ---------------------------------------------------------------- the receive loop

@@ -10,6 +10,7 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from ..const import CONF_BOARD, CONF_FIRMWARE_VERSION, CONF_MAC, DOMAIN
+from ..protocol.sanitize import clean_field
 from .runtime import DeviceConfigEntry, DeviceRuntime
 
 MANUFACTURER = "Xiaozhi (xiaozhi-esp32)"
@@ -54,14 +55,16 @@ def device_platform(
 def device_registry_info(data: Mapping[str, Any]) -> dict[str, Any]:
     """Describe the device for the device registry from its entry data."""
     mac: str = data[CONF_MAC]
-    board: str = data.get(CONF_BOARD) or "Xiaozhi"
+    # Cleaned at check-in; again here for entries stored before that.
+    board = clean_field(str(data.get(CONF_BOARD) or ""), 64) or "Xiaozhi"
+    version = clean_field(str(data.get(CONF_FIRMWARE_VERSION) or ""), 32)
     return {
         "identifiers": {(DOMAIN, mac)},
         "connections": {(dr.CONNECTION_NETWORK_MAC, mac)},
         "name": f"{board} {mac.replace(':', '')[-6:]}",
         "manufacturer": MANUFACTURER,
         "model": board,
-        "sw_version": data.get(CONF_FIRMWARE_VERSION) or None,
+        "sw_version": version or None,
     }
 
 

@@ -4,6 +4,7 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 
 from ..const import CONF_FIRMWARE_VERSION, DOMAIN
+from ..protocol.sanitize import clean_field
 from .runtime import DeviceConfigEntry
 
 ISSUE_FIRMWARE_WITHOUT_MCP = "firmware_without_mcp"
@@ -41,8 +42,12 @@ def async_track_firmware_features(
             severity=ir.IssueSeverity.WARNING,
             translation_key=ISSUE_FIRMWARE_WITHOUT_MCP,
             translation_placeholders={
-                "device": entry.title,
-                "version": entry.data.get(CONF_FIRMWARE_VERSION) or "?",
+                "device": clean_field(entry.title, 80),
+                # Cleaned at check-in; again for entries stored before that.
+                "version": clean_field(
+                    str(entry.data.get(CONF_FIRMWARE_VERSION) or ""), 32
+                )
+                or "?",
             },
         )
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..const import LOGGER
 from ..protocol.messages import ListenMode
+from ..protocol.sanitize import printable
 
 if TYPE_CHECKING:
     from .session import DeviceSession
@@ -86,7 +87,11 @@ class LoggingHandler:
 
     async def on_wake_word(self, text: str) -> None:
         """Log the event."""
-        LOGGER.debug("%s heard its wake word %r", self._session.name, text)
+        LOGGER.debug(
+            "%s heard its wake word %s",
+            self._session.name,
+            printable(repr(text), 64),
+        )
 
     async def on_abort(self, reason: str | None) -> None:
         """Log the event."""

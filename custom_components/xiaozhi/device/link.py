@@ -42,6 +42,7 @@ from ..protocol.messages import (
     mcp_message,
     system_reboot_message,
 )
+from ..protocol.sanitize import printable
 from ..transport.base import EndReason, SendTimeoutError, Transport, TransportError
 from .camera import mcp_capabilities
 from .session import DeviceSession
@@ -74,11 +75,8 @@ _INFO_REASONS: Final = frozenset({EndReason.REPLACED, EndReason.IDLE_TIMEOUT})
 
 
 def log_excerpt(detail: object) -> str:
-    """Return ``detail`` as text short enough for a log line."""
-    text = str(detail)
-    if len(text) <= MAX_LOGGED_DETAIL:
-        return text
-    return f"{text[:MAX_LOGGED_DETAIL]}... ({len(text)} characters)"
+    """Return ``detail`` as one log line: bounded, control characters escaped."""
+    return printable(detail, MAX_LOGGED_DETAIL)
 
 
 class DeviceLink:
@@ -370,13 +368,15 @@ class DeviceLink:
         except McpClosedError:
             return
         except McpError as err:
-            LOGGER.warning("Could not list the tools of %s: %s", self.name, err)
+            LOGGER.warning(
+                "Could not list the tools of %s: %s", self.name, log_excerpt(err)
+            )
             return
         LOGGER.debug(
             "%s (%s %s) offers %d tools",
             self.name,
-            info.name,
-            info.version,
+            printable(info.name, 64),
+            printable(info.version, 32),
             len(tools),
         )
         self.runtime.async_set_tools(tools)

@@ -15,7 +15,9 @@ which is what the device has unless something else changed it, rather than a
 slider stuck at "unknown".
 
 The tool list is only known while the device is connected, so the names of the
-tools of its last listing are kept in the entry (``mcp_tools``): after a restart
+tools these entities use (the setters, the getters and the status tool, and
+nothing else a device lists: a device must not grow Home Assistant's config) of
+its last listing are kept in the entry (``mcp_tools``): after a restart
 the entities exist at once, unavailable until the device connects. A listing
 adds the entities of new tools and removes those of tools the device no longer
 offers (another firmware or board), and the values are read from the device's
@@ -24,6 +26,11 @@ confirms it: reading the status back would catch the backlight mid-fade. So is
 a value an assistant set through the device's tools (``device/tools_api.py``
 tells the runtime's tool call listeners); a change the device makes itself (its
 buttons) shows at its next connection.
+
+What a device reports is checked before it becomes state: a value that is not a
+number, not finite or outside 0-100 is not shown (the entity keeps its value),
+and the first such value of each setting is logged as a warning naming the
+device (repeats at debug level).
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -39,6 +46,7 @@ from homeassistant.helpers import entity_registry as er
 
 from ..const import DOMAIN, LOGGER
 from ..protocol.mcp import McpClosedError, McpError, McpTimeoutError, McpTool
+from ..protocol.sanitize import printable
 from .link import DeviceLink
 from .runtime import DeviceConfigEntry, DeviceRuntime
 
@@ -49,6 +57,9 @@ VOLUME_GETTER_TOOL: Final = "self.audio_speaker.get_volume"
 BRIGHTNESS_TOOL: Final = "self.screen.set_brightness"
 # Entry data: the tool names of the device's last listing, sorted.
 CONF_MCP_TOOLS: Final = "mcp_tools"
+# The range of both settings (the firmware's tools take 0-100).
+MIN_VALUE: Final = 0
+MAX_VALUE: Final = 100
 # Both tools run in the device's main loop at once; a busy device still answers
 # well within this.
 TOOL_TIMEOUT_S: Final = 10.0
@@ -85,6 +96,14 @@ SCREEN_BRIGHTNESS: Final = DeviceSetting(
     "screen_brightness", BRIGHTNESS_TOOL, "brightness", ("screen", "brightness")
 )
 SETTINGS: Final = (VOLUME, SCREEN_BRIGHTNESS)
+# The only tool names kept in the entry: what the entities need after a restart.
+STORED_TOOLS: Final = frozenset(
+    {
+        STATUS_TOOL,
+        *(setting.tool for setting in SETTINGS),
+        *(setting.getter for setting in SETTINGS if setting.getter is not None),
+    }
+)
 
 
 class SettingEntity(Protocol):
@@ -99,11 +118,14 @@ class SettingEntity(Protocol):
 
 
 def stored_tool_names(data: Mapping[str, Any]) -> frozenset[str]:
-    """Return the tool names kept in a device entry's data (none if absent or bad)."""
+    """Return the tool names kept in a device entry's data (none if absent or bad).
+
+    Only :data:`STORED_TOOLS` count (an entry of an older version kept them all).
+    """
     names = data.get(CONF_MCP_TOOLS)
     if not isinstance(names, list):
         return frozenset()
-    return frozenset(name for name in names if isinstance(name, str))
+    return frozenset(name for name in names if name in STORED_TOOLS)
 
 
 def offered_settings(tool_names: Iterable[str]) -> tuple[DeviceSetting, ...]:
@@ -112,37 +134,76 @@ def offered_settings(tool_names: Iterable[str]) -> tuple[DeviceSetting, ...]:
     return tuple(setting for setting in SETTINGS if setting.tool in names)
 
 
-def _integer_at(status: Mapping[str, Any], path: tuple[str, ...]) -> int | None:
+_MISSING: Final = object()
+
+
+def _value_at(status: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = status
     for part in path:
         if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    if isinstance(node, bool) or not isinstance(node, int | float):
+            return _MISSING
+        node = node.get(part, _MISSING)
+    return node
+
+
+def setting_value(value: Any) -> int | None:
+    """Return a reported value as a setting's level, None unless a number in 0-100.
+
+    Booleans, strings, NaN, infinities and numbers outside the range are refused;
+    a fraction in range is rounded (the firmware reports integers).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(node):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    return round(node)
+    if not MIN_VALUE <= value <= MAX_VALUE:
+        return None
+    return round(value)
 
 
-def parse_device_status(text: str) -> dict[str, int]:
-    """Return the numbers' values (by key) in a ``self.get_device_status`` reply.
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """The settings' values in a ``self.get_device_status`` reply.
 
-    Values that are missing or not numbers are left out; so is everything when
-    the reply is not a JSON object.
+    Attributes:
+        values: The usable values, by setting key.
+        refused: What was reported instead for the other settings present, by
+            setting key (as text for a log line).
+    """
+
+    values: Mapping[str, int]
+    refused: Mapping[str, str]
+
+
+def read_device_status(text: str) -> DeviceStatus:
+    """Return the settings' values (by key) in a ``self.get_device_status`` reply.
+
+    Missing values are left out; values that are not numbers in 0-100 are
+    refused; everything is left out when the reply is not a JSON object.
     """
     try:
         status = json.loads(text)
     except ValueError:
-        return {}
+        return DeviceStatus({}, {})
     if not isinstance(status, Mapping):
-        return {}
+        return DeviceStatus({}, {})
     values: dict[str, int] = {}
+    refused: dict[str, str] = {}
     for setting in SETTINGS:
-        value = _integer_at(status, setting.status_path)
-        if value is not None:
+        reported = _value_at(status, setting.status_path)
+        if reported is _MISSING:
+            continue
+        value = setting_value(reported)
+        if value is None:
+            refused[setting.key] = printable(repr(reported), 64)
+        else:
             values[setting.key] = value
-    return values
+    return DeviceStatus(values, refused)
+
+
+def parse_device_status(text: str) -> dict[str, int]:
+    """Return the usable values of a ``self.get_device_status`` reply, by key."""
+    return dict(read_device_status(text).values)
 
 
 def parse_getter_reply(text: str, setting: DeviceSetting) -> int | None:
@@ -157,10 +218,10 @@ def parse_getter_reply(text: str, setting: DeviceSetting) -> int | None:
         return None
     if isinstance(reply, Mapping):
         for path in ((setting.argument,), setting.status_path):
-            if (value := _integer_at(reply, path)) is not None:
+            if (value := setting_value(_value_at(reply, path))) is not None:
                 return value
         return None
-    return _integer_at({"value": reply}, ("value",))
+    return setting_value(reply)
 
 
 def can_read(setting: DeviceSetting, tool_names: Iterable[str]) -> bool:
@@ -201,6 +262,8 @@ class DeviceNumbers[E: SettingEntity]:
         # the next listing replaces it.
         self._handled_tools: tuple[McpTool, ...] = ()
         self._was_available = self.available
+        # Settings whose refused value was logged as a warning already.
+        self._warned: set[str] = set()
 
     @property
     def available(self) -> bool:
@@ -214,7 +277,12 @@ class DeviceNumbers[E: SettingEntity]:
 
         Returns the call that stops following it.
         """
-        self._async_sync_entities(stored_tool_names(self.entry.data))
+        stored = stored_tool_names(self.entry.data)
+        if CONF_MCP_TOOLS in self.entry.data and self.entry.data[
+            CONF_MCP_TOOLS
+        ] != sorted(stored):
+            self._async_store_tools(stored)
+        self._async_sync_entities(stored)
         unsubscribers = (
             self.runtime.async_add_listener(self._async_device_changed),
             self.runtime.async_add_tool_call_listener(self._async_tool_called),
@@ -238,9 +306,9 @@ class DeviceNumbers[E: SettingEntity]:
                 setting.tool == tool
                 and entity is not None
                 and isinstance(value, int)
-                and not isinstance(value, bool)
+                and (level := setting_value(value)) is not None
             ):
-                entity.async_show_value(value)
+                entity.async_show_value(level)
 
     @callback
     def _async_device_changed(self) -> None:
@@ -276,10 +344,8 @@ class DeviceNumbers[E: SettingEntity]:
         if not names:
             # A device serves at least its common tools: an empty list tells nothing.
             return
-        if names != stored_tool_names(self.entry.data):
-            self.hass.config_entries.async_update_entry(
-                self.entry, data={**self.entry.data, CONF_MCP_TOOLS: sorted(names)}
-            )
+        if names & STORED_TOOLS != stored_tool_names(self.entry.data):
+            self._async_store_tools(names & STORED_TOOLS)
         self._async_sync_entities(names)
         link = self.runtime.link
         if not self.entities or link is None or not self.available:
@@ -302,6 +368,12 @@ class DeviceNumbers[E: SettingEntity]:
             else stored_tool_names(self.entry.data)
         )
         return can_read(setting, names)
+
+    @callback
+    def _async_store_tools(self, names: frozenset[str]) -> None:
+        self.hass.config_entries.async_update_entry(
+            self.entry, data={**self.entry.data, CONF_MCP_TOOLS: sorted(names)}
+        )
 
     @callback
     def _async_sync_entities(self, tool_names: Iterable[str]) -> None:
@@ -339,12 +411,21 @@ class DeviceNumbers[E: SettingEntity]:
                 STATUS_TOOL, reply_timeout=TOOL_TIMEOUT_S
             )
         except McpError as err:
-            LOGGER.debug("Could not read the status of %s: %s", self._name, err)
+            LOGGER.debug(
+                "Could not read the status of %s: %s", self._name, printable(err)
+            )
             return
         if result.is_error:
-            LOGGER.debug("%s failed to report its status: %s", self._name, result.text)
+            LOGGER.debug(
+                "%s failed to report its status: %s",
+                self._name,
+                printable(result.text),
+            )
             return
-        for key, value in parse_device_status(result.text).items():
+        status = read_device_status(result.text)
+        for key, reported in status.refused.items():
+            self._log_refused(key, reported)
+        for key, value in status.values.items():
             if (entity := self.entities.get(key)) is not None:
                 entity.async_show_value(value)
 
@@ -370,6 +451,18 @@ class DeviceNumbers[E: SettingEntity]:
         if (entity := self.entities.get(setting.key)) is not None:
             entity.async_show_value(value)
 
+    def _log_refused(self, key: str, reported: str) -> None:
+        log = LOGGER.debug if key in self._warned else LOGGER.warning
+        self._warned.add(key)
+        log(
+            "%s reports %s %s, not a number in %d-%d: not shown",
+            self._name,
+            key,
+            reported,
+            MIN_VALUE,
+            MAX_VALUE,
+        )
+
     async def async_set(self, setting: DeviceSetting, value: int) -> None:
         """Set one setting on the device.
 
@@ -391,9 +484,9 @@ class DeviceNumbers[E: SettingEntity]:
         except McpTimeoutError as err:
             raise self._error("device_timeout") from err
         except McpError as err:
-            raise self._error("device_error", error=str(err)) from err
+            raise self._error("device_error", error=printable(err)) from err
         if result.is_error:
-            raise self._error("device_error", error=result.text)
+            raise self._error("device_error", error=printable(result.text))
 
     def _error(self, key: str, **placeholders: str) -> HomeAssistantError:
         return HomeAssistantError(

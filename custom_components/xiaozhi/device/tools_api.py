@@ -45,6 +45,7 @@ from ..protocol.mcp import (
     McpTool,
     McpToolResult,
 )
+from ..protocol.sanitize import printable
 from .camera import PHOTO_TOOL, vision_url
 from .runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
 from .tool_names import ExposedTool, exposed_tools
@@ -259,16 +260,16 @@ class DeviceToolsAPI(llm.API):
                 LOGGER.warning(
                     "Not offering %s of %s to assistants: its arguments cannot be"
                     " checked (%s)",
-                    exposed.tool.name,
+                    printable(exposed.tool.name, 64),
                     entry.title,
-                    err,
+                    printable(err),
                 )
                 continue
             if not native:
                 LOGGER.info(
                     "%s of %s has arguments outside the firmware's kinds; assistants"
                     " may see their types simplified",
-                    exposed.tool.name,
+                    printable(exposed.tool.name, 64),
                     entry.title,
                 )
             tools.append(DeviceTool(self, entry, exposed, parameters))

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import logging
 from typing import Any, Final
 
+from .sanitize import printable
+
 _LOGGER = logging.getLogger(__name__)
 
 MCP_PROTOCOL_VERSION: Final = "2024-11-05"
@@ -34,6 +36,11 @@ DEFAULT_TOOL_TIMEOUT_S: Final = 30.0
 # The firmware pages at 8 kB: 32 pages is far more tools than any board has, and
 # bounds a device that keeps answering with new cursors.
 MAX_TOOL_PAGES: Final = 32
+# Tools kept of one listing, and the longest tool name: a board has a few dozen
+# tools named like ``self.audio_speaker.set_volume``; a device that lists more or
+# longer ones is cut here, before anything is kept or shown.
+MAX_TOOLS: Final = 256
+MAX_TOOL_NAME_CHARS: Final = 128
 # The firmware reads ids as C ints.
 _MAX_REQUEST_ID: Final = 2**31 - 1
 _EMPTY_SCHEMA: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
@@ -159,7 +166,7 @@ def parse_tool(item: Any) -> McpTool | None:
     if not isinstance(item, Mapping):
         return None
     name = item.get("name")
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or len(name) > MAX_TOOL_NAME_CHARS:
         return None
     description = item.get("description")
     schema = item.get("inputSchema")
@@ -293,16 +300,20 @@ class McpClient:
         """Take one JSON-RPC object from the device: resolve the request it answers."""
         if "method" in payload:
             # The device serves; it sends no requests or notifications of its own.
-            _LOGGER.debug("Ignoring MCP %r from %s", payload.get("method"), self._name)
+            _LOGGER.debug(
+                "Ignoring MCP %s from %s",
+                printable(repr(payload.get("method")), 64),
+                self._name,
+            )
             return
         raw_id = payload.get("id")
         request_id = response_id(raw_id)
         future = None if request_id is None else self._pending.pop(request_id, None)
         if future is None:
             _LOGGER.debug(
-                "Dropping MCP reply from %s with id %r: no request waits for it",
+                "Dropping MCP reply from %s with id %s: no request waits for it",
                 self._name,
-                raw_id,
+                printable(repr(raw_id), 64),
             )
             return
         if future.done():
@@ -362,7 +373,7 @@ class McpClient:
                     {"cursor": cursor, "withUserTools": False},
                     reply_timeout=reply_timeout,
                 )
-                self._add_tools(tools, result)
+                cut = self._add_tools(tools, result)
             except McpError as err:
                 if page == 0 or isinstance(err, McpClosedError):
                     raise
@@ -370,17 +381,25 @@ class McpClient:
                     "Listing the tools of %s stopped at page %d: %s",
                     self._name,
                     page + 1,
-                    err,
+                    printable(err),
                 )
                 return list(tools.values())
             next_cursor = result.get("nextCursor")
+            if cut:
+                _LOGGER.warning(
+                    "%s lists more than %d tools; keeping the first %d",
+                    self._name,
+                    MAX_TOOLS,
+                    MAX_TOOLS,
+                )
+                return list(tools.values())
             if not isinstance(next_cursor, str) or not next_cursor:
                 return list(tools.values())
             if next_cursor in seen_cursors:
                 _LOGGER.warning(
-                    "%s repeats the tools/list cursor %r; keeping %d tools",
+                    "%s repeats the tools/list cursor %s; keeping %d tools",
                     self._name,
-                    next_cursor,
+                    printable(repr(next_cursor), 64),
                     len(tools),
                 )
                 return list(tools.values())
@@ -394,16 +413,24 @@ class McpClient:
         )
         return list(tools.values())
 
-    def _add_tools(self, tools: dict[str, McpTool], result: Mapping[str, Any]) -> None:
+    def _add_tools(self, tools: dict[str, McpTool], result: Mapping[str, Any]) -> bool:
+        """Add a page's tools; returns whether ``MAX_TOOLS`` cut the listing."""
         items = result.get("tools")
         if not isinstance(items, list):
             raise McpError("malformed tools/list reply: no tools list")
         for item in items:
+            if len(tools) >= MAX_TOOLS:
+                return True
             tool = parse_tool(item)
             if tool is None:
-                _LOGGER.debug("Skipping unusable tool from %s: %r", self._name, item)
+                _LOGGER.debug(
+                    "Skipping unusable tool from %s: %s",
+                    self._name,
+                    printable(repr(item)),
+                )
             elif tool.name not in tools:
                 tools[tool.name] = tool
+        return bool(result.get("nextCursor")) and len(tools) >= MAX_TOOLS
 
     async def call_tool(
         self,

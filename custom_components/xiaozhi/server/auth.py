@@ -116,7 +116,8 @@ def admit(hass: HomeAssistant, server: XiaozhiServer, mac: str) -> None:
     Raises:
         AdmissionError: Home Assistant is stopping (SERVER_SHUTDOWN), or
             ``max_sessions`` other devices are connected (SERVER_BUSY; the
-            device's own old connection does not count: the new one replaces it).
+            device's own old connection does not count: the new one replaces it),
+            or the device connects too often (RATE_LIMITED).
     """
     if hass.is_stopping:
         raise AdmissionError(EndReason.SERVER_SHUTDOWN, "Home Assistant is stopping")
@@ -124,6 +125,12 @@ def admit(hass: HomeAssistant, server: XiaozhiServer, mac: str) -> None:
     if mac not in server.links and len(server.links) >= limit:
         raise AdmissionError(
             EndReason.SERVER_BUSY, f"too many devices connected (limit {limit})"
+        )
+    if not server.connection_limiter.allow(mac):
+        raise AdmissionError(
+            EndReason.RATE_LIMITED,
+            f"more than {server.limits.connections_per_second:g} connections per"
+            f" second (bursts of {server.limits.connection_burst})",
         )
 
 
@@ -138,3 +145,15 @@ def admit_pairing(hass: HomeAssistant) -> None:
     """
     if hass.is_stopping:
         raise AdmissionError(EndReason.SERVER_SHUTDOWN, "Home Assistant is stopping")
+
+
+def may_refuse_openly(server: XiaozhiServer, address: str) -> bool:
+    """Return whether a refusal to ``address`` may cost a reply and a log line.
+
+    Each refused connection of an address takes from its budget; once spent, the
+    transport refuses it the cheapest way it has (no upgrade, no log line).
+    """
+    if server.refusal_limiter.allow(address):
+        return True
+    server.refusal_log.skip()
+    return False

@@ -11,8 +11,10 @@ firmware activates before it reads the rest, as ``Application::CheckNewVersion``
 polls ``/activate`` until the code is typed, then checks in again.
 """
 
+import asyncio
 from http import HTTPStatus
 import json
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,11 +36,54 @@ from ..const import (
 )
 from ..device.messages import device_message
 from ..protocol.identity import normalize_mac
+from ..protocol.sanitize import clean_field, printable
 from .auth import request_value
-from .pairing import DeviceIdentity, PairingFullError, PendingPairing
+from .pairing import DeviceIdentity, MacClaimedError, PairingFullError, PendingPairing
 from .registry import XiaozhiServer, async_get_server
 
 MAX_OTA_BODY_BYTES = 16 * 1024
+# The firmware sends its system info (under 2 KB) at once; a body still coming
+# after this long is a peer holding the request open.
+BODY_TIMEOUT_S = 10.0
+
+
+class BodyRefusedError(Exception):
+    """The request body is refused; ``status`` (413 or 408) tells the client why."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        """Keep the status and its text."""
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def read_body(
+    request: web.Request,
+    limit: int = MAX_OTA_BODY_BYTES,
+) -> bytes:
+    """Read the whole body, however it is cut into writes, up to ``limit`` bytes.
+
+    Raises:
+        BodyRefusedError: 413 once the body (or its Content-Length) is larger
+            than ``limit``, before reading the rest; 408 when it takes longer
+            than ``BODY_TIMEOUT_S`` to arrive.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyRefusedError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+    data = bytearray()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.content.iter_any():
+                data += chunk
+                if len(data) > limit:
+                    raise BodyRefusedError(
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large"
+                    )
+    except TimeoutError:
+        raise BodyRefusedError(
+            HTTPStatus.REQUEST_TIMEOUT, "body not received in time"
+        ) from None
+    return bytes(data)
 
 
 class BadCheckInError(ValueError):
@@ -84,10 +129,11 @@ def device_identity(request: web.Request, body: dict[str, Any]) -> DeviceIdentit
     language = request_value(request, "Accept-Language") or _text(body.get("language"))
     return DeviceIdentity(
         mac=mac,
+        # Compared, never shown: kept as sent (bounded).
         client_id=client_id[:64],
-        board=(board_name or agent_board)[:64],
-        firmware_version=(firmware or agent_version)[:32],
-        language=language.split(",")[0][:16],
+        board=clean_field(board_name or agent_board, 64),
+        firmware_version=clean_field(firmware or agent_version, 32),
+        language=clean_field(language.split(",")[0], 16),
     )
 
 
@@ -117,7 +163,12 @@ def rate_limited(server: XiaozhiServer, request: web.Request) -> web.Response | 
     address = request.remote or "unknown"
     if server.http_limiter.allow(address):
         return None
-    LOGGER.warning("Too many device requests from %s; answering 429", address)
+    server.refusal_log.log(
+        LOGGER,
+        logging.WARNING,
+        "Too many device requests from %s; answering 429",
+        printable(address, 64),
+    )
     retry = max(1, round(server.http_limiter.retry_after(address)))
     return web.json_response(
         {"message": "too many requests"},
@@ -144,11 +195,10 @@ class OtaView(HomeAssistantView):
         """Answer the firmware's check-in with its system-info body."""
         if limited := rate_limited(async_get_server(request.app[KEY_HASS]), request):
             return limited
-        raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
-        if len(raw) > MAX_OTA_BODY_BYTES:
-            return self.json_message(
-                "body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-            )
+        try:
+            raw = await read_body(request)
+        except BodyRefusedError as err:
+            return self.json_message(err.message, err.status)
         return await self._check_in(request, parse_body(raw))
 
     async def _check_in(
@@ -159,7 +209,9 @@ class OtaView(HomeAssistantView):
         try:
             device = device_identity(request, body)
         except BadCheckInError as err:
-            LOGGER.info("Rejected OTA check from %s: %s", request.remote, err)
+            LOGGER.info(
+                "Rejected OTA check from %s: %s", printable(request.remote), err
+            )
             return self.json_message(str(err), HTTPStatus.BAD_REQUEST)
         answer: dict[str, Any] = {
             "server_time": server_time(),
@@ -168,6 +220,9 @@ class OtaView(HomeAssistantView):
         entry = server.device_entry(device.mac)
         if is_paired(entry, device):
             assert entry is not None
+            if server.pairings.claims(device.mac):
+                # The paired device itself is here: claims of its MAC are not it.
+                server.async_end_pairing(device.mac)
             _async_refresh_device_info(hass, entry, device)
             for key, section in server.ota_sections.items():
                 if (value := section(request, entry)) is not None:
@@ -192,6 +247,12 @@ def _activation(
 ) -> tuple[PendingPairing, dict[str, Any]] | None:
     try:
         pending = server.pairings.announce(device)
+    except MacClaimedError:
+        LOGGER.warning(
+            "Device %s has other pairings waiting already; this one must retry",
+            device.mac,
+        )
+        return None
     except PairingFullError:
         LOGGER.warning(
             "Too many devices waiting to be paired; %s must retry", device.mac
@@ -240,11 +301,10 @@ class ActivateView(HomeAssistantView):
         server = async_get_server(hass)
         if limited := rate_limited(server, request):
             return limited
-        raw = await request.content.read(MAX_OTA_BODY_BYTES + 1)
-        if len(raw) > MAX_OTA_BODY_BYTES:
-            return self.json_message(
-                "body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-            )
+        try:
+            raw = await read_body(request)
+        except BodyRefusedError as err:
+            return self.json_message(err.message, err.status)
         try:
             device = device_identity(request, parse_body(raw))
         except BadCheckInError as err:
@@ -256,8 +316,7 @@ class ActivateView(HomeAssistantView):
                 # Just paired and still being set up: its WebSocket would be refused.
                 return self.json_message("waiting for setup", HTTPStatus.ACCEPTED)
             return self.json_message("activated", HTTPStatus.OK)
-        pending = server.pairings.get(device.mac)
-        if pending is not None and pending.device.client_id == device.client_id:
+        if server.pairings.get(device.mac, device.client_id) is not None:
             return self.json_message("waiting for the code", HTTPStatus.ACCEPTED)
         return self.json_message(
             "no pairing in progress; check in again", HTTPStatus.NOT_FOUND

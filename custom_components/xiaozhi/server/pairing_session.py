@@ -66,6 +66,10 @@ def code_subtitle(pending: PendingPairing) -> str:
     return f"{message}: {pending.code}"
 
 
+def _claim_key(pending: PendingPairing) -> tuple[str, str]:
+    return (pending.device.mac, pending.device.client_id)
+
+
 def pairing_for_token(
     pairings: PairingRegistry, mac: str, client_id: str, token: str
 ) -> PendingPairing | None:
@@ -74,8 +78,8 @@ def pairing_for_token(
     The token must be the one issued with the code to the same MAC and Client-Id
     (compared in constant time); an expired or consumed code has none.
     """
-    pending = pairings.get(mac)
-    if pending is None or not token or pending.device.client_id != client_id:
+    pending = pairings.get(mac, client_id)
+    if pending is None or not token:
         return None
     if not hmac.compare_digest(token.encode(), pending.token.encode()):
         return None
@@ -308,15 +312,20 @@ class PairingSessions:
     def __init__(self) -> None:
         """Start with none."""
         self.speaker: CodeSpeaker | None = None
-        self._sessions: dict[str, PairingSession] = {}
+        # By claim: a MAC may have several claimants (server/pairing.py), and
+        # one claimant's connection must never end another's.
+        self._sessions: dict[tuple[str, str], PairingSession] = {}
 
     def __contains__(self, mac: object) -> bool:
-        """Return whether the device with ``mac`` has a live pairing session."""
-        return mac in self._sessions
+        """Return whether a claimant of ``mac`` has a live pairing session."""
+        return any(key[0] == mac for key in self._sessions)
 
-    def get(self, mac: str) -> PairingSession | None:
-        """Return the device's live pairing session, if any."""
-        return self._sessions.get(mac)
+    def get(self, mac: str, client_id: str | None = None) -> PairingSession | None:
+        """Return a live pairing session of the MAC (of that claimant), if any."""
+        for (session_mac, session_client), session in self._sessions.items():
+            if session_mac == mac and client_id in (None, session_client):
+                return session
+        return None
 
     @callback
     def async_open(
@@ -326,9 +335,9 @@ class PairingSessions:
         pending: PendingPairing,
         remaining_s: float,
     ) -> PairingSession:
-        """Start the pairing session of ``pending``; an older one of the device ends."""
-        mac = pending.device.mac
-        if (previous := self._sessions.get(mac)) is not None:
+        """Start the pairing session of ``pending``; an older one of its claimant ends."""
+        key = _claim_key(pending)
+        if (previous := self._sessions.get(key)) is not None:
             previous.end(EndReason.REPLACED, "replaced by a new connection")
         session = PairingSession(
             hass,
@@ -338,42 +347,48 @@ class PairingSessions:
             speaker=self.speaker,
             on_end=self._forget,
         )
-        self._sessions[mac] = session
+        self._sessions[key] = session
         session.start()
         return session
 
     def _forget(self, session: PairingSession) -> None:
-        if self._sessions.get(session.mac) is session:
-            del self._sessions[session.mac]
+        key = _claim_key(session.pending)
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
 
     @callback
     def async_claimed(self, pending: PendingPairing) -> None:
-        """End a session of an older claim of the device (its code is gone)."""
-        session = self._sessions.get(pending.device.mac)
+        """End a session of an older claim of this claimant (its code is gone)."""
+        session = self._sessions.get(_claim_key(pending))
         if session is not None and session.pending is not pending:
             session.end(
                 EndReason.SERVER_CLOSED, "another check-in of the device took over"
             )
 
     @callback
-    def async_paired(self, mac: str) -> None:
-        """End the device's pairing session: its code was typed, it may connect."""
-        # A normal close: clients (xiaozhi-sdk) treat any other code as an error,
-        # and this is the end they were waiting for.
-        self._async_end(
-            mac, EndReason.NORMAL, "paired: connect again with the same token"
-        )
+    def async_paired(self, pending: PendingPairing) -> None:
+        """End the MAC's pairing sessions: ``pending``'s code was typed.
+
+        Its claimant may connect as the paired device; the other claimants of the
+        MAC lost (their codes are gone with the pairing).
+        """
+        paired = _claim_key(pending)
+        for key, session in list(self._sessions.items()):
+            if key == paired:
+                # A normal close: clients (xiaozhi-sdk) treat any other code as
+                # an error, and this is the end they were waiting for.
+                session.end(
+                    EndReason.NORMAL, "paired: connect again with the same token"
+                )
+            elif key[0] == paired[0]:
+                session.end(EndReason.SERVER_CLOSED, "another claimant was paired")
 
     @callback
     def async_void(self, mac: str) -> None:
-        """End the device's pairing session: its code is void (too many wrong tries)."""
-        self._async_end(
-            mac, EndReason.SERVER_CLOSED, "the code is void: check in again"
-        )
-
-    def _async_end(self, mac: str, reason: EndReason, detail: str) -> None:
-        if (session := self._sessions.get(mac)) is not None:
-            session.end(reason, detail)
+        """End the MAC's pairing sessions: its codes are void."""
+        for key, session in list(self._sessions.items()):
+            if key[0] == mac:
+                session.end(EndReason.SERVER_CLOSED, "the code is void: check in again")
 
     def end_all(self, reason: EndReason, detail: str) -> list[PairingSession]:
         """End every pairing session; returns them (to wait for their close)."""

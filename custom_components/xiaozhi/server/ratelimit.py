@@ -1,9 +1,11 @@
-"""A per-key token bucket, bounded in the keys it remembers (pure, no Home Assistant)."""
+"""Per-key token buckets and throttled log lines (pure, no Home Assistant)."""
 
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+import logging
 import time
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -58,3 +60,38 @@ class RateLimiter:
         if bucket is None or bucket.tokens >= 1.0:
             return 0.0
         return (1.0 - bucket.tokens) / self._rate
+
+
+class LogThrottle:
+    """Lets through ``burst`` log lines at once, refilled at ``rate`` per second.
+
+    A line that is let through says how many were left out since the last one,
+    so a flood costs a few lines and the count is not lost.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Set the rate and burst of lines."""
+        self._limiter = RateLimiter(rate, burst, max_keys=1, clock=clock)
+        self.left_out = 0
+
+    def skip(self) -> None:
+        """Count a line that is not even offered (its event was dropped silently)."""
+        self.left_out += 1
+
+    def log(self, logger: logging.Logger, level: int, message: str, *args: Any) -> bool:
+        """Log ``message % args`` unless over the rate; returns whether it was."""
+        if not self._limiter.allow(""):
+            self.left_out += 1
+            return False
+        if self.left_out:
+            message = f"{message} (%d similar lines left out)"
+            args = (*args, self.left_out)
+            self.left_out = 0
+        logger.log(level, message, *args)
+        return True

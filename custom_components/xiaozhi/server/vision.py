@@ -18,6 +18,7 @@ upload photo", the assistant a tool error):
 413   A question over 2 KiB or a photo over 4 MiB (a Content-Length over
       their sum is refused before anything is read).
 400   Not multipart, the parts missing or in another order, not a JPEG.
+408   The body did not arrive within 30 s (``PHOTO_BODY_TIMEOUT_S``).
 ====  ====================================================================
 
 The photo becomes the device's last photo (its image entity) before the
@@ -56,6 +57,9 @@ MAX_PHOTO_BYTES: Final = 4 * 1024 * 1024
 MAX_FORM_OVERHEAD_BYTES: Final = 1024
 # The device gives up after 30 s without an answer (its HTTP client's timeout).
 ANSWER_TIMEOUT_S: Final = 20.0
+# The firmware posts a JPEG of some 100 KB at once; a 4 MiB one over a slow
+# Wi-Fi still fits, a body trickled to hold the request open does not.
+PHOTO_BODY_TIMEOUT_S = 30.0
 JPEG_START: Final = b"\xff\xd8\xff"
 
 type PhotoAnswerer = Callable[[HomeAssistant, DeviceConfigEntry, Photo], Awaitable[str]]
@@ -161,6 +165,21 @@ async def read_photo(request: web.Request) -> tuple[str, bytes]:
     return question.decode(errors="replace").strip(), jpeg
 
 
+async def _read_photo_in_time(request: web.Request) -> tuple[str, bytes]:
+    """Read the photo as :func:`read_photo`, within ``PHOTO_BODY_TIMEOUT_S``.
+
+    Raises:
+        PhotoRefusedError: As :func:`read_photo`; 408 when the body is too slow.
+    """
+    try:
+        async with asyncio.timeout(PHOTO_BODY_TIMEOUT_S):
+            return await read_photo(request)
+    except TimeoutError:
+        raise PhotoRefusedError(
+            HTTPStatus.REQUEST_TIMEOUT, "the body did not arrive in time"
+        ) from None
+
+
 class VisionView(HomeAssistantView):
     """``/xiaozhi/vision``: a device's photo and question in, the answer out."""
 
@@ -180,7 +199,7 @@ class VisionView(HomeAssistantView):
             return limited
         try:
             entry, runtime = photo_caller(server, request)
-            question, jpeg = await read_photo(request)
+            question, jpeg = await _read_photo_in_time(request)
         except PhotoRefusedError as refusal:
             LOGGER.info("Refused a photo from %s: %s", request.remote, refusal.message)
             return self.json_message(refusal.message, refusal.status)

@@ -48,11 +48,16 @@ Code  Name             Meaning
 Limits. This transport's own: ``MAX_MESSAGE_BYTES`` (65,552, a v2 frame with the
 largest payload) for one WebSocket message, larger closes 1009; and
 :class:`WebSocketLimits`: ``SEND_TIMEOUT_S`` (5 s) for one send to the device
-(4007) and ``CLOSE_TIMEOUT_S`` (2 s) for the device to answer a close frame; past
-either, the connection is dropped with whatever the device never read. Those of
-every transport (``server.limits``): the devices connected at once (one more is
-refused with 4009; a device replacing its own connection is not counted twice)
-and the messages per second a device may send (4008). The protocol's: the
+(4007), ``MAX_QUEUED_S`` (3 s) for what was sent to wait unsent in aiohttp's
+buffer and the kernel's send queue (4007: the paced downlink fills those buffers
+far slower than any send would block), and ``CLOSE_TIMEOUT_S`` (2 s) for the
+device to answer a close frame; past any, the connection is dropped with
+whatever the device never read. Those of every transport (``server.limits``):
+the devices connected at once (one more is refused with 4009; a device replacing
+its own connection is not counted twice), the messages per second a device may
+send over all its connections and the connections it may open (4008), and the
+refused connections per address (past them, a bare HTTP 429 before any upgrade
+and no log line; refusal log lines are throttled). The protocol's: the
 largest JSON message, v2/v3 payload and Opus packet (larger ones are dropped and
 logged, the session stays open); the hello timeout (4003) and the idle timeout
 (4006, never while a reply plays) of ``device.link`` and ``device.session``.
@@ -69,12 +74,21 @@ makes a send wait once 64 KiB are unsent; the downlink queues at most 50 frames.
 """
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
+import contextlib
 from dataclasses import dataclass
 from enum import IntEnum
 from http import HTTPStatus
+import logging
+import struct
+import sys
+import time
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
+
+with contextlib.suppress(ImportError):  # POSIX only
+    import fcntl
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
 
@@ -100,6 +114,7 @@ from ..protocol.framing import (
 )
 from ..protocol.identity import bearer_token
 from ..protocol.messages import Hello, IncomingMessage, parse_message
+from ..protocol.sanitize import printable
 from ..server.auth import (
     AdmissionError,
     AuthenticatedDevice,
@@ -107,6 +122,7 @@ from ..server.auth import (
     admit_pairing,
     authenticate,
     device_mac,
+    may_refuse_openly,
     request_value,
 )
 from ..server.limits import ConnectionLimits
@@ -122,11 +138,19 @@ from .base import EndReason, SendTimeoutError, TransportError
 MAX_MESSAGE_BYTES: Final = DEFAULT_MAX_FRAME_PAYLOAD + V2_HEADER_SIZE
 # A send that blocks this long means the device no longer reads (close code 4007).
 SEND_TIMEOUT_S: Final = 5.0
+# What was sent this long ago and still waits in our buffers (aiohttp's and the
+# kernel's) means the device no longer reads (4007), though no send blocks yet:
+# the downlink is paced at real time, so this is also the seconds of audio
+# queued. A device's own buffers (lwIP's 5,760-byte TCP window, the decoder's
+# queue) come before ours, so a device that reads never gets near it.
+MAX_QUEUED_S: Final = 3.0
 # How long closing waits for the device's close frame before dropping the connection.
 CLOSE_TIMEOUT_S: Final = 2.0
 # The binary framing we hand out: v1 (raw Opus) is what every firmware and client
 # speaks and the leanest; a device may still connect with 2 or 3.
 OTA_PROTOCOL_VERSION: Final = DEFAULT_PROTOCOL_VERSION
+# Linux's ioctl for the unacknowledged bytes of a socket's send queue.
+_SIOCOUTQ: Final[int | None] = 0x5411 if sys.platform == "linux" else None
 # RFC 6455: a close reason is at most 123 bytes of UTF-8.
 _MAX_CLOSE_REASON_BYTES: Final = 123
 
@@ -182,10 +206,13 @@ class WebSocketLimits:
     Attributes:
         send_timeout: Seconds a send may block before the device counts as gone.
         close_timeout: Seconds to wait for the device's close frame.
+        max_queued: Seconds what was sent may wait unsent in our buffers before
+            the device counts as gone.
     """
 
     send_timeout: float = SEND_TIMEOUT_S
     close_timeout: float = CLOSE_TIMEOUT_S
+    max_queued: float = MAX_QUEUED_S
 
     def __post_init__(self) -> None:
         """Refuse timeouts that would drop every device.
@@ -193,7 +220,7 @@ class WebSocketLimits:
         Raises:
             ValueError: A timeout is not positive.
         """
-        if self.send_timeout <= 0 or self.close_timeout <= 0:
+        if min(self.send_timeout, self.close_timeout, self.max_queued) <= 0:
             raise ValueError(f"WebSocket limits must be positive: {self}")
 
 
@@ -258,7 +285,13 @@ def _cancelled_from_outside() -> bool:
 class WebSocketConnection:
     """Writes to an aiohttp WebSocket, bounded in time.
 
-    Once a send timed out, the device is taken to be gone: later sends fail at once
+    The device counts as gone once a send blocks for ``send_timeout``, or once
+    what was sent ``max_queued`` seconds ago still waits in our buffers: each
+    send records how many bytes were written by then, and ``backlog`` tells how
+    many still wait (aiohttp's buffer and the kernel's send queue), so the age
+    of the oldest byte waiting is known without any timer.
+
+    Once the device counts as gone: later sends fail at once
     and closing drops the connection with ``abort`` instead of queueing a close
     frame behind data the device does not read (which would keep the socket and its
     unsent data forever). ``abort`` also drops a device that does not complete the
@@ -272,13 +305,21 @@ class WebSocketConnection:
         send_timeout: float = SEND_TIMEOUT_S,
         close_timeout: float = CLOSE_TIMEOUT_S,
         abort: Callable[[], None] | None = None,
+        backlog: Callable[[], int] | None = None,
+        max_queued: float = MAX_QUEUED_S,
     ) -> None:
         """Wrap a prepared WebSocket."""
         self._ws = ws
         self._send_timeout = send_timeout
         self._close_timeout = close_timeout
         self._abort = abort
+        self._backlog = backlog
+        self._max_queued = max_queued
         self._stuck = False
+        # Bytes written so far, and (bytes written by then, when) of each send
+        # not yet taken by the device.
+        self._written = 0
+        self._waiting: deque[tuple[int, float]] = deque()
 
     async def send_text(self, text: str) -> None:
         """Send a text message.
@@ -287,13 +328,13 @@ class WebSocketConnection:
             TransportError: It could not be delivered (:class:`SendTimeoutError`
                 when the device stopped reading).
         """
-        await self._send(self._ws.send_str(text))
+        await self._send(self._ws.send_str(text), len(text.encode()))
 
     async def send_binary(self, data: bytes) -> None:
         """Send a binary message (raises as :meth:`send_text`)."""
-        await self._send(self._ws.send_bytes(data))
+        await self._send(self._ws.send_bytes(data), len(data))
 
-    async def _send(self, sending: Coroutine[Any, Any, None]) -> None:
+    async def _send(self, sending: Coroutine[Any, Any, None], size: int) -> None:
         if self._stuck:
             sending.close()
             raise SendTimeoutError(self._timeout_text())
@@ -310,6 +351,28 @@ class WebSocketConnection:
                 raise
             self._stuck = True  # a concurrent send timed out
             raise SendTimeoutError(self._timeout_text()) from err
+        self._check_backlog(_frame_size(size))
+
+    def _check_backlog(self, frame_size: int) -> None:
+        """Count a sent frame; fail once the oldest byte waiting is too old.
+
+        Raises:
+            SendTimeoutError: What was sent ``max_queued`` seconds ago still waits.
+        """
+        if self._backlog is None:
+            return
+        now = time.monotonic()
+        self._written += frame_size
+        self._waiting.append((self._written, now))
+        taken = self._written - self._backlog()
+        while self._waiting and self._waiting[0][0] <= taken:
+            self._waiting.popleft()
+        if self._waiting and now - self._waiting[0][1] > self._max_queued:
+            self._stuck = True
+            raise SendTimeoutError(
+                f"what was sent {now - self._waiting[0][1]:.1f} s ago is still"
+                " not taken"
+            )
 
     def _timeout_text(self) -> str:
         return f"a send blocked for {self._send_timeout:g} s"
@@ -413,6 +476,45 @@ def pairing_ota_section(
     }
 
 
+def _frame_size(payload: int) -> int:
+    """Return the bytes of a server frame (unmasked) carrying ``payload`` bytes."""
+    if payload < 126:
+        return payload + 2
+    return payload + (4 if payload < 1 << 16 else 10)
+
+
+def _unsent_in_kernel(fileno: int) -> int:
+    """Return the bytes of the socket's send queue not yet acknowledged (Linux).
+
+    Elsewhere (no ``SIOCOUTQ``) it returns 0: only aiohttp's buffer is counted,
+    and the send timeout still bounds a device that stops reading.
+    """
+    if _SIOCOUTQ is None:
+        return 0
+    try:
+        queued: int = struct.unpack("i", fcntl.ioctl(fileno, _SIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return 0
+    return queued
+
+
+def _backlog(request: web.Request) -> Callable[[], int] | None:
+    """Return what counts the bytes written to the request's socket not yet sent."""
+    transport = request.transport
+    if transport is None:
+        return None
+    sock = transport.get_extra_info("socket")
+    fileno = sock.fileno() if sock is not None else -1
+
+    def backlog() -> int:
+        if transport.is_closing():
+            return 0
+        queued = transport.get_write_buffer_size()
+        return queued + (_unsent_in_kernel(fileno) if fileno >= 0 else 0)
+
+    return backlog
+
+
 def _dropper(request: web.Request) -> Callable[[], None] | None:
     """Return what drops the request's connection unless it is closing cleanly.
 
@@ -470,18 +572,15 @@ class DeviceWebSocketView(HomeAssistantView):
                 if pending is None:
                     # Wrong claims are refused before the upgrade: clients
                     # (xiaozhi-sdk) give up on a 401 instead of waiting for a hello.
-                    _log_refusal(request, handshake, err)
-                    return self.json_message(err.detail, HTTPStatus.UNAUTHORIZED)
+                    return self._refuse_unauthorized(request, server, handshake, err)
                 version = parse_protocol_version(handshake.protocol_version)
                 admit_pairing(hass)
             else:
                 admit(hass, server, device.mac)
         except AdmissionError as err:
-            _log_refusal(request, handshake, err)
-            connection = await _async_accept(request, ws, limits)
-            await connection.close(CLOSE_CODES[err.reason], err.detail)
-            return ws
-        connection = await _async_accept(request, ws, limits)
+            return await self._async_refuse(request, server, ws, handshake, err)
+        await ws.prepare(request)
+        connection = self._connection(hass, request, ws)
         if pending is not None:
             await _async_serve_pairing(
                 hass, server, ws, connection, pending, protocol_version=version
@@ -493,27 +592,72 @@ class DeviceWebSocketView(HomeAssistantView):
         await _async_serve(hass, server, ws, transport, device)
         return ws
 
+    @staticmethod
+    def _connection(
+        hass: HomeAssistant, request: web.Request, ws: web.WebSocketResponse
+    ) -> WebSocketConnection:
+        limits = hass.data[DATA_WEBSOCKET_LIMITS]
+        return WebSocketConnection(
+            ws,
+            send_timeout=limits.send_timeout,
+            close_timeout=limits.close_timeout,
+            abort=_dropper(request),
+            backlog=_backlog(request),
+            max_queued=limits.max_queued,
+        )
+
+    def _refuse_unauthorized(
+        self,
+        request: web.Request,
+        server: XiaozhiServer,
+        handshake: Handshake,
+        err: AdmissionError,
+    ) -> web.StreamResponse:
+        """Refuse wrong credentials with HTTP 401 before any upgrade (429 in a flood)."""
+        address = request.remote or "unknown"
+        if not may_refuse_openly(server, address):
+            return web.Response(
+                status=HTTPStatus.TOO_MANY_REQUESTS, headers={"Retry-After": "5"}
+            )
+        _log_refusal(server, address, handshake, err)
+        return self.json_message(err.detail, HTTPStatus.UNAUTHORIZED)
+
+    async def _async_refuse(
+        self,
+        request: web.Request,
+        server: XiaozhiServer,
+        ws: web.WebSocketResponse,
+        handshake: Handshake,
+        err: AdmissionError,
+    ) -> web.StreamResponse:
+        """Refuse with the reason's close code, or with a bare 429 in a flood.
+
+        An address whose refusals come too fast gets a plain HTTP 429 before any
+        upgrade and no log line (the next line logged counts them).
+        """
+        address = request.remote or "unknown"
+        if not may_refuse_openly(server, address):
+            return web.Response(
+                status=HTTPStatus.TOO_MANY_REQUESTS, headers={"Retry-After": "5"}
+            )
+        await ws.prepare(request)
+        _log_refusal(server, address, handshake, err)
+        await self._connection(request.app[KEY_HASS], request, ws).close(
+            CLOSE_CODES[err.reason], err.detail
+        )
+        return ws
+
 
 def _log_refusal(
-    request: web.Request, handshake: Handshake, err: AdmissionError
+    server: XiaozhiServer, address: str, handshake: Handshake, err: AdmissionError
 ) -> None:
-    LOGGER.warning(
-        "Refused device connection from %s (Device-Id %r): %s",
-        request.remote,
-        handshake.device_id[:64],
+    server.refusal_log.log(
+        LOGGER,
+        logging.WARNING,
+        "Refused device connection from %s (Device-Id %s): %s",
+        printable(address, 64),
+        printable(repr(handshake.device_id), 64),
         err.detail,
-    )
-
-
-async def _async_accept(
-    request: web.Request, ws: web.WebSocketResponse, limits: WebSocketLimits
-) -> WebSocketConnection:
-    await ws.prepare(request)
-    return WebSocketConnection(
-        ws,
-        send_timeout=limits.send_timeout,
-        close_timeout=limits.close_timeout,
-        abort=_dropper(request),
     )
 
 
@@ -560,7 +704,11 @@ async def _async_serve(
     )
     try:
         await _async_receive(
-            ws, link, server.limits, protocol_version=transport.protocol_version
+            ws,
+            link,
+            server.limits,
+            protocol_version=transport.protocol_version,
+            budget=server.message_limiter,
         )
     finally:
         link.end(
@@ -612,10 +760,18 @@ async def _async_receive(
     limits: ConnectionLimits | None = None,
     *,
     protocol_version: int = DEFAULT_PROTOCOL_VERSION,
+    budget: RateLimiter | None = None,
 ) -> None:
-    """Hand each message of the socket to the link until either ends."""
+    """Hand each message of the socket to the link until either ends.
+
+    ``budget`` is the device's message budget, shared by its connections (the
+    server's); without one, the socket gets a budget of its own.
+    """
     limits = limits or ConnectionLimits()
-    budget = RateLimiter(limits.messages_per_second, limits.message_burst, max_keys=1)
+    if budget is None:
+        budget = RateLimiter(
+            limits.messages_per_second, limits.message_burst, max_keys=1
+        )
     async for message in ws:
         link.note_incoming()
         if not budget.allow(link.mac):
