@@ -19,6 +19,7 @@ task of the integration is left.
 import asyncio
 from collections.abc import Callable
 import contextlib
+from dataclasses import replace
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import pytest
 from homeassistant.core import HomeAssistant
 
 from custom_components.xiaozhi.protocol.mqtt import encode_remaining_length
+from custom_components.xiaozhi.server.registry import async_get_server
 from custom_components.xiaozhi.transport.mqtt import (
     DATA_MQTT_SETTINGS,
     MqttSettings,
@@ -182,6 +184,16 @@ async def test_malformed_packets_next_to_a_healthy_device(
     for entry in (healthy_entry, fuzz_entry):
         entry.add_to_hass(ha_core)
         assert await ha_core.config_entries.async_setup(entry.entry_id)
+    # The streams come much faster than a device may connect, over many
+    # connections: the rate limits are tested elsewhere; here, the parsing.
+    server = async_get_server(ha_core)
+    server.limits = replace(
+        server.limits,
+        messages_per_second=1e9,
+        message_burst=10**9,
+        connections_per_second=1e9,
+        connection_burst=10**9,
+    )
     endpoint = async_get_mqtt(ha_core)
     client = await hass_client_no_auth()
     healthy = MqttDevice((await check_in(client))["mqtt"])

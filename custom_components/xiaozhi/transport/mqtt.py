@@ -64,6 +64,7 @@ from collections.abc import Mapping
 import contextlib
 from dataclasses import dataclass, field
 import ipaddress
+import logging
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -95,6 +96,7 @@ from ..protocol.mqtt import (
     Publish,
     ServerConnection,
 )
+from ..protocol.sanitize import printable
 from ..protocol.udp import (
     HEADER_SIZE,
     AudioChannel,
@@ -102,7 +104,7 @@ from ..protocol.udp import (
     UdpError,
     random_ssrc,
 )
-from ..server.auth import AdmissionError, AuthenticatedDevice, admit
+from ..server.auth import AdmissionError, AuthenticatedDevice, admit, may_refuse_openly
 from ..server.credentials import (
     async_authenticate_mqtt,
     async_issue_password,
@@ -136,6 +138,7 @@ CONNACK_CODES: Final[Mapping[EndReason, ConnectReturnCode]] = {
     EndReason.BAD_HANDSHAKE: ConnectReturnCode.IDENTIFIER_REJECTED,
     EndReason.SERVER_BUSY: ConnectReturnCode.SERVER_UNAVAILABLE,
     EndReason.SERVER_SHUTDOWN: ConnectReturnCode.SERVER_UNAVAILABLE,
+    EndReason.RATE_LIMITED: ConnectReturnCode.SERVER_UNAVAILABLE,
 }
 
 
@@ -632,7 +635,13 @@ class MqttEndpoint:
             LOGGER.debug("No MQTT CONNECT from %s in time", peer)
             return
         except MqttError as err:
-            LOGGER.warning("Refused MQTT connection from %s: %s", peer, err)
+            self._server.refusal_log.log(
+                LOGGER,
+                logging.WARNING,
+                "Refused MQTT connection from %s: %s",
+                printable(str(peer), 64),
+                printable(str(err), 200),
+            )
             await _async_write_last(writer, connection.data_to_send())
             return
         except ConnectionError:
@@ -643,13 +652,20 @@ class MqttEndpoint:
             device = async_authenticate_mqtt(self._server, connect)
             admit(self.hass, self._server, device.mac)
         except AdmissionError as err:
-            LOGGER.warning(
-                "Refused MQTT connection from %s (username %r): %s",
-                peer,
-                (connect.username or "")[:64],
+            address = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+            if not may_refuse_openly(self._server, address):
+                return  # a flood of refusals: closed without a reply or a log line
+            self._server.refusal_log.log(
+                LOGGER,
+                logging.WARNING,
+                "Refused MQTT connection from %s (username %s): %s",
+                printable(address, 64),
+                printable(repr(connect.username or ""), 64),
                 err.detail,
             )
-            connection.refuse(CONNACK_CODES[err.reason])
+            connection.refuse(
+                CONNACK_CODES.get(err.reason, ConnectReturnCode.SERVER_UNAVAILABLE)
+            )
             await _async_write_last(writer, connection.data_to_send())
             return
         connection.accept()
