@@ -77,15 +77,20 @@ async def test_the_last_unload_stops_the_endpoint_leaving_nothing(
     socket_enabled: None,
     hass_client_no_auth: Callable[[], Any],
     mqtt_devices: list[MqttDevice],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     entry = await start(ha_core)
     endpoint = async_get_mqtt(ha_core)
     port, udp_port = endpoint.mqtt_port, endpoint.udp.port
     device = await online(hass_client_no_auth, mqtt_devices)
     await wait_until(runtime_of(entry), lambda: runtime_of(entry).connected)
+    await device.hello()  # in a conversation: its UDP channel is open
+    await wait_until(runtime_of(entry), lambda: runtime_of(entry).session is not None)
     ended = link_end(entry)
     assert await ha_core.config_entries.async_unload(entry.entry_id)
     assert await ended == EndReason.SERVER_CLOSED
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
     await device.disconnected.wait()
     assert not endpoint.running
     assert endpoint.connections == 0

@@ -319,6 +319,8 @@ class MqttTransport:
         self.dropped: Counter[str] = Counter()
         self.no_address = 0
         self._endpoint = endpoint
+        # Its own reference: the endpoint forgets the socket as it stops.
+        self._udp = endpoint.udp
         self._connection = connection
         self._writer = writer
         self._mac = mac
@@ -350,7 +352,7 @@ class MqttTransport:
     def server_hello_fields(self) -> Mapping[str, Any]:
         """Open the session's UDP channel: a new key, nonce and ssrc per hello."""
         self._drop_channel()
-        udp = self._endpoint.udp
+        udp = self._udp
         channel = udp.open_channel(self)
         self._channel = channel
         try:
@@ -425,7 +427,7 @@ class MqttTransport:
         except UdpError as err:
             LOGGER.warning("Not sending an Opus packet to %s: %s", self._name, err)
             return
-        self._endpoint.udp.sendto(datagram, address)
+        self._udp.sendto(datagram, address)
 
     async def close(self, reason: EndReason, detail: str) -> None:
         """Close the socket (MQTT 3.1.1 cannot tell the device why)."""
@@ -476,7 +478,7 @@ class MqttTransport:
 
     def _drop_channel(self) -> None:
         if self._channel is not None:
-            self._endpoint.udp.close_channel(self._channel, self)
+            self._udp.close_channel(self._channel, self)
             self._channel = None
             self._udp_address = None
 
