@@ -578,14 +578,15 @@ async def _converse_until(
     start = plan["start"] + offset * plan["ramp"]
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     turns: list[DeviceTurn] = []
-    if isinstance(device, MqttSimulatedDevice):
-        try:
-            await device.hello()  # wake: the audio channel opens
-        except (ConnectionError, TimeoutError) as err:
-            turn = DeviceTurn(device.mac, time.monotonic())
-            turn.error = f"no audio channel: {err!r}"
-            return [turn]
     while time.monotonic() < plan["deadline"] and not device.closed:
+        if isinstance(device, MqttSimulatedDevice) and not device.channel_open:
+            try:
+                await device.hello()  # wake: the audio channel opens
+            except (ConnectionError, TimeoutError) as err:
+                turn = DeviceTurn(device.mac, time.monotonic())
+                turn.error = f"no audio channel: {err!r}"
+                turns.append(turn)
+                break
         turns.append(await device.converse(uplink))
     return turns
 
