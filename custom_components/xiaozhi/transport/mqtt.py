@@ -367,11 +367,11 @@ class MqttTransport:
         self._drop_channel()
 
     def diagnostics(self) -> dict[str, Any]:
-        """Return the connection's addresses and what its sessions dropped."""
+        """Return the state of the audio channel and what its sessions dropped."""
         return {
             "transport": "mqtt",
-            "udp_address": list(self._udp_address) if self._udp_address else None,
             "audio_channel": self._channel is not None,
+            "device_address_known": self._udp_address is not None,
             "dropped_datagrams": dict(self.dropped),
             "downlink_without_address": self.no_address,
         }
