@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Callable
 import json
 import logging
+from pathlib import Path
 import socket
 from typing import Any
 
@@ -19,6 +20,7 @@ from custom_components.xiaozhi.server.limits import ConnectionLimits
 from custom_components.xiaozhi.transport.base import EndReason
 from custom_components.xiaozhi.transport.mqtt import (
     DATA_MQTT_SETTINGS,
+    UDP_RECEIVE_BUFFER,
     MqttSettings,
     MqttTransport,
     _ipv4,
@@ -410,3 +412,16 @@ async def test_a_datagram_flood_is_dropped_not_heard(
         while not transport.dropped["rate_limited"]:
             await asyncio.sleep(0.005)
     assert not link.closed
+
+
+async def test_the_udp_socket_queues_a_busy_moment_s_datagrams(
+    ha_core: HomeAssistant, socket_enabled: None
+) -> None:
+    await start(ha_core)
+    udp = async_get_mqtt(ha_core).udp
+    assert udp._transport is not None
+    sock = udp._transport.get_extra_info("socket")
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    # Linux doubles what it grants (for its bookkeeping), up to rmem_max.
+    assert granted == 2 * min(UDP_RECEIVE_BUFFER, rmem_max)
