@@ -80,6 +80,7 @@ async def home_assistant(
     # isort: off
     from homeassistant import loader
     from homeassistant.components.tts.const import DATA_TTS_MANAGER
+    from homeassistant.helpers import frame
     from homeassistant.setup import async_setup_component
 
     # Imported after Home Assistant, which must install its schema library first.
@@ -104,6 +105,8 @@ async def home_assistant(
     with tempfile.TemporaryDirectory() as config_dir:
         async with async_test_home_assistant(config_dir=config_dir) as hass:
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS, None)
+            # HA's bootstrap sets it up: without it a deprecation report raises.
+            frame.async_setup(hass)
             assert await async_setup_component(hass, "homeassistant", {})
             http = {"server_host": ["127.0.0.1"], "server_port": port}
             assert await async_setup_component(hass, "http", {"http": http})

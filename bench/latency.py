@@ -28,6 +28,17 @@ What is measured, all with one monotonic clock:
   device, split into the TTS engine's part (clause to first PCM out of HA's TTS
   stream) and ours (first PCM to first frame: encoding, pacing, WebSocket).
 
+* end of speech in the audio -> first audio (auto mode, what a user feels):
+  the device streams the utterance at real time (60 ms Opus frames, as a
+  microphone delivers them, then the room's noise) and the clock starts at the
+  utterance's labelled end of speech (``zh_espeak_control`` in
+  bench/recordings.json), not at anyone's VAD. Ours: our endpointer, with the
+  agent that controls the home (held to the final end: it may act) and with a
+  chat-only agent (speculated on at the possible end); stock: HA's pipeline with
+  its own VAD (0.7 s, "default"), fed the same PCM at the same pace, to its first
+  TTS PCM (its TTS stage waits for 60 characters); and ours with HA's VAD (as
+  before issue 16). Cancelled speculations are counted.
+
 * the same as *ours* over MQTT+UDP (the device's lasting MQTT link, its audio
   over UDP), beside the WebSocket figure; and wake (the device's hello) to
   listening (the server hello, when the device may stream): over WebSocket the
@@ -46,6 +57,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 import importlib
+import json
 import logging
 from pathlib import Path
 import statistics
@@ -83,10 +95,17 @@ from homeassistant.components.assist_pipeline import (
     async_pipeline_from_audio_stream,
 )
 from homeassistant.components.assist_pipeline.models import PipelineStage
+from homeassistant.const import CONF_LLM_HASS_API
 from homeassistant.core import Context, HomeAssistant
 
 from custom_components.xiaozhi.const import DOMAIN, WEBSOCKET_PATH
-from custom_components.xiaozhi.protocol.codec import WavStreamDecoder, parse_wav
+from custom_components.xiaozhi.protocol.codec import (
+    OpusEncoder,
+    WavStreamDecoder,
+    parse_wav,
+)
+from custom_components.xiaozhi.voice.endpointing import SpeechModel
+from custom_components.xiaozhi.voice.listening import SessionEndpointing
 from custom_components.xiaozhi.voice.session import VoiceSession
 from fake_provider import FakeProvider
 from simulator.device import DEFAULT_CLIENT_ID, SimulatedDevice
@@ -95,6 +114,11 @@ from tests.helpers.devices import MAC, TOKEN, wait_until
 
 # 120 ms frames keep a run's audio far below the server's per-socket message rate.
 FRAME_MS = 120
+# The end-to-end runs stream like the firmware: 60 ms frames at real time.
+LIVE_FRAME_MS = 60
+LIVE_LEAD_S = 0.8
+LIVE_TAIL_S = 3.0
+NOISE_DBFS = -55.0
 TIMEOUT_S = 30.0
 KITCHEN_SPEAKER = PairedDevice(MAC, TOKEN, "Kitchen speaker")
 
@@ -146,6 +170,29 @@ class TimedMqttDevice(MqttSimulatedDevice):
         super().datagram_received(data)
 
 
+def speech_end_label() -> float:
+    """The utterance's true end of speech (s into the file), from the manifest."""
+    manifest = json.loads((Path(__file__).parent / "recordings.json").read_text())
+    [item] = [i for i in manifest["items"] if i["name"] == "zh_espeak_control"]
+    end: float = item["label"]["end"]
+    return end
+
+
+def live_pcm() -> tuple[bytes, float]:
+    """Lead noise, the utterance, tail noise; and where its speech ends (s)."""
+    import numpy as np
+
+    speech = np.frombuffer(parse_wav(UTTERANCE.read_bytes()).pcm, "<i2")
+    rate = 16000
+    lead, tail = int(LIVE_LEAD_S * rate), int(LIVE_TAIL_S * rate)
+    rng = np.random.default_rng(16)
+    noise = rng.normal(0, 32768 * 10 ** (NOISE_DBFS / 20), lead + len(speech) + tail)
+    mixed = noise
+    mixed[lead : lead + len(speech)] += speech
+    pcm = np.clip(mixed, -32768, 32767).astype("<i2").tobytes()
+    return pcm, LIVE_LEAD_S + speech_end_label()
+
+
 @dataclass
 class Results:
     mqtt: list[float] = field(default_factory=list)
@@ -153,6 +200,11 @@ class Results:
     hello_mqtt: list[float] = field(default_factory=list)
     ours: list[float] = field(default_factory=list)
     stock: list[float] = field(default_factory=list)
+    live_held: list[float] = field(default_factory=list)
+    live_speculated: list[float] = field(default_factory=list)
+    live_stock: list[float] = field(default_factory=list)
+    live_ha_vad: list[float] = field(default_factory=list)
+    speculations: tuple[int, int] = (0, 0)
     bridge: list[float] = field(default_factory=list)
     bridge_tts: list[float] = field(default_factory=list)
     bridge_rest: list[float] = field(default_factory=list)
@@ -201,22 +253,100 @@ async def run_ours(
             pass
 
 
+async def run_ours_live(
+    device: TimedDevice, provider: FakeProvider, into: list[float]
+) -> None:
+    """One auto-mode turn streamed at real time; clock from the end of speech."""
+    provider.add_transcript(TRANSCRIPT)
+    provider.add_reply(scripted_reply())
+    device.expect_reply()
+    pcm, speech_end = live_pcm()
+    encoder = OpusEncoder(16000, LIVE_FRAME_MS)
+    packets = encoder.encode(pcm) + encoder.flush()
+    await device.listen_start("auto")
+    start = time.monotonic()
+
+    async def stream() -> None:
+        for index, packet in enumerate(packets):
+            # A frame leaves the microphone once all of it was recorded.
+            delay = start + (index + 1) * LIVE_FRAME_MS / 1000 - time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
+            if device.speaking:
+                return  # the firmware stops sending while it plays
+            await device.send_opus(packet, timestamp=index * LIVE_FRAME_MS)
+
+    sender = asyncio.create_task(stream())
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            await device.first_audio.wait()
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    assert device.first_audio_at is not None
+    into.append(device.first_audio_at - (start + speech_end))
+    await device.abort()
+    async with asyncio.timeout(TIMEOUT_S):
+        while (await device.next_message("tts"))["state"] != "stop":
+            pass
+
+
+async def set_agent_tools(
+    hass: HomeAssistant, provider_url: str, tools: list[str] | None
+) -> list[str] | None:
+    """Give the pipeline's agent these tool APIs (None: chat only); return the old."""
+    [entry] = [
+        e
+        for e in hass.config_entries.async_entries(DOMAIN)
+        if e.unique_id == provider_url
+    ]
+    [subentry] = [
+        s for s in entry.subentries.values() if s.subentry_type == "conversation"
+    ]
+    data = dict(subentry.data)
+    previous: list[str] | None = data.pop(CONF_LLM_HASS_API, None)
+    if tools is not None:
+        data[CONF_LLM_HASS_API] = tools
+    hass.config_entries.async_update_subentry(entry, subentry, data=data)
+    await hass.async_block_till_done()
+    return previous
+
+
 # ---------------------------------------------------------------- stock
 
 
-async def pcm_chunks(pcm: bytes, size: int = 1920) -> AsyncGenerator[bytes]:
+async def pcm_chunks(
+    pcm: bytes, size: int = 1920, *, paced_from: float | None = None
+) -> AsyncGenerator[bytes]:
     for start in range(0, len(pcm), size):
+        if paced_from is not None:  # at real time, each chunk once recorded
+            due = paced_from + (start + size) / 32000
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
         yield pcm[start : start + size]
 
 
 async def run_stock(
-    hass: HomeAssistant, pipeline: Pipeline, provider: FakeProvider, results: Results
+    hass: HomeAssistant,
+    pipeline: Pipeline,
+    provider: FakeProvider,
+    results: Results,
+    *,
+    live: bool = False,
 ) -> None:
-    """One run of HA's own pipeline to its TTS stage; stop at the first PCM."""
+    """One run of HA's own pipeline to its TTS stage; stop at the first PCM.
+
+    ``live``: the audio comes at real time and the clock starts at the end of
+    speech in it (else: all at once, clock from HA's ``stt-vad-end``).
+    """
     provider.add_transcript(TRANSCRIPT)
     provider.add_reply(scripted_reply())
     speech_ended: list[float] = []
     first_pcm: asyncio.Future[float] = hass.loop.create_future()
+    started = time.monotonic()
+    if live:
+        pcm, speech_end = live_pcm()
+        stream = pcm_chunks(pcm, paced_from=started)
+    else:
+        stream = pcm_chunks(utterance_pcm())
     readers: list[asyncio.Task[None]] = []
 
     async def read_first_pcm(token: str) -> None:
@@ -252,7 +382,7 @@ async def run_stock(
                 sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
                 channel=stt.AudioChannels.CHANNEL_MONO,
             ),
-            stt_stream=pcm_chunks(utterance_pcm()),
+            stt_stream=stream,
             pipeline_id=pipeline.id,
             end_stage=PipelineStage.TTS,
             audio_settings=AudioSettings(),
@@ -265,7 +395,10 @@ async def run_stock(
         for task in (run, *readers):
             task.cancel()
         await asyncio.gather(run, *readers, return_exceptions=True)
-    results.stock.append(first - speech_ended[0])
+    if live:
+        results.live_stock.append(first - (started + speech_end))
+    else:
+        results.stock.append(first - speech_ended[0])
 
 
 # ---------------------------------------------------------------- report
@@ -314,6 +447,31 @@ def report(results: Results, plot: Path | None) -> None:
     )
     if plot is not None:
         write_plot(results, plot)
+    if results.live_stock:
+        live_stock = statistics.median(results.live_stock)
+        print(
+            "Auto mode, end of speech in the audio -> first audio, median "
+            f"(streamed at real time; speculations {results.speculations[0]}, "
+            f"cancelled {results.speculations[1]}):"
+        )
+        for name, values in (
+            ("ours, chat agent (speculated)", results.live_speculated),
+            ("ours, agent with tools (to End)", results.live_held),
+            ("ours with HA's VAD (before)", results.live_ha_vad),
+            ("stock, HA's VAD", results.live_stock),
+        ):
+            print(
+                f"  {name:<32} {ms(statistics.median(values))}  p95 "
+                f"{ms(percentile(values, 0.95))} (n={len(values)})"
+            )
+        print(
+            "end of speech -> first audio (auto): ours "
+            f"{statistics.median(results.live_speculated) * 1000:.0f} ms speculated, "
+            f"{statistics.median(results.live_held) * 1000:.0f} ms held, stock "
+            f"{live_stock * 1000:.0f} ms; ratio ours/stock "
+            f"{statistics.median(results.live_speculated) / live_stock:.2f} / "
+            f"{statistics.median(results.live_held) / live_stock:.2f}"
+        )
     print(f"first audio ratio ours/stock: {ours / stock:.2f}")
     print(f"first audio ratio mqtt/websocket: {mqtt / ours:.2f}")
 
@@ -335,6 +493,56 @@ def write_plot(results: Results, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     print(f"plot written to {path}")
+
+
+def no_model() -> SpeechModel:
+    raise OSError("HA's VAD for comparison")
+
+
+async def run_live(
+    hass: HomeAssistant,
+    http: aiohttp.ClientSession,
+    port: int,
+    provider: FakeProvider,
+    results: Results,
+    runs: int,
+) -> None:
+    """Our auto-mode turns at real time: the agent with its tools, then without."""
+    tools = await set_agent_tools(hass, provider.base_url, None)
+    for agent_tools, into, ours in (
+        (tools, results.live_held, True),
+        (None, results.live_speculated, True),
+        (tools, results.live_ha_vad, False),
+    ):
+        await set_agent_tools(hass, provider.base_url, agent_tools)
+        device = TimedDevice(
+            http,
+            f"http://127.0.0.1:{port}{WEBSOCKET_PATH}",
+            token=TOKEN,
+            features={},
+            frame_duration_ms=LIVE_FRAME_MS,
+        )
+        await device.open()
+        [entry] = [
+            entry
+            for entry in hass.config_entries.async_entries(DOMAIN)
+            if entry.unique_id == MAC
+        ]
+        session = entry.runtime_data.session
+        assert session is not None
+        handler = session.handler
+        assert isinstance(handler, VoiceSession)
+        if not ours:  # without its model the session falls back to HA's VAD
+            handler.endpointing = SessionEndpointing(load=no_model)
+        for _ in range(runs):
+            await run_ours_live(device, provider, into)
+        count = handler.endpointing.count
+        results.speculations = (
+            results.speculations[0] + count.started,
+            results.speculations[1] + count.taken_back,
+        )
+        await device.close()
+    await set_agent_tools(hass, provider.base_url, tools)
 
 
 # ---------------------------------------------------------------- main
@@ -370,8 +578,12 @@ async def run(args: argparse.Namespace) -> None:
             await measure_mqtt(
                 http, port, device_args(), provider, results, entry, args
             )
+            if args.live_runs:
+                await run_live(hass, http, port, provider, results, args.live_runs)
         for _ in range(args.runs):
             await run_stock(hass, pipeline, provider, results)
+        for _ in range(args.live_runs):
+            await run_stock(hass, pipeline, provider, results, live=True)
     report(results, args.plot)
 
 
@@ -440,6 +652,12 @@ def main() -> None:
         type=int,
         default=20,
         help="wake-to-listening runs on each transport (default 20)",
+    )
+    parser.add_argument(
+        "--live-runs",
+        type=int,
+        default=6,
+        help="auto-mode runs streamed at real time, per configuration (default 6)",
     )
     parser.add_argument("--plot", type=Path, help="write a PNG of the results")
     logging.basicConfig(level=logging.ERROR)

@@ -15,9 +15,12 @@
 ``python -m demo.setup_ha finish --config DIR --ha-url URL --provider-url URL``
     Once Home Assistant runs: logs in as the demo user through HA's login flow
     and, over the WebSocket API, sets the home's country (as onboarding would)
-    and makes an Assist pipeline of the demo's conversation agent,
-    speech-to-text and text-to-speech, preferred, so that a (simulated) Xiaozhi
-    device speaks to the demo provider.
+    puts the demo light in the area "Living room" (alias 客厅), and makes two
+    Assist pipelines of the demo's conversation agent, speech-to-text and
+    text-to-speech, Chinese (preferred) and English, both preferring Home
+    Assistant's local intents: "打开客厅灯" / "turn on the living room light" is
+    handled by Home Assistant itself and never waits for the language model;
+    anything else goes to the demo provider's agent.
 """
 
 from __future__ import annotations
@@ -46,8 +49,18 @@ DEMO_USERNAME: Final = "demo"
 DEMO_PASSWORD: Final = "demo1234"  # noqa: S105 - documented, local demo only
 DEMO_USER_NAME: Final = "Demo"
 DEMO_ENTRY_TITLE: Final = "DEMO provider (canned replies)"
-DEMO_PIPELINE_NAME: Final = "Xiaozhi demo"
-DEMO_LANGUAGE: Final = "en"
+# (name, language); the first is made preferred. The simulator speaks zh-CN
+# by default; a device that speaks English gets the second on its device page.
+DEMO_PIPELINES: Final = (
+    ("Xiaozhi demo 中文", "zh-CN"),
+    ("Xiaozhi demo English", "en"),
+)
+DEMO_PIPELINE_NAME: Final = DEMO_PIPELINES[0][0]
+# The demo light's area: Home Assistant's local intents match "打开客厅灯" and
+# "turn on the living room light" by the area's name and alias.
+DEMO_AREA_NAME: Final = "Living room"
+DEMO_AREA_ALIASES: Final = ("客厅",)
+DEMO_LIGHT_UNIQUE_ID: Final = "xiaozhi_demo_light"
 # Xiaozhi devices are mostly at home in China; any country keeps HA from nagging.
 DEMO_COUNTRY: Final = "CN"
 DEMO_LOCATION: Final = "Xiaozhi demo"
@@ -66,7 +79,7 @@ input_boolean:
 template:
   - light:
       - name: {DEMO_LIGHT_NAME}
-        unique_id: xiaozhi_demo_light
+        unique_id: {DEMO_LIGHT_UNIQUE_ID}
         icon: mdi:lightbulb
         state: "{{{{ is_state('input_boolean.demo_light_power', 'on') }}}}"
         turn_on:
@@ -398,10 +411,10 @@ async def wait_for_engines(client: HaWebSocket, entry_id: str) -> DemoEngines:
         await asyncio.sleep(1)
 
 
-def pipeline_fields(engines: DemoEngines, language: str) -> dict[str, Any]:
-    """Return the settings of the demo's Assist pipeline."""
+def pipeline_fields(engines: DemoEngines, name: str, language: str) -> dict[str, Any]:
+    """Return the settings of a demo Assist pipeline (local intents first)."""
     return {
-        "name": DEMO_PIPELINE_NAME,
+        "name": name,
         "language": language,
         "conversation_engine": engines.conversation,
         "conversation_language": language,
@@ -412,22 +425,99 @@ def pipeline_fields(engines: DemoEngines, language: str) -> dict[str, Any]:
         "tts_voice": None,
         "wake_word_entity": None,
         "wake_word_id": None,
-        "prefer_local_intents": False,
+        "prefer_local_intents": True,
     }
 
 
-async def ensure_pipeline(client: HaWebSocket, engines: DemoEngines) -> bool:
-    """Create the demo pipeline and prefer it; False if it exists (left alone)."""
-    pipelines = await client.call("assist_pipeline/pipeline/list")
-    if any(p["name"] == DEMO_PIPELINE_NAME for p in pipelines["pipelines"]):
-        return False
-    created = await client.call(
-        "assist_pipeline/pipeline/create", **pipeline_fields(engines, DEMO_LANGUAGE)
-    )
-    await client.call(
-        "assist_pipeline/pipeline/set_preferred", pipeline_id=created["id"]
-    )
-    return True
+async def ensure_pipelines(client: HaWebSocket, engines: DemoEngines) -> list[str]:
+    """Create the demo pipelines that are missing; return what was done.
+
+    The first of `DEMO_PIPELINES` is made preferred when it is created; a
+    pipeline that exists (by name) is left alone, as the user may have changed it.
+    """
+    existing = await client.call("assist_pipeline/pipeline/list")
+    names = {p["name"] for p in existing["pipelines"]}
+    done = []
+    for index, (name, language) in enumerate(DEMO_PIPELINES):
+        if name in names:
+            continue
+        created = await client.call(
+            "assist_pipeline/pipeline/create",
+            **pipeline_fields(engines, name, language),
+        )
+        if index == 0:
+            await client.call(
+                "assist_pipeline/pipeline/set_preferred", pipeline_id=created["id"]
+            )
+            done.append(f"created the preferred Assist pipeline '{name}' ({language})")
+        else:
+            done.append(f"created the Assist pipeline '{name}' ({language})")
+    return done
+
+
+def demo_light_of(registry: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """Return the demo light's entry of the entity registry, once it is there."""
+    for entity in registry:
+        if (
+            entity.get("platform") == "template"
+            and entity.get("unique_id") == DEMO_LIGHT_UNIQUE_ID
+        ):
+            return entity
+    return None
+
+
+async def wait_for_demo_light(client: HaWebSocket) -> Mapping[str, Any]:
+    """Wait until the demo light is registered; return its registry entry."""
+    while True:
+        registry = await client.call("config/entity_registry/list")
+        if (light := demo_light_of(registry)) is not None:
+            return light
+        await asyncio.sleep(1)
+
+
+async def ensure_area(client: HaWebSocket, light: Mapping[str, Any]) -> list[str]:
+    """Put the demo light in the demo area (made if missing); return what was done.
+
+    A light the user gave an area (or whose device has one) is left where it is.
+    """
+    done = []
+    areas = await client.call("config/area_registry/list")
+    wanted = DEMO_AREA_NAME.casefold()  # HA's area names are unique so
+    area = next((a for a in areas if a["name"].casefold() == wanted), None)
+    aliases = ", ".join(DEMO_AREA_ALIASES)
+    if area is None:
+        area = await client.call(
+            "config/area_registry/create",
+            name=DEMO_AREA_NAME,
+            aliases=list(DEMO_AREA_ALIASES),
+        )
+        done.append(f"created the area '{DEMO_AREA_NAME}' (alias {aliases})")
+    elif missing := [a for a in DEMO_AREA_ALIASES if a not in area["aliases"]]:
+        area = await client.call(
+            "config/area_registry/update",
+            area_id=area["area_id"],
+            aliases=[*area["aliases"], *missing],
+        )
+        done.append(f"gave the area '{area['name']}' the alias {aliases}")
+    if light.get("area_id") is None and light.get("device_id") is None:
+        await client.call(
+            "config/entity_registry/update",
+            entity_id=light["entity_id"],
+            area_id=area["area_id"],
+        )
+        done.append(f"put {light['entity_id']} in the area '{DEMO_AREA_NAME}'")
+    return done
+
+
+async def configure(client: HaWebSocket, entry_id: str) -> list[str]:
+    """Finish the demo over an authenticated WebSocket; return what was done."""
+    await wait_until_running(client)
+    done = []
+    if await ensure_core_config(client):
+        done.append(f"set the home's country ({DEMO_COUNTRY}) and name")
+    done += await ensure_area(client, await wait_for_demo_light(client))
+    done += await ensure_pipelines(client, await wait_for_engines(client, entry_id))
+    return done
 
 
 async def wait_until_running(client: HaWebSocket) -> None:
@@ -468,16 +558,7 @@ async def finish(ha_url: str, entry_id: str) -> list[str]:
         async with session.ws_connect(ws_url) as ws:
             client = HaWebSocket(ws)
             await client.authenticate(token)
-            await wait_until_running(client)
-            done = []
-            if await ensure_core_config(client):
-                done.append(f"set the home's country ({DEMO_COUNTRY}) and name")
-            engines = await wait_for_engines(client, entry_id)
-            if await ensure_pipeline(client, engines):
-                done.append(
-                    f"created the preferred Assist pipeline '{DEMO_PIPELINE_NAME}'"
-                )
-    return done
+            return await configure(client, entry_id)
 
 
 # --------------------------------------------------------------------------

@@ -268,7 +268,9 @@ async def obtain_websocket(
                 raise
             await asyncio.sleep(err.retry_after or timing.retry_s)
             continue
-        if answer.websocket is not None:
+        # As Application::CheckNewVersion: a code is activated first, even when
+        # the answer has WebSocket settings too (they open only a pairing session).
+        if answer.websocket is not None and answer.activation is None:
             return answer.websocket
         if answer.activation is None:
             raise SimulatorError(

@@ -7,6 +7,9 @@ settings are kept in a state file, as the firmware keeps them in NVS, so the
 next run connects at once. It then connects, exchanges hellos, says one
 utterance (a WAV file, or text spoken by espeak-ng) as real-time Opus, prints
 every protocol message, saves the answer as WAV and ends with a timing line.
+With ``--stay`` it then stays connected, idle, as the firmware does after an
+answer (`simulator.stay`): Home Assistant's announcements play, and its volume
+and brightness controls reach the board, until the channel times out.
 
 Exit status: 0 when the answer ended with ``tts stop``, 1 on any error (with a
 message on standard error), 2 for invalid arguments.
@@ -17,6 +20,7 @@ import asyncio
 from collections.abc import Sequence
 import contextlib
 from dataclasses import dataclass, replace
+from http import HTTPStatus
 from pathlib import Path
 import sys
 from typing import Final, TextIO
@@ -42,6 +46,7 @@ from .state import (
     resolve_identity,
     save_state,
 )
+from .stay import DEFAULT_STAY_S, stay
 
 DEFAULT_HA_URL: Final = "http://localhost:8123"
 DEFAULT_LANGUAGE: Final = "zh-CN"
@@ -76,8 +81,8 @@ class Options:
     poll_interval: float
     board: str = "speaker"
     photo: Path | None = None
+    stay: float | None = None
     transport: str = "websocket"
-    stay: float = 0.0
 
     def tools(self) -> list[SimTool]:
         """Return the MCP tools of the chosen board."""
@@ -239,10 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stay",
-        type=float,
-        default=0.0,
-        help="with --transport mqtt: stay connected (idle, answering MCP) this "
-        "many seconds after the answer",
+        type=_positive,
+        nargs="?",
+        const=DEFAULT_STAY_S,
+        metavar="SECONDS",
+        help="after the answer, stay connected and idle as the firmware does,"
+        " playing announcements and answering MCP (volume, brightness), until"
+        " nothing comes from Home Assistant for SECONDS"
+        f" (default {DEFAULT_STAY_S:g}, the firmware's channel timeout)",
     )
     parser.add_argument(
         "--poll-interval",
@@ -419,10 +428,23 @@ class Simulation:
             except ConnectionError:
                 end_of_speech = None  # closed while speaking: reported below
             await self._await_answer(device, recorder)
+            if options.stay is None:
+                await device.close()
+            await self._report_answer(device, recorder)
+            self.console.lines([recorder.timing(end_of_speech).line()])
+            if options.stay is not None:
+                player = self._play_announcement if options.play else None
+                await stay(device, recorder, self.console, options.stay, play=player)
         finally:
             await device.close()
-        await self._report_answer(device, recorder)
-        self.console.lines([recorder.timing(end_of_speech).line()])
+
+    async def _play_announcement(self, wav: bytes) -> None:
+        try:
+            player = await audio.play_wav(wav)
+        except SimulatorError as err:
+            self.console.line(f"(not playing the announcement: {err})")
+        else:
+            self.console.line(f"announcement played with {player}")
 
     async def _converse_mqtt(
         self, http: aiohttp.ClientSession, state: DeviceState, utterance: bytes
@@ -469,14 +491,14 @@ class Simulation:
             except ConnectionError:
                 end_of_speech = None
             await self._await_answer(device, recorder)
-            await device.goodbye()
-            if options.stay > 0:
-                self.console.line(f"staying connected for {options.stay:g} s")
-                await asyncio.sleep(options.stay)
+            await device.goodbye()  # the link stays: idle, answering MCP
+            await self._report_answer(device, recorder)
+            self.console.lines([recorder.timing(end_of_speech).line()])
+            if options.stay is not None:
+                player = self._play_announcement if options.play else None
+                await stay(device, recorder, self.console, options.stay, play=player)
         finally:
             await device.close()
-        await self._report_answer(device, recorder)
-        self.console.lines([recorder.timing(end_of_speech).line()])
 
     async def _await_answer(
         self, device: SimulatedDevice, recorder: TurnRecorder
@@ -550,6 +572,11 @@ class Simulation:
         except ChannelClosedError:
             raise
         except aiohttp.WSServerHandshakeError as err:
+            if err.status == HTTPStatus.UNAUTHORIZED:
+                raise SimulatorError(
+                    "Home Assistant refused the device's token (HTTP 401: unknown"
+                    " device, or a token of an older pairing)" + self._refusal_hint()
+                ) from None
             raise SimulatorError(
                 f"the WebSocket handshake with {url} failed: HTTP {err.status} {err.message}"
             ) from None

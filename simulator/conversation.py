@@ -12,7 +12,7 @@ speech was sent.
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import time
 from typing import Any, Final
 
@@ -55,6 +55,14 @@ def _since(moment: float | None, origin: float | None) -> float | None:
     return moment - origin
 
 
+@dataclass(slots=True)
+class Speech:
+    """What the device played between one ``tts start`` and its ``tts stop``."""
+
+    sentences: list[str] = field(default_factory=list)
+    packets: list[bytes] = field(default_factory=list)
+
+
 class TurnRecorder:
     """Prints and timestamps what the device exchanges (a ``DeviceObserver``).
 
@@ -62,6 +70,8 @@ class TurnRecorder:
         transcript: The text of the ``stt`` message, if any.
         sentences: The subtitles of ``tts sentence_start``, in order.
         alert: The ``alert`` message, if one came.
+        speeches: Each finished ``tts start`` … ``tts stop``, as it ends.
+        incoming: Set on every frame from Home Assistant (JSON or audio).
     """
 
     def __init__(
@@ -79,11 +89,16 @@ class TurnRecorder:
         self.dropped_audio = 0
         self.reply_started = asyncio.Event()
         self.reply_finished = asyncio.Event()
+        self.speeches: asyncio.Queue[Speech] = asyncio.Queue()
+        self.incoming = asyncio.Event()
+        self._speech: Speech | None = None
 
     def json_received(self, message: dict[str, Any]) -> None:
         """Print the message; note the milestones of the answer."""
         self._console.received(message)
+        self.incoming.set()
         kind, state = message.get("type"), message.get("state")
+        self._follow_speech(kind, state, message)
         if kind == "stt" and self.stt_at is None:
             self.stt_at = self._clock()
             self.transcript = str(message.get("text", ""))
@@ -98,12 +113,29 @@ class TurnRecorder:
             self.alert = message
             self.reply_finished.set()
 
+    def _follow_speech(
+        self, kind: object, state: object, message: dict[str, Any]
+    ) -> None:
+        """Collect each ``tts start`` … ``tts stop`` (an answer or an announcement)."""
+        if kind != "tts":
+            return
+        if state == "start":
+            self._speech = Speech()
+        elif state == "sentence_start" and self._speech is not None:
+            self._speech.sentences.append(str(message.get("text", "")))
+        elif state == "stop" and self._speech is not None:
+            self.speeches.put_nowait(self._speech)
+            self._speech = None
+
     def json_sent(self, message: dict[str, Any]) -> None:
         """Print the message."""
         self._console.sent(message)
 
     def audio_received(self, packet: bytes, *, played: bool) -> None:
         """Note the first audio of the answer; count audio the firmware would drop."""
+        self.incoming.set()
+        if played and self._speech is not None:
+            self._speech.packets.append(packet)
         if not played:
             if not self.dropped_audio:
                 self._console.line("← audio outside tts start/stop: dropped")

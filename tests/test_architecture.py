@@ -43,6 +43,7 @@ PLATFORMS = frozenset(
         "image",
         "number",
         "select",
+        "sensor",
         "stt",
         "tts",
     }

@@ -16,8 +16,10 @@ import pytest
 from demo.setup_ha import (
     DEMO_COUNTRY,
     DEMO_ENTRY_TITLE,
+    DEMO_LIGHT_UNIQUE_ID,
     DEMO_LIGHT_YAML,
     DEMO_PIPELINE_NAME,
+    DEMO_PIPELINES,
     DemoEngines,
     DemoSetupError,
     add_demo_light,
@@ -50,9 +52,10 @@ def test_engines_and_pipeline(tmp_path: Path) -> None:
     registry.append({"entity_id": "tts.c", "config_entry_id": "e1"})
     engines = engines_of(registry, "e1")
     assert engines == DemoEngines("conversation.a", "stt.b", "tts.c")
-    fields = pipeline_fields(engines, "zh")
+    fields = pipeline_fields(engines, DEMO_PIPELINE_NAME, "zh-CN")
     assert fields["name"] == DEMO_PIPELINE_NAME
-    assert (fields["stt_engine"], fields["stt_language"]) == ("stt.b", "zh")
+    assert (fields["stt_engine"], fields["stt_language"]) == ("stt.b", "zh-CN")
+    assert fields["prefer_local_intents"] is True
 
     storage = tmp_path / ".storage"
     storage.mkdir()
@@ -106,12 +109,24 @@ def test_prepare_makes_an_onboarded_home_with_the_demo_entry(tmp_path: Path) -> 
 
 
 class FakeHomeAssistant:
-    """The slice of HA's HTTP and WebSocket API that the finish step uses."""
+    """The slice of HA's HTTP and WebSocket API that the finish step uses.
+
+    Its login and its start; what the commands do in a real HA is proven by
+    tests/test_demo_end_to_end.py.
+    """
 
     def __init__(self) -> None:
         self.config: dict[str, Any] = {"state": "STARTING", "country": None}
         self.registry: list[dict[str, Any]] = []
         self.pipelines: list[dict[str, Any]] = []
+        self.areas: list[dict[str, Any]] = []
+        self.light: dict[str, Any] = {
+            "entity_id": "light.demo_light",
+            "platform": "template",
+            "unique_id": DEMO_LIGHT_UNIQUE_ID,
+            "area_id": None,
+            "device_id": None,
+        }
         self.preferred: str | None = None
         self.calls: list[dict[str, Any]] = []
         self.password = "demo1234"
@@ -173,7 +188,15 @@ class FakeHomeAssistant:
                 self.registry = [
                     {"entity_id": f"{domain}.demo", "config_entry_id": "e1"}
                     for domain in ("conversation", "stt", "tts")
-                ]
+                ] + [self.light]
+            case "config/entity_registry/update":
+                assert command["entity_id"] == self.light["entity_id"]
+                self.light["area_id"] = command["area_id"]
+            case "config/area_registry/list":
+                result = list(self.areas)
+            case "config/area_registry/create":
+                result = {"area_id": "a1", "name": command["name"]}
+                self.areas.append(result | {"aliases": command["aliases"]})
             case "assist_pipeline/pipeline/list":
                 result = {
                     "pipelines": self.pipelines,
@@ -181,7 +204,7 @@ class FakeHomeAssistant:
                 }
             case "assist_pipeline/pipeline/create":
                 fields = {k: v for k, v in command.items() if k not in ("id", "type")}
-                result = fields | {"id": "p1"}
+                result = fields | {"id": f"p{len(self.pipelines) + 1}"}
                 self.pipelines.append(result)
             case "assist_pipeline/pipeline/set_preferred":
                 self.preferred = command["pipeline_id"]
@@ -218,17 +241,19 @@ async def test_finish_makes_the_demo_pipeline_once(
 ) -> None:
     fake, url = fake_ha
     done = await finish(url, "e1")
-    assert len(done) == 2
+    assert len(done) == 5
     assert fake.config["country"] == DEMO_COUNTRY
-    (pipeline,) = fake.pipelines
-    assert pipeline["name"] == DEMO_PIPELINE_NAME
-    assert (pipeline["conversation_engine"], pipeline["tts_engine"]) == (
-        "conversation.demo",
-        "tts.demo",
-    )
+    assert [p["name"] for p in fake.pipelines] == [n for n, _ in DEMO_PIPELINES]
+    for pipeline in fake.pipelines:
+        assert (pipeline["conversation_engine"], pipeline["tts_engine"]) == (
+            "conversation.demo",
+            "tts.demo",
+        )
+        assert pipeline["prefer_local_intents"] is True
     assert fake.preferred == "p1"
+    assert fake.light["area_id"] == "a1"
     assert await finish(url, "e1") == []
-    assert len(fake.pipelines) == 1
+    assert len(fake.pipelines) == 2
 
 
 async def test_finish_reports_what_ha_refuses(

@@ -7,7 +7,9 @@ tools (main/mcp_server.cc), so every value read and set goes over the wire.
 import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from homeassistant.components.select import (
     SERVICE_SELECT_OPTION,
 )
 from homeassistant.const import (
+    ATTR_ASSUMED_STATE,
     ATTR_ENTITY_ID,
     STATE_OFF,
     STATE_ON,
@@ -46,6 +49,7 @@ from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 
+import custom_components.xiaozhi
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.device.entity import (
     pipeline_select_unique_id,
@@ -56,8 +60,11 @@ from custom_components.xiaozhi.device.settings import (
     BRIGHTNESS_TOOL,
     CONF_MCP_TOOLS,
     STATUS_TOOL,
+    VOLUME,
+    VOLUME_GETTER_TOOL,
     VOLUME_TOOL,
     DeviceNumbers,
+    parse_getter_reply,
     stored_tool_names,
 )
 from custom_components.xiaozhi.number import XiaozhiNumber, new_number, offered_numbers
@@ -274,6 +281,35 @@ async def device_entry(
     assert await ha_core.config_entries.async_setup(entry.entry_id)
     await ha_core.async_block_till_done()
     return entry
+
+
+# ---------------------------------------------------------------- the satellite
+
+
+async def test_the_satellite_is_named_after_its_device(
+    ha_core: HomeAssistant, device_entry: MockConfigEntry
+) -> None:
+    """The device's main feature: assist_satellite.<device>, named as the device."""
+    entity_id = er.async_get(ha_core).async_get_entity_id(
+        "assist_satellite", DOMAIN, f"{MAC}-assist_satellite"
+    )
+    device = dr.async_get(ha_core).async_get_device_by_identifier(
+        (DOMAIN, MAC), device_entry.entry_id
+    )
+    assert device is not None
+    assert device.name == "bread-compact-wifi ddeeff"
+    assert entity_id == "assist_satellite.bread_compact_wifi_ddeeff"
+    state = ha_core.states.get(entity_id)
+    assert state is not None
+    assert state.attributes["friendly_name"] == device.name
+
+
+def test_the_integration_is_added_as_a_service() -> None:
+    """HA's integration page then offers "Add service", not "Add hub"."""
+    manifest = json.loads(
+        (Path(custom_components.xiaozhi.__file__).parent / "manifest.json").read_text()
+    )
+    assert manifest["integration_type"] == "service"
 
 
 # ---------------------------------------------------------------- selects
@@ -810,3 +846,108 @@ def test_stored_tool_names_and_offered_numbers() -> None:
         "volume",
         "screen_brightness",
     ]
+
+
+# ---------------------------------------------------------------- clients without a status
+
+
+class PyXiaozhi:
+    """py-xiaozhi's volume tools (src/mcp/tools/volume/register.py): no status tool."""
+
+    def __init__(self, volume: int, *, getter: bool = True) -> None:
+        self.volume = volume
+        self.getter = getter
+
+    def tools(self) -> list[SimTool]:
+        tools = [
+            SimTool(
+                VOLUME_TOOL,
+                "set the volume",
+                {"volume": {"type": "integer", "minimum": 0, "maximum": 100}},
+                callback=self.set_volume,
+            )
+        ]
+        if self.getter:
+            # Its get_volume returns the volume as a bare integer.
+            tools.append(SimTool(VOLUME_GETTER_TOOL, callback=lambda _: self.volume))
+        return tools
+
+    def set_volume(self, arguments: dict[str, Any]) -> bool:
+        self.volume = int(arguments["volume"])
+        return True
+
+
+async def test_a_volume_getter_serves_a_device_without_the_status_tool(
+    ha_core: HomeAssistant, runtime: DeviceRuntime, devices: DeviceFactory
+) -> None:
+    client = PyXiaozhi(volume=65)
+    device = devices(tools=client.tools())
+    await device.open()
+    await wait_for_calls(device, VOLUME_GETTER_TOOL, 1)
+    entity_id = required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
+    await wait_for_state(ha_core, entity_id, "65")
+    state = ha_core.states.get(entity_id)
+    assert state is not None
+    assert ATTR_ASSUMED_STATE not in state.attributes
+    assert tool_calls(device, STATUS_TOOL) == []
+
+
+async def test_a_volume_nobody_can_read_is_assumed_and_kept_across_reloads(
+    ha_core: HomeAssistant,
+    device_entry: MockConfigEntry,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+) -> None:
+    client = PyXiaozhi(volume=65, getter=False)
+    device = await connect_tools(ha_core, runtime, devices, client.tools())
+    entity_id = required_entity_id(ha_core, NUMBER_DOMAIN, "volume")
+    state = ha_core.states.get(entity_id)
+    assert state is not None
+    # Nothing to read: an assumed state, never a call the device cannot answer.
+    assert state.attributes[ATTR_ASSUMED_STATE] is True
+    assert device.mcp_requests[-1]["method"] == "tools/list"
+
+    await set_number(ha_core, entity_id, 30)
+    assert client.volume == 30
+    assert state_of(ha_core, entity_id) == "30"
+
+    # After a reload (or restart), what was set is shown again once connected.
+    assert await ha_core.config_entries.async_reload(device_entry.entry_id)
+    await ha_core.async_block_till_done()
+    await device.wait_closed()
+    assert state_of(ha_core, entity_id) == STATE_UNAVAILABLE
+    await connect_tools(ha_core, runtime_of(device_entry), devices, client.tools())
+    await wait_for_state(ha_core, entity_id, "30")
+    state = ha_core.states.get(entity_id)
+    assert state is not None
+    assert state.attributes[ATTR_ASSUMED_STATE] is True
+
+
+async def connect_tools(
+    hass: HomeAssistant,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+    tools: list[SimTool],
+) -> SimulatedDevice:
+    device = devices(tools=tools)
+    await device.open()
+    await wait_until(runtime, lambda: len(runtime.tools) == len(tools))
+    await hass.async_block_till_done()
+    return device
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("65", 65),
+        ("65.4", 65),
+        ('{"volume": 30, "muted": false}', 30),
+        ('{"audio_speaker": {"volume": 12}}', 12),
+        ('{"muted": true}', None),
+        ("loud", None),
+        ("true", None),
+        ("[1]", None),
+    ],
+)
+def test_getter_replies(text: str, value: int | None) -> None:
+    assert parse_getter_reply(text, VOLUME) == value

@@ -9,7 +9,9 @@ processing, responding until the answer's playback ends, idle.
 
 Announcements (and conversations started by HA) are streamed to the device while
 it is connected: a Xiaozhi device connects only for a conversation and stays
-connected a while after, so HA cannot reach it at other times.
+connected a while after, so HA cannot reach it at other times. An announcement
+to a device that is not connected waits for it a while (``announce.CONNECT_WAIT_S``:
+HA's satellite wizard tests the connection with one right after pairing).
 
 The satellite also owns the device's timers (``voice/timers.py``): HA's timer
 handler of its device, for as long as the entity exists.
@@ -17,7 +19,11 @@ handler of its device, for as long as the entity exists.
 
 from typing import Final, override
 
-from homeassistant.components.assist_pipeline import PipelineEvent
+from homeassistant.components.assist_pipeline import (
+    OPTION_PREFERRED,
+    PipelineEvent,
+    async_get_pipelines,
+)
 from homeassistant.components.assist_satellite import (
     AssistSatelliteAnnouncement,
     AssistSatelliteConfiguration,
@@ -43,8 +49,14 @@ from .device.messages import device_message
 from .device.runtime import DeviceConfigEntry
 from .device.session import DeviceSession
 from .device.supervisor import SessionClosedError
-from .voice.announce import AnnouncementError, announcement_audio
-from .voice.pipeline import PipelineListener
+from .voice.announce import (
+    CONNECT_WAIT_S,
+    AnnouncementError,
+    announcement_audio,
+    async_wait_for_voice_session,
+)
+from .voice.pipeline import PipelineListener, pipeline_problem_by_id
+from .voice.pipeline_check import async_report_pipeline
 from .voice.session import DeviceDisconnectedError, VoiceSession
 from .voice.timers import DeviceTimers
 from .voice.tts_audio import WAV_FORMAT, TtsError
@@ -58,6 +70,7 @@ SATELLITE_KEY: Final = "assist_satellite"
 MANUAL_SILENCE_SECONDS: Final = 15.0
 
 ERROR_NOT_CONNECTED: Final = "device_not_connected"
+ERROR_DID_NOT_CONNECT: Final = "device_did_not_connect"
 ERROR_ANNOUNCEMENT: Final = "announcement_failed"
 # The face an announcement shown on an idle device's screen comes with.
 ANNOUNCEMENT_EMOTION: Final = "neutral"
@@ -66,9 +79,10 @@ ANNOUNCEMENT_EMOTION: Final = "neutral"
 class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunSilence):
     """A Xiaozhi device as an Assist satellite."""
 
-    entity_description = AssistSatelliteEntityDescription(
-        key=SATELLITE_KEY, translation_key=SATELLITE_KEY
-    )
+    entity_description = AssistSatelliteEntityDescription(key=SATELLITE_KEY)
+    # The device's main feature: the entity is named after the device
+    # (assist_satellite.<device>), as HA's naming rules ask.
+    _attr_name = None
     _attr_supported_features = (
         AssistSatelliteEntityFeature.ANNOUNCE
         | AssistSatelliteEntityFeature.START_CONVERSATION
@@ -83,6 +97,8 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         self._manual_run = False
         self._announcing = False
         self.timers: DeviceTimers | None = None
+        # How long an announcement waits for the device to connect.
+        self.connect_wait = CONNECT_WAIT_S
 
     @property
     def device_language(self) -> str | None:
@@ -123,15 +139,44 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
 
     # The voice session's host ------------------------------------------------------
 
+    def selected_pipeline_id(self) -> str | None:
+        """Return the id of the pipeline the device's select picks; None: the preferred.
+
+        What the base class resolves before a run, from the select's state.
+        """
+        entity_id = self.pipeline_entity_id
+        state = None if entity_id is None else self.hass.states.get(entity_id)
+        if state is None or state.state == OPTION_PREFERRED:
+            return None
+        for pipeline in async_get_pipelines(self.hass):
+            if pipeline.name == state.state:
+                return pipeline.id
+        return None
+
+    @callback
+    def async_check_pipeline(self) -> bool:
+        """Return whether the device's pipeline can talk; raise or clear its repair issue."""
+        name, problem = pipeline_problem_by_id(self.hass, self.selected_pipeline_id())
+        async_report_pipeline(
+            self.hass, self.entry.entry_id, self.entry.title, name, problem
+        )
+        return problem is None
+
     async def async_run_pipeline(self, run: PipelineRun) -> None:
-        """Run the selected pipeline up to the intent stage; events go to the run's listener."""
+        """Run the selected pipeline up to the intent stage; events go to the run's listener.
+
+        A typed request (``run.text``) runs the intent stage alone.
+        """
         self._keep_conversation()
         self._run_listener = run.listener
         self._manual_run = run.manual
         try:
-            await ha_internals.run_pipeline_to_intent(
-                self, run.audio, wake_word_phrase=run.wake_word_phrase
-            )
+            if run.text is not None:
+                await ha_internals.run_text_to_intent(self, run.text)
+            else:
+                await ha_internals.run_pipeline_to_intent(
+                    self, run.audio, wake_word_phrase=run.wake_word_phrase
+                )
         finally:
             if self._run_listener is run.listener:
                 self._run_listener = None
@@ -227,7 +272,26 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         ):
             await self._async_show(link, announcement.message)
             return
-        voice = self._connected_voice_session()
+        voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
+        if voice is None:
+            if ha_internals.is_connection_test(announcement):
+                # HA's wizard runs its test in a task nobody awaits, and reports
+                # the timeout itself: an exception would only be a stray traceback.
+                LOGGER.warning(
+                    "Connection test: %s did not connect within %g s; press its "
+                    "button or say its wake word, then test again",
+                    self.entry.title,
+                    self.connect_wait,
+                )
+                return
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key=ERROR_DID_NOT_CONNECT,
+                translation_placeholders={
+                    "device": self.entry.title,
+                    "seconds": f"{self.connect_wait:g}",
+                },
+            )
         self._announcing = True
         try:
             await voice.async_announce(
@@ -260,15 +324,6 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             "an idle device has no audio channel",
             self.entry.title,
         )
-
-    def _connected_voice_session(self) -> VoiceSession:
-        session = self.runtime.session
-        if session is None or not session.ready:
-            raise self._not_connected()
-        handler = session.handler
-        if not isinstance(handler, VoiceSession):
-            raise self._not_connected()
-        return handler
 
     def _not_connected(self) -> HomeAssistantError:
         return HomeAssistantError(

@@ -1,8 +1,7 @@
 """Config flow for Xiaozhi: OpenAI-compatible providers and their subentries."""
 
 from collections.abc import Mapping
-import secrets
-from typing import Any, override
+from typing import Any, Final, override
 
 import openai
 import probatio
@@ -96,7 +95,7 @@ from .provider.presets import (
     stt_defaults,
     tts_defaults,
 )
-from .server.pairing import PairingError
+from .server.pairing import PairingError, PendingPairing
 from .server.registry import async_get_server
 
 API_KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
@@ -170,6 +169,10 @@ def device_title(device: Mapping[str, Any]) -> str:
     """Return a device entry title: its board and the end of its MAC."""
     suffix = device[CONF_MAC].replace(":", "")[-6:]
     return f"{device.get(CONF_BOARD) or 'Xiaozhi'} {suffix}"
+
+
+# The text shown once a device is paired (config.create_entry in strings.json).
+CREATE_ENTRY_PAIRED: Final = "paired"
 
 
 class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -349,14 +352,17 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
         mac = self._device[CONF_MAC]
         errors: dict[str, str] = {}
         if user_input is not None:
+            server = async_get_server(self.hass)
             try:
-                async_get_server(self.hass).pairings.verify(mac, user_input[CONF_CODE])
+                pending = server.pairings.verify(mac, user_input[CONF_CODE])
             except PairingError as err:
                 if err.reason != "invalid_code":
+                    server.pairing_sessions.async_void(mac)
                     return self.async_abort(reason=err.reason)
                 errors[CONF_CODE] = err.reason
             else:
-                return self._async_pair_device()
+                server.pairing_sessions.async_paired(mac)
+                return self._async_pair_device(pending)
         return self.async_show_form(
             step_id="pair",
             data_schema=probatio.Schema({probatio.Required(CONF_CODE): str}),
@@ -367,17 +373,20 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             },
         )
 
-    def _async_pair_device(self) -> ConfigFlowResult:
+    def _async_pair_device(self, pending: PendingPairing) -> ConfigFlowResult:
         device = self._device
         data = {
             CONF_ENTRY_KIND: ENTRY_KIND_DEVICE,
             CONF_MAC: device[CONF_MAC],
-            CONF_CLIENT_ID: device[CONF_CLIENT_ID],
+            # The claim the typed code was issued to (the newest check-in).
+            CONF_CLIENT_ID: pending.device.client_id,
             CONF_BOARD: device.get(CONF_BOARD, ""),
             CONF_FIRMWARE_VERSION: device.get(CONF_FIRMWARE_VERSION, ""),
             CONF_DEVICE_LANGUAGE: device.get(CONF_DEVICE_LANGUAGE, ""),
-            # A fresh token on every pairing: a re-paired device's old token dies.
-            CONF_TOKEN: secrets.token_urlsafe(32),
+            # The token issued with this code (fresh on every pairing: a re-paired
+            # device's old token dies); a client that connected with it while
+            # waiting reconnects with it (server/pairing_session.py).
+            CONF_TOKEN: pending.token,
         }
         entry = self.hass.config_entries.async_entry_for_domain_unique_id(
             DOMAIN, device[CONF_MAC]
@@ -386,7 +395,15 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             return self.async_update_reload_and_abort(
                 entry, data=data, reason="repaired"
             )
-        return self.async_create_entry(title=device_title(device), data=data)
+        title = device_title(device)
+        # The device connects only when woken: HA's satellite wizard, which opens
+        # next, tests the connection, and waits for it (see assist_satellite.py).
+        return self.async_create_entry(
+            title=title,
+            data=data,
+            description=CREATE_ENTRY_PAIRED,
+            description_placeholders={"device": title},
+        )
 
     @classmethod
     @callback

@@ -1,6 +1,6 @@
 """Conversation agent streaming from an OpenAI-compatible Chat Completions API."""
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from typing import Final, Literal, override
 
@@ -41,6 +41,7 @@ from .provider.chat_stream import (
 )
 from .provider.client import ProviderConfigEntry
 from .provider.entity import ProviderSubentryEntity, subentry_platform
+from .voice.listening import async_until_committed
 
 PARALLEL_UPDATES = 0
 
@@ -70,6 +71,21 @@ def translation_language(language: str | None) -> str:
     if language and (found := language_util.matches(language, TRANSLATED_LANGUAGES)):
         return found[0]
     return "en"
+
+
+async def _tool_calls_when_committed(
+    hass: HomeAssistant,
+    deltas: AsyncIterable[ContentDelta],
+    device_id: str | None,
+) -> AsyncGenerator[ContentDelta]:
+    """Pass the deltas on; a tool call only once the device's utterance is over.
+
+    Home Assistant starts a tool as soon as its call arrives in the chat log.
+    """
+    async for delta in deltas:
+        if "tool_calls" in delta:
+            await async_until_committed(hass, device_id)
+        yield delta
 
 
 async def async_translate(
@@ -142,16 +158,23 @@ class XiaozhiConversationEntity(
             )
         except conversation.ConverseError as err:
             return err.as_conversation_result()
-        await self._async_handle_chat_log(chat_log, user_input.language)
+        await self._async_handle_chat_log(
+            chat_log, user_input.language, user_input.device_id
+        )
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
 
     async def _async_handle_chat_log(
-        self, chat_log: conversation.ChatLog, language: str | None
+        self,
+        chat_log: conversation.ChatLog,
+        language: str | None,
+        device_id: str | None = None,
     ) -> None:
         """Ask the model until it answers without calling tools."""
         tools = self._tools(chat_log)
         for _ in range(MAX_TOOL_ROUNDS):
-            outcome = await self._async_stream_round(chat_log, tools, language)
+            outcome = await self._async_stream_round(
+                chat_log, tools, language, device_id
+            )
             if not chat_log.unresponded_tool_results:
                 await self._async_check_answer(chat_log, language, outcome)
                 return
@@ -191,16 +214,23 @@ class XiaozhiConversationEntity(
         chat_log: conversation.ChatLog,
         tools: list[ChatCompletionFunctionToolParam],
         language: str | None,
+        device_id: str | None = None,
     ) -> StreamOutcome:
-        """Stream one answer into the chat log; Home Assistant runs its tool calls."""
+        """Stream one answer into the chat log; Home Assistant runs its tool calls.
+
+        A tool call waits while the device's utterance may still go on (a
+        speculative turn, `voice.listening`): a guess must not act.
+        """
         outcome = StreamOutcome()
         try:
             # Leaving this block any way, a cancelled task included, closes
             # the HTTP response, so the service stops generating. Failures
             # while the answer is read end up in the outcome, not here.
             async with self._request(chat_log, tools) as answer:
+                deltas = transform_stream(answer_chunks(answer), outcome)
                 async for _content in chat_log.async_add_delta_content_stream(
-                    self.entity_id, transform_stream(answer_chunks(answer), outcome)
+                    self.entity_id,
+                    _tool_calls_when_committed(self.hass, deltas, device_id),
                 ):
                     pass
         except openai.OpenAIError as err:

@@ -1,5 +1,6 @@
 """The Xiaozhi integration: Home Assistant as the server for Xiaozhi voice devices."""
 
+from functools import partial
 from typing import Final
 
 import openai
@@ -20,7 +21,9 @@ from .device.firmware_check import (
 )
 from .device.runtime import DeviceConfigEntry, DeviceRuntime, is_device_entry
 from .device.tools_api import DeviceToolsAPI
+from .pairing_voice import async_speak_code
 from .photo_answers import async_answer_photo
+from .pipeline_setup import async_offer_voice_pipeline
 from .provider.client import (
     ProviderConfigEntry,
     ProviderRuntime,
@@ -32,6 +35,7 @@ from .server.registry import DATA_SERVER, XiaozhiServer, async_get_server
 from .server.vision import VisionView
 from .transport.mqtt import async_get_mqtt, async_setup_mqtt
 from .transport.websocket import async_setup_websocket
+from .voice.pipeline_check import async_forget_pipeline_issue
 from .voice.timers import async_setup_timers
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -53,6 +57,7 @@ DEVICE_PLATFORMS: tuple[Platform, ...] = (
     Platform.NOTIFY,
     Platform.NUMBER,
     Platform.SELECT,
+    Platform.SENSOR,
 )
 
 
@@ -69,6 +74,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     hass.http.register_view(ActivateView())
     hass.http.register_view(VisionView(async_answer_photo))
     async_setup_websocket(hass)
+    server.pairing_sessions.speaker = partial(async_speak_code, hass)
     async_setup_mqtt(hass)
     llm.async_register_api(hass, DeviceToolsAPI(hass))
     await async_setup_timers(hass)
@@ -89,6 +95,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
         # the live session.)
         entry.async_on_unload(entry.add_update_listener(_async_reload_on_update))
     await hass.config_entries.async_forward_entry_setups(entry, _platforms(entry))
+    if not is_device_entry(entry):
+        # A fresh HA's preferred pipeline has no speech: give it the service's.
+        entry.async_on_unload(async_offer_voice_pipeline(hass, entry))
     return True
 
 
@@ -168,6 +177,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: ConfigEntry) -> None:
     """Forget what a removed device left behind outside its entry."""
     if is_device_entry(entry):
         async_forget_firmware_issue(hass, entry)
+        async_forget_pipeline_issue(hass, entry.entry_id)
 
 
 async def _async_reload_on_update(hass: HomeAssistant, entry: ConfigEntry) -> None:

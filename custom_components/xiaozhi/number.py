@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from homeassistant.components.number import (
-    NumberEntity,
     NumberEntityDescription,
     NumberMode,
+    RestoreNumber,
 )
 from homeassistant.const import PERCENTAGE, EntityCategory
 from homeassistant.core import HomeAssistant, callback
@@ -86,8 +86,12 @@ def new_number(
     return XiaozhiNumber(numbers, NUMBERS[setting.key])
 
 
-class XiaozhiNumber(XiaozhiDeviceEntity, NumberEntity):
-    """A device setting from 0 to 100, available while the device is connected."""
+class XiaozhiNumber(XiaozhiDeviceEntity, RestoreNumber):
+    """A device setting from 0 to 100, available while the device is connected.
+
+    The value last known is restored after a restart; a device that offers no
+    way to read the setting keeps it as an assumed state (what was last set).
+    """
 
     entity_description: XiaozhiNumberEntityDescription
 
@@ -105,6 +109,20 @@ class XiaozhiNumber(XiaozhiDeviceEntity, NumberEntity):
     def available(self) -> bool:
         """Return whether the device is connected and serves its tools."""
         return self._numbers.available
+
+    @property
+    def assumed_state(self) -> bool:
+        """Return True when the device cannot report the value (it is what was set)."""
+        return not self._numbers.reports_value(self.entity_description.setting)
+
+    async def async_added_to_hass(self) -> None:
+        """Show the last known value until the device reports one."""
+        await super().async_added_to_hass()
+        if self._attr_native_value is not None:
+            return
+        last = await self.async_get_last_number_data()
+        if last is not None and last.native_value is not None:
+            self._attr_native_value = round(last.native_value)
 
     async def async_set_native_value(self, value: float) -> None:
         """Send the value to the device; show it once the device took it."""

@@ -45,6 +45,7 @@ from .provider.speech import (
     audio_output,
     speak,
 )
+from .sentences.marks import SpeechMarks, marks_for
 
 PARALLEL_UPDATES = 0
 
@@ -95,9 +96,14 @@ class XiaozhiTextToSpeechEntity(ProviderSubentryEntity, TextToSpeechEntity):
     async def async_stream_tts_audio(
         self, request: TTSAudioRequest
     ) -> TTSAudioResponse:
-        """Speak a text stream, starting with its first sentence."""
+        """Speak a text stream, starting with its first sentence.
+
+        A caller that attached `sentences.marks` to the stream (the device's
+        speaker) is told where each sentence's audio starts.
+        """
         output = audio_output(request.options)
-        audio = self._speak(request.message_gen, request.options, output)
+        marks = marks_for(request.message_gen)
+        audio = self._speak(request.message_gen, request.options, output, marks)
         return TTSAudioResponse(output.extension, audio)
 
     @override
@@ -122,12 +128,13 @@ class XiaozhiTextToSpeechEntity(ProviderSubentryEntity, TextToSpeechEntity):
         deltas: AsyncIterable[str],
         options: Mapping[str, Any],
         output: AudioOutput,
+        marks: SpeechMarks | None = None,
     ) -> AsyncGenerator[bytes]:
         """Yield the audio; a service failure becomes a translated error."""
         settings = self._voice_settings(options)
         try:
             async with contextlib.aclosing(
-                speak(self.client, settings, deltas, output)
+                speak(self.client, settings, deltas, output, marks=marks)
             ) as audio:
                 async for chunk in audio:
                     yield chunk

@@ -10,6 +10,7 @@ from custom_components.xiaozhi.protocol.pacing import (
     DEFAULT_PREBUFFER_FRAMES,
     LATE_TOLERANCE_S,
     DownlinkStats,
+    Marker,
     PacedSender,
 )
 
@@ -272,3 +273,72 @@ async def test_real_clock_smoke() -> None:
     assert await sender.drain()
     assert sent == [bytes([i]) for i in range(10)]
     assert sender.stats.frames_sent == 10
+
+
+# ---------------------------------------------------------------- markers
+
+
+def marker(harness: Harness, name: str) -> Marker:
+    """A marker the device log records in its place, with its send time."""
+
+    async def send() -> None:
+        harness.device.sent.append((harness.time.now, name.encode()))
+
+    return Marker(send)
+
+
+async def test_markers_go_out_in_their_place_without_changing_the_schedule(
+    harness: Harness,
+) -> None:
+    start = harness.time.now
+    await harness.put_all(10)
+    assert await harness.sender.put(marker(harness, "second"))
+    await harness.put_all(10, start=10)
+    assert await harness.sender.drain()
+
+    sent = [packet for _, packet in harness.device.sent]
+    assert sent.index(b"second") == 10  # after frame 9, before frame 10
+    frames = [(at, p) for at, p in harness.device.sent if p != b"second"]
+    for index, (sent_at, _) in enumerate(frames):
+        assert sent_at == pytest.approx(start + max(0, index - PREBUFFER + 1) * FRAME)
+    # Right after the frame before it: at most one frame before the next is due.
+    marked_at = harness.device.sent[10][0]
+    assert marked_at == pytest.approx(frames[9][0])
+    assert frames[10][0] - marked_at == pytest.approx(FRAME)
+    assert harness.sender.stats == DownlinkStats(frames_sent=20)
+
+
+async def test_a_marker_first_and_last_is_sent_too(harness: Harness) -> None:
+    assert await harness.sender.put(marker(harness, "first"))
+    await harness.put_all(2)
+    assert await harness.sender.put(marker(harness, "last"))
+    assert await harness.sender.drain()
+    assert [p for _, p in harness.device.sent] == [b"first", b"\0\0", b"\0\1", b"last"]
+
+
+async def test_stop_drops_the_markers_with_the_audio() -> None:
+    harness = Harness()
+    harness.device.gate = asyncio.Event()
+    await harness.put_all(2)
+    assert await harness.sender.put(marker(harness, "dropped"))
+    await harness.device.waiting.wait()
+
+    harness.sender.stop()
+    harness.device.gate.set()
+    await asyncio.gather(*harness.tasks, return_exceptions=True)
+    assert harness.device.sent == []
+    assert harness.sender.queued == 0
+
+
+async def test_a_marker_that_cannot_be_sent_closes_the_sender(
+    harness: Harness,
+) -> None:
+    async def lost() -> None:
+        raise ConnectionError("gone")
+
+    await harness.put_all(1)
+    assert await harness.sender.put(Marker(lost))
+    await harness.put_all(1, start=1)
+    assert await harness.sender.drain() is False
+    assert harness.sender.closed
+    assert [p for _, p in harness.device.sent] == [b"\0\0"]

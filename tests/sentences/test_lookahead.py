@@ -261,3 +261,19 @@ async def test_negative_lookahead_is_rejected() -> None:
     """A negative look-ahead makes no sense."""
     with pytest.raises(ValueError, match="lookahead"):
         await anext(synthesize_in_order(texts("a"), ScriptedSynth(), lookahead=-1))
+
+
+async def test_each_sentence_is_told_where_its_audio_starts() -> None:
+    synth = ScriptedSynth()
+    starts: list[tuple[str, int]] = []
+
+    def on_sentence(text: str, before: int) -> None:
+        starts.append((text, before))
+
+    audio = synthesize_in_order(texts("a", "bb", "c"), synth, on_sentence=on_sentence)
+    async with asyncio.timeout(TIMEOUT):
+        chunks = [(len(starts), chunk) async for chunk in audio]
+
+    # Told before its first chunk, with the audio bytes yielded before it.
+    assert starts == [("a", 0), ("bb", 6), ("c", 14)]
+    assert [told for told, _ in chunks] == [1, 1, 2, 2, 3, 3]

@@ -19,6 +19,7 @@ from homeassistant.const import CONF_CODE, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.translation import async_get_translations
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.const import (
@@ -114,8 +115,17 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     ha_core: HomeAssistant, client: TestClient[web.Request, web.Application]
 ) -> None:
     answer = await check_in(client)
-    assert "websocket" not in answer
     assert "mqtt" not in answer
+    # A token that opens only a pairing session (server/pairing_session.py), for
+    # clients that connect with their first answer's settings.
+    port = client.server.port
+    pairing_token = answer["websocket"]["token"]
+    assert answer["websocket"] == {
+        "url": f"ws://127.0.0.1:{port}/xiaozhi/v1/",
+        "token": pairing_token,
+        "version": 1,
+    }
+    assert len(pairing_token) >= 32
     activation = answer["activation"]
     assert len(activation["code"]) == 6
     assert activation["code"].isdigit()
@@ -128,6 +138,7 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     # Checking in again keeps the code the device is speaking; one flow only.
     again = await check_in(client)
     assert again["activation"]["code"] == activation["code"]
+    assert again["websocket"]["token"] == pairing_token
     await ha_core.async_block_till_done()
     (flow,) = pairing_flows(ha_core)
     assert flow["context"]["title_placeholders"] == {"mac": MAC}
@@ -146,13 +157,20 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "bread-compact-wifi ddeeff"
+    # HA's satellite wizard opens next: the user is told to wake the device.
+    assert result["description"] == "paired"
+    assert result["description_placeholders"] == {"device": result["title"]}
+    for language, wake in (("en", "wake word"), ("zh-Hans", "唤醒词")):
+        texts = await async_get_translations(ha_core, language, "config", [DOMAIN])
+        assert wake in texts[f"component.{DOMAIN}.config.create_entry.paired"]
     entry = device_entry(ha_core)
     assert entry.data[CONF_ENTRY_KIND] == ENTRY_KIND_DEVICE
     assert entry.data[CONF_CLIENT_ID] == CLIENT_ID
     assert entry.data[CONF_BOARD] == "bread-compact-wifi"
     assert entry.data[CONF_FIRMWARE_VERSION] == "1.9.2"
     assert entry.data[CONF_DEVICE_LANGUAGE] == "zh-CN"
-    assert len(entry.data[CONF_TOKEN]) >= 32
+    # The pairing token becomes the device's: a client reconnecting with it gets in.
+    assert entry.data[CONF_TOKEN] == pairing_token
 
     # The firmware's activation poll now succeeds (POST with an HMAC body).
     response = await client.post(
@@ -180,7 +198,6 @@ async def test_unknown_device_gets_a_code_then_pairs_and_gets_its_websocket(
     answer = await check_in(client)
     assert "activation" not in answer
     assert "mqtt" not in answer
-    port = client.server.port
     assert answer["websocket"] == {
         "url": f"ws://127.0.0.1:{port}/xiaozhi/v1/",
         "token": entry.data[CONF_TOKEN],
@@ -197,7 +214,7 @@ async def test_token_only_for_the_paired_client_id_and_repairing_rotates_it(
 
     # Same MAC, another Client-Id (NVS erased, or someone spoofing the MAC).
     answer = await check_in(client, client_id="another-uuid")
-    assert "websocket" not in answer
+    assert answer["websocket"]["token"] != old_token
     assert old_token not in json.dumps(answer)
     new_code = answer["activation"]["code"]
     result = await pair(ha_core, new_code)

@@ -26,8 +26,10 @@ from homeassistant.components import ai_task, conversation, image
 from homeassistant.components.assist_pipeline import (
     Pipeline,
     async_create_default_pipeline,
+    async_get_pipelines,
     async_update_pipeline,
 )
+from homeassistant.components.assist_pipeline.runtime import KEY_ASSIST_PIPELINE
 from homeassistant.config_entries import ConfigEntry, ConfigFlow
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
@@ -235,6 +237,11 @@ async def test_the_devices_own_pipeline_picks_who_answers(
     robot: SimulatedDevice,
 ) -> None:
     """The preferred pipeline is HA's own; the device's select picks ours."""
+    # The service made its pipeline the preferred one; the user went back to HA's.
+    store = ha_core.data[KEY_ASSIST_PIPELINE].pipeline_store
+    store.async_set_preferred_item(
+        next(p.id for p in async_get_pipelines(ha_core) if p.name == "Home Assistant")
+    )
     ours = await async_create_default_pipeline(
         ha_core, STT_ENTITY, TTS_ENTITY, "Xiaozhi"
     )

@@ -48,6 +48,7 @@ from homeassistant.config_entries import (
 from homeassistant.const import CONF_CODE, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.const import (
@@ -71,7 +72,7 @@ from fake_provider import ChatReply, FakeProvider
 from simulator import audio, checkin, console as sim_console, state as sim_state
 from simulator.board import SimBoard
 from simulator.checkin import Activation, OtaClient, PairingTiming, obtain_websocket
-from simulator.cli import Options, async_main, parse_options
+from simulator.cli import Options, Simulation, async_main, parse_options
 from simulator.conversation import Timing, TurnRecorder, speak, split_frames
 from simulator.device import DEFAULT_CLIENT_ID, ChannelClosedError, SimulatedDevice
 from simulator.errors import SimulatorError
@@ -790,8 +791,9 @@ async def test_a_refused_connection_names_code_and_reason(
     )
     assert await sim.result() == 1
     assert sim.err.getvalue() == (
-        "error: Home Assistant closed the connection with code 4001 (invalid token);"
-        " run without --skip-ota to check in (and pair) again\n"
+        "error: Home Assistant refused the device's token (HTTP 401: unknown"
+        " device, or a token of an older pairing); run without --skip-ota to check"
+        " in (and pair) again\n"
     )
 
 
@@ -1548,3 +1550,127 @@ def test_the_otto_board_and_a_camera_from_the_command_line(tmp_path: Path) -> No
         options.camera()
     with pytest.raises(SimulatorError, match="cannot read"):
         parse_options(["--photo", str(tmp_path / "missing.jpg")]).camera()
+
+
+# ---------------------------------------------------------------- --stay
+
+
+def entity_of(
+    hass: HomeAssistant, entry: MockConfigEntry, domain: str, key: str
+) -> str:
+    """The entity id of the device's entity of ``domain`` whose id names ``key``."""
+    (entity_id,) = [
+        e.entity_id
+        for e in er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+        if e.domain == domain and key in e.entity_id
+    ]
+    return entity_id
+
+
+async def test_staying_connected_plays_announcements_and_takes_the_volume(
+    ha_core: HomeAssistant,
+    device_entry: MockConfigEntry,
+    paired_state: Path,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    programs: FakePrograms,
+) -> None:
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text("".join(ANSWER)))
+    sim = start(
+        *("--ha", ha_url_of(paired_state), "--state-file", str(paired_state)),
+        *("--say", TRANSCRIPT, "--no-save", "--play", "--stay"),
+    )
+    await sim.out.wait_for(
+        r"staying connected, idle, until nothing comes from Home"
+        r" Assistant for 120 s"
+    )
+    # The answer was reported before the stay, with its timing.
+    assert f"answer: {' '.join(ANSWER)}" in sim.out.getvalue()
+    assert any(TIMING_LINE.match(line) for line in sim.out.lines())
+
+    async with asyncio.timeout(TIMEOUT):
+        await ha_core.services.async_call(
+            "assist_satellite",
+            "announce",
+            {
+                "entity_id": entity_of(ha_core, device_entry, "assist_satellite", ""),
+                "message": "晚饭好了",
+                "preannounce": False,
+            },
+            blocking=True,
+        )
+    line = await sim.out.wait_for(r"announcement: 晚饭好了 \((\d+\.\d\d) s of audio\)")
+    spoken = fake_provider.speech.pcm_bytes("晚饭好了") / 2 / RATE_OUT
+    # All of it, and at most the last frames' padding more (printed to 10 ms).
+    assert -0.01 <= float(line[1]) - spoken <= 3 * FRAME_BYTES_OUT / 2 / RATE_OUT + 0.01
+    # Played like the answer: the answer first, then the announcement.
+    await sim.out.wait_for("announcement played with paplay")
+    played = programs.played_wavs()
+    assert len(played) == 2
+    assert len(parse_wav(played[1]).pcm) / 2 / RATE_OUT == pytest.approx(
+        float(line[1]), abs=0.01
+    )
+
+    volume = entity_of(ha_core, device_entry, "number", "volume")
+    async with asyncio.timeout(TIMEOUT):
+        await ha_core.services.async_call(
+            "number", "set_value", {"entity_id": volume, "value": 30}, blocking=True
+        )
+    await sim.out.wait_for(
+        r'"name":"self\.audio_speaker\.set_volume","arguments":'
+        r'\{"volume":30\}'
+    )
+    assert ha_core.states.get(volume).state == "30"  # type: ignore[union-attr]
+
+    # Home Assistant ends it (here: the device's entry is unloaded).
+    assert await ha_core.config_entries.async_unload(device_entry.entry_id)
+    assert await sim.result() == 0, sim.err.getvalue()
+    assert sim.out.lines()[-1].endswith("; the stay is over")
+    assert "Home Assistant closed the connection with code" in sim.out.lines()[-1]
+
+
+async def test_a_stay_ends_when_nothing_comes_for_its_seconds(
+    device_entry: MockConfigEntry,
+    paired_state: Path,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    programs: FakePrograms,
+) -> None:
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text("".join(ANSWER)))
+
+    sim = await run(
+        *("--ha", ha_url_of(paired_state), "--state-file", str(paired_state)),
+        *("--say", TRANSCRIPT, "--no-save", "--manual", "--stay", "0.3"),
+    )
+
+    assert await sim.result() == 0, sim.err.getvalue()
+    assert sim.out.lines()[-1].endswith(
+        "nothing from Home Assistant for 0.3 s: the channel timed out, as the"
+        " firmware's does; closing"
+    )
+    assert "announcement:" not in sim.out.getvalue()
+
+
+def test_stay_options() -> None:
+    assert parse_options([]).stay is None
+    assert parse_options(["--stay"]).stay == 120.0
+    assert parse_options(["--stay", "30"]).stay == 30.0
+
+
+async def test_an_announcement_that_cannot_be_played_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_program(tmp_path, "paplay", "echo 'device busy' >&2; exit 1")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    out = Transcript()
+    simulation = Simulation(
+        parse_options(["--play", "--stay"]), sim_console.Console(out)
+    )
+
+    await simulation._play_announcement(pcm_to_wav(tone(440, RATE_OUT, 0.1), RATE_OUT))
+
+    assert out.lines()[-1].endswith(
+        "(not playing the announcement: paplay could not play the audio: device busy)"
+    )

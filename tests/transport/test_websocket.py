@@ -3,10 +3,12 @@
 import asyncio
 import contextlib
 from datetime import timedelta
+from http import HTTPStatus
 import json
 import logging
 from typing import Any, cast
 
+import aiohttp
 from aiohttp import WSMessage, WSMsgType, web
 from aiohttp.test_utils import TestClient
 import pytest
@@ -207,13 +209,40 @@ async def test_audio_without_a_voice_handler_is_dropped(
 
 
 @pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"token": None}, "missing token"),
+        ({"token": "wrong-token"}, "invalid token"),
+        ({"token": TOKEN + "x"}, "invalid token"),
+        ({"token": "令牌"}, "invalid token"),
+        ({"mac": "11:22:33:44:55:66"}, "device not paired"),
+    ],
+)
+async def test_wrong_credentials_get_401_before_the_upgrade(
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+    caplog: pytest.LogCaptureFixture,
+    overrides: dict[str, Any],
+    reason: str,
+) -> None:
+    """No socket is opened: clients (xiaozhi-sdk) stop at a 401 instead of
+    waiting for a hello that never comes."""
+    recorder = Recorder(runtime)
+    device = devices(**overrides)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await device.connect()
+    assert refused.value.status == HTTPStatus.UNAUTHORIZED
+    assert runtime.session is None
+    assert recorder.log == []
+    assert "Refused device connection" in caplog.text
+    assert reason in caplog.text
+    assert TOKEN not in caplog.text
+    assert "wrong-token" not in caplog.text
+
+
+@pytest.mark.parametrize(
     ("overrides", "code", "reason"),
     [
-        ({"token": None}, CloseCode.UNAUTHORIZED, "missing token"),
-        ({"token": "wrong-token"}, CloseCode.UNAUTHORIZED, "invalid token"),
-        ({"token": TOKEN + "x"}, CloseCode.UNAUTHORIZED, "invalid token"),
-        ({"token": "令牌"}, CloseCode.UNAUTHORIZED, "invalid token"),
-        ({"mac": "11:22:33:44:55:66"}, CloseCode.UNAUTHORIZED, "device not paired"),
         ({"mac": "not-a-mac"}, CloseCode.BAD_HANDSHAKE, "invalid Device-Id"),
         ({"mac": ""}, CloseCode.BAD_HANDSHAKE, "invalid Device-Id"),
         ({"protocol_version": 7}, CloseCode.BAD_HANDSHAKE, "Protocol-Version"),

@@ -7,11 +7,15 @@ provider), URLs are served by a local web server and decoded by HA's ffmpeg.
 
 import asyncio
 from collections.abc import AsyncGenerator
+from datetime import timedelta
+import gc
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 import pytest
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from homeassistant.components.assist_pipeline import Pipeline
 from homeassistant.components.assist_satellite import DOMAIN as SATELLITE_DOMAIN
@@ -19,11 +23,17 @@ from homeassistant.components.assist_satellite.entity import AssistSatelliteStat
 from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
+from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.protocol.codec import pcm_to_wav
-from custom_components.xiaozhi.voice.announce import AnnouncementError, url_audio
+from custom_components.xiaozhi.voice.announce import (
+    CONNECT_WAIT_S,
+    AnnouncementError,
+    url_audio,
+)
 from fake_provider import ChatReply, FakeProvider
 from simulator.device import SimulatedDevice
 from tests.helpers.devices import DeviceFactory, Recorder, dominant_hz, tone
@@ -151,17 +161,50 @@ async def test_home_assistants_own_preannounce_sound_is_fetched_from_it(
     assert len(device.received_pcm()) > RATE_OUT * 2
 
 
-async def test_announcing_needs_a_connected_device(
+def shorten_the_wait(hass: HomeAssistant) -> None:
+    """Wait a moment, not 25 s, for a device that is not connected."""
+    assert satellite(hass).connect_wait == CONNECT_WAIT_S < 30
+    satellite(hass).connect_wait = 0.05
+
+
+async def test_an_announcement_waits_for_the_device_to_connect(
     ha_core: HomeAssistant,
     pipeline: Pipeline,
     runtime: DeviceRuntime,
+    devices: DeviceFactory,
 ) -> None:
+    action = ha_core.async_create_task(
+        announce(ha_core, message=MESSAGE, preannounce=False)
+    )
+    await asyncio.sleep(0)
+    assert not action.done()
+
+    sim = devices(features={})
+    await sim.open()
+    await action
+
+    assert sentences(sim.pending_messages()) == [MESSAGE]
+
+
+async def test_announcing_to_a_device_that_does_not_connect_fails_after_a_while(
+    ha_core: HomeAssistant,
+    pipeline: Pipeline,
+    runtime: DeviceRuntime,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shorten_the_wait(ha_core)
     with pytest.raises(HomeAssistantError) as raised:
         await announce(ha_core, message=MESSAGE, preannounce=False)
     assert raised.value.translation_domain == DOMAIN
-    assert raised.value.translation_key == "device_not_connected"
-    assert raised.value.translation_placeholders == {"device": "Kitchen speaker"}
+    assert raised.value.translation_key == "device_did_not_connect"
+    assert raised.value.translation_placeholders == {
+        "device": "Kitchen speaker",
+        "seconds": "0.05",
+    }
+    assert "0.05 s" in str(raised.value)
     assert satellite(ha_core).state == AssistSatelliteState.IDLE
+    gc.collect()
+    assert "never retrieved" not in caplog.text
 
 
 async def test_audio_that_cannot_be_played_fails_the_action(
@@ -275,6 +318,72 @@ async def test_a_device_served_by_another_handler_cannot_announce(
     ha_core: HomeAssistant, runtime: DeviceRuntime, device: SimulatedDevice
 ) -> None:
     Recorder(runtime)  # e.g. a diagnostics tool took over the session
+    shorten_the_wait(ha_core)
     with pytest.raises(HomeAssistantError) as raised:
         await announce(ha_core, message=MESSAGE, preannounce=False)
-    assert raised.value.translation_key == "device_not_connected"
+    assert raised.value.translation_key == "device_did_not_connect"
+
+
+# ---------------------------------------------------------------- HA's satellite wizard
+
+
+@pytest.fixture
+async def websocket_api(ha_core: HomeAssistant) -> None:
+    """HA's websocket API, registered before a test client freezes the router."""
+    assert await async_setup_component(ha_core, "websocket_api", {})
+
+
+async def test_the_wizards_connection_test_passes_once_the_device_connects(
+    websocket_api: None,
+    ha_core: HomeAssistant,
+    pipeline: Pipeline,
+    client: TestClient[web.Request, web.Application],
+    devices: DeviceFactory,
+    hass_ws_client: WebSocketGenerator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The wizard tests right after pairing; the user then wakes the device."""
+    ha_core.config.internal_url = str(client.make_url("/")).rstrip("/")
+    ws = await hass_ws_client(ha_core)
+    await ws.send_json_auto_id(
+        {"type": "assist_satellite/test_connection", "entity_id": satellite_id(ha_core)}
+    )
+    await asyncio.sleep(0)
+    assert not satellite(ha_core).runtime.connected
+
+    sim = devices(features={})
+    await sim.open()
+    async with asyncio.timeout(TIMEOUT):
+        response = await ws.receive_json()
+
+    assert response["success"], response
+    assert response["result"] == {"status": "success"}
+    # HA's test sound was fetched from HA and played.
+    await until(lambda: "stop" in kinds(sim.pending_messages()))
+    assert sim.received_pcm()
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+async def test_a_connection_test_nobody_answers_leaves_no_traceback(
+    ha_core: HomeAssistant,
+    pipeline: Pipeline,
+    runtime: DeviceRuntime,
+    hass_ws_client: WebSocketGenerator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shorten_the_wait(ha_core)
+    ws = await hass_ws_client(ha_core)
+    await ws.send_json_auto_id(
+        {"type": "assist_satellite/test_connection", "entity_id": satellite_id(ha_core)}
+    )
+    await until(lambda: "did not connect within" in caplog.text)
+    # The wizard gives up after its own 30 s.
+    async_fire_time_changed(ha_core, dt_util.utcnow() + timedelta(seconds=31))
+    reply = await ws.receive_json()
+
+    assert reply["result"] == {"status": "timeout"}
+    await ha_core.async_block_till_done(wait_background_tasks=True)
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+    assert "Traceback" not in caplog.text

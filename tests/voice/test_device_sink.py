@@ -48,10 +48,14 @@ async def test_a_reply_plays_with_its_sentences_in_band(
     assert speech.played is True
     assert speech.started
     assert speech.first_audio_at is not None
-    # The second sentence starts after the first one's audio went out.
-    second = kinds.index("sentence_start", kinds.index("sentence_start") + 1)
-    assert "binary" in kinds[:second]
-    assert kinds.count("binary") >= 2
+    # The second sentence starts after the first one's audio went out, the
+    # face with it: both in their place in the paced audio.
+    first = kinds.index("sentence_start")
+    second = kinds.index("sentence_start", first + 1)
+    assert "binary" not in kinds[:first]
+    assert "binary" in kinds[first:second]
+    assert kinds.index("llm") in range(first + 1, second)
+    assert "binary" in kinds[second:]
 
 
 async def test_stopping_without_anything_to_play_sends_only_tts_stop(

@@ -27,6 +27,7 @@ from custom_components.xiaozhi.protocol.codec import (
     pcm_to_wav,
     wav_header,
 )
+from custom_components.xiaozhi.sentences.marks import attach_marks, marks_for
 from custom_components.xiaozhi.sentences.splitter import Segment
 from custom_components.xiaozhi.voice.speaking import (
     AUDIO_CHUNK_BYTES,
@@ -195,8 +196,12 @@ async def speak(
         return await speak_reply(hass, deltas, engine=engine, sink=sink, **kwargs)
 
 
+NEUTRAL_FACE = ("emotion", ("neutral", "😶"))
+
+
 def expected_script(segments: list[str]) -> list[tuple[str, Any]]:
-    script: list[tuple[str, Any]] = [("start", None)]
+    """A reply without emojis: the neutral face comes with its first words."""
+    script: list[tuple[str, Any]] = [("start", None), NEUTRAL_FACE]
     for text in segments:
         script += [("sentence", text), ("audio", len(speech_pcm(text)))]
     return [*script, ("stop", None)]
@@ -243,8 +248,11 @@ async def test_streaming_engine_gets_one_stream_fed_segment_by_segment(
     assert engines.streaming.received == [s + "\n" for s in SEGMENTS]
     assert engines.streaming.requests == SEGMENTS
     assert bytes(sink.pcm) == b"".join(speech_pcm(text) for text in SEGMENTS)
-    assert sink.calls[0] == ("start", None)
-    assert sink.calls[1] == ("sentence", SEGMENTS[0])
+    assert sink.calls[:3] == [
+        ("start", None),
+        NEUTRAL_FACE,
+        ("sentence", SEGMENTS[0]),
+    ]
     assert sink.calls[-1] == ("stop", None)
     assert sink.sentences() == SEGMENTS
     # The engine speaks exactly as fast as estimated here, so each sentence is
@@ -719,13 +727,38 @@ def test_sentence_clock_places_segments_one_after_another() -> None:
     second_start = len(speech_pcm(first.text))
     assert second_start == 2 * round(0.66 * RATE)
 
-    assert clock.due(1) == [first]
+    assert clock.due(1) == [(first, 0)]
     assert clock.due(second_start) == []
-    assert clock.due(second_start + 1) == [second]
+    assert clock.due(second_start + 1) == [(second, second_start)]
     clock.add(late, 5 * BYTES_PER_SECOND)  # its text came after 5 s of audio
     assert clock.due(5 * BYTES_PER_SECOND) == []
     assert clock.rest() == [late]
     assert clock.rest() == []
+
+
+def test_sentence_clock_follows_the_engines_marks() -> None:
+    """Marked starts win over estimates; a segment the engine merged starts late."""
+
+    async def texts() -> AsyncGenerator[str]:
+        yield "unused"
+
+    clock = SentenceClock()
+    stream = texts()
+    marks = clock.marks = attach_marks(stream)
+    assert marks_for(stream) is marks
+    first, second, third = Segment("你好。"), Segment("Hi there."), Segment("Bye.")
+    for segment in (first, second, third):
+        clock.add(segment, 0)
+    marks.sentence_starts("你好。", 0.0)
+    assert clock.due(1) == [(first, 0)]
+    # The voice is faster than estimated (0.66 s): the engine says 0.25 s.
+    marks.sentence_starts("Hi", 0.25)  # the engine cut "Hi there." in two
+    marks.sentence_starts("there.", 0.4)
+    quarter = BYTES_PER_SECOND // 4
+    assert clock.due(quarter) == []
+    assert clock.due(quarter + 2) == [(second, quarter)]
+    assert clock.due(100 * BYTES_PER_SECOND) == []  # "Bye." is not marked yet
+    assert clock.rest() == [third]
 
 
 def test_wav_request_options_ask_for_wav_only() -> None:

@@ -34,6 +34,11 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "zh": "抱歉，我现在无法说话。",
         "ja": "すみません、今は話せません。",
     },
+    "pipeline_cannot_talk": {
+        "en": "I cannot hear or speak yet: choose a voice assistant with speech-to-text and text-to-speech for me in Home Assistant",
+        "zh": "我还不能听和说：请在 Home Assistant 中为我选择带语音识别和语音合成的语音助手",
+        "ja": "まだ聞くことも話すこともできません。Home Assistant で音声認識と音声合成のある音声アシスタントを選んでください",
+    },
     "error_title": {
         "en": "Error",
         "zh": "错误",

@@ -6,6 +6,9 @@ Speaking state) and drops it otherwise, so :class:`Playback` owns both: it sends
 Opus format, paces the packets at real time (``protocol/pacing.py``) and sends
 ``tts stop`` at the end or on an interruption. A reply may be several plays (one
 per sentence); plays are serialised, and stopping drops whatever was not sent.
+A play's source may carry `pacing.Marker` items between its audio: each is sent
+in its place in the paced stream (a subtitle as its sentence's first frame goes
+out), and dropped with the audio on an interruption.
 """
 
 import asyncio
@@ -23,7 +26,7 @@ from typing import Any, Final
 from ..protocol.codec import OpusEncoder
 from ..protocol.firmware import DOWNLINK_FRAME_DURATION_MS, DOWNLINK_SAMPLE_RATE
 from ..protocol.messages import tts_start_message, tts_stop_message
-from ..protocol.pacing import PacedSender, StartTask
+from ..protocol.pacing import Marker, PacedSender, StartTask
 
 _DOWNLINK_FRAME_S: Final = DOWNLINK_FRAME_DURATION_MS / 1000
 
@@ -41,10 +44,16 @@ async def _async_iterate[T](items: AsyncIterable[T] | Iterable[T]) -> AsyncGener
 
 
 async def _async_encode(
-    encoder: OpusEncoder, chunks: AsyncIterable[bytes] | Iterable[bytes]
-) -> AsyncGenerator[bytes]:
+    encoder: OpusEncoder,
+    chunks: AsyncIterable[bytes | Marker] | Iterable[bytes | Marker],
+) -> AsyncGenerator[bytes | Marker]:
     async with aclosing(_async_iterate(chunks)) as source:
         async for chunk in source:
+            if isinstance(chunk, Marker):
+                # Before the frame holding the PCM after it (that frame may
+                # still end the audio before it).
+                yield chunk
+                continue
             for packet in encoder.encode(chunk):
                 yield packet
     for packet in encoder.flush():
@@ -108,8 +117,13 @@ class Playback:
         self._on_change()
         await self._send_json(tts_stop_message(session_id=self._session_id))
 
-    async def play_opus(self, packets: AsyncIterable[bytes] | Iterable[bytes]) -> bool:
+    async def play_opus(
+        self,
+        packets: AsyncIterable[bytes | Marker] | Iterable[bytes | Marker],
+    ) -> bool:
         """Play 24 kHz mono 60 ms Opus packets, paced at real time.
+
+        Markers among them are sent in their place in the stream.
 
         Sends ``tts start`` first when not speaking. Plays are serialised; a reply
         may be several plays (one per sentence) before :meth:`stop_speaking`. A
@@ -137,17 +151,28 @@ class Playback:
             return await self.downlink.drain() and epoch == self._epoch
 
     async def play_pcm(
-        self, chunks: AsyncIterable[bytes] | Iterable[bytes], sample_rate: int
+        self,
+        chunks: AsyncIterable[bytes | Marker] | Iterable[bytes | Marker],
+        sample_rate: int,
     ) -> bool:
         """Encode mono s16le PCM at ``sample_rate`` to downlink Opus and play it.
 
         Same contract as :meth:`play_opus`; the end of the audio is padded to a
-        whole frame.
+        whole frame. A marker goes out right before the frame that holds the
+        PCM after it.
         """
         encoder = OpusEncoder(
             DOWNLINK_SAMPLE_RATE, DOWNLINK_FRAME_DURATION_MS, input_rate=sample_rate
         )
         return await self.play_opus(_async_encode(encoder, chunks))
+
+    def marker(self, message: Mapping[str, Any]) -> Marker:
+        """Return a marker that sends ``message`` in its place in a play."""
+
+        async def send() -> None:
+            await self._send_json(message)
+
+        return Marker(send)
 
     def close(self) -> None:
         """Stop for good: the session ended (nothing is sent to the device)."""

@@ -50,6 +50,8 @@ class DeviceRuntime:
         tool_lock: Held by each tool call an assistant makes: the firmware runs
             one tool at a time, and a call's timeout must not include the ones
             queued before it.
+        last_reply_delay: Seconds from the end of the user's speech to the
+            first audio of the device's last reply (None: no reply yet).
     """
 
     def __init__(self, mac: str) -> None:
@@ -60,6 +62,7 @@ class DeviceRuntime:
         self.handler_factory: SessionHandlerFactory | None = None
         self.camera = DeviceCamera(self.async_update_listeners)
         self.tool_lock = asyncio.Lock()
+        self.last_reply_delay: float | None = None
         self._listeners: list[CALLBACK_TYPE] = []
         self._tool_call_listeners: list[ToolCallListener] = []
 
@@ -93,6 +96,12 @@ class DeviceRuntime:
                 update_callback()
             except Exception:
                 LOGGER.exception("Error in a listener of device %s", self.mac)
+
+    @callback
+    def async_set_reply_delay(self, seconds: float) -> None:
+        """Keep how long the last reply took to start playing."""
+        self.last_reply_delay = seconds
+        self.async_update_listeners()
 
     @callback
     def async_set_handler_factory(

@@ -6,7 +6,13 @@ The firmware (main/mcp_server.cc, ``AddCommonTools``) offers
 ``self.audio_speaker.set_volume`` ``{volume: 0-100}`` on every board and
 ``self.screen.set_brightness`` ``{brightness: 0-100}`` only on boards with a
 backlight; ``self.get_device_status`` returns JSON with
-``audio_speaker.volume`` and ``screen.brightness``.
+``audio_speaker.volume`` and ``screen.brightness``. Clients without that
+status tool may have a getter of their own: py-xiaozhi offers
+``self.audio_speaker.get_volume`` (the volume as a bare number); its value is
+read from there. A setting the device offers no way to read is shown as an
+assumed state: the value last set from Home Assistant (kept across restarts),
+which is what the device has unless something else changed it, rather than a
+slider stuck at "unknown".
 
 The tool list is only known while the device is connected, so the names of the
 tools of its last listing are kept in the entry (``mcp_tools``): after a restart
@@ -38,6 +44,8 @@ from .runtime import DeviceConfigEntry, DeviceRuntime
 
 STATUS_TOOL: Final = "self.get_device_status"
 VOLUME_TOOL: Final = "self.audio_speaker.set_volume"
+# py-xiaozhi (src/mcp/tools/volume/register.py): no status tool, a volume getter.
+VOLUME_GETTER_TOOL: Final = "self.audio_speaker.get_volume"
 BRIGHTNESS_TOOL: Final = "self.screen.set_brightness"
 # Entry data: the tool names of the device's last listing, sorted.
 CONF_MCP_TOOLS: Final = "mcp_tools"
@@ -55,16 +63,23 @@ class DeviceSetting:
         tool: The tool that sets the value.
         argument: The tool's integer argument.
         status_path: Where ``self.get_device_status`` reports the value.
+        getter: A tool that reports only this value, for devices without the
+            status tool.
     """
 
     key: str
     tool: str
     argument: str
     status_path: tuple[str, ...]
+    getter: str | None = None
 
 
 VOLUME: Final = DeviceSetting(
-    "volume", VOLUME_TOOL, "volume", ("audio_speaker", "volume")
+    "volume",
+    VOLUME_TOOL,
+    "volume",
+    ("audio_speaker", "volume"),
+    getter=VOLUME_GETTER_TOOL,
 )
 SCREEN_BRIGHTNESS: Final = DeviceSetting(
     "screen_brightness", BRIGHTNESS_TOOL, "brightness", ("screen", "brightness")
@@ -128,6 +143,32 @@ def parse_device_status(text: str) -> dict[str, int]:
         if value is not None:
             values[setting.key] = value
     return values
+
+
+def parse_getter_reply(text: str, setting: DeviceSetting) -> int | None:
+    """Return the value in a setting's getter reply: a bare number, or JSON.
+
+    A JSON object may carry it under the setting's argument name (``volume``) or
+    at its status path; anything else is None.
+    """
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(reply, Mapping):
+        for path in ((setting.argument,), setting.status_path):
+            if (value := _integer_at(reply, path)) is not None:
+                return value
+        return None
+    return _integer_at({"value": reply}, ("value",))
+
+
+def can_read(setting: DeviceSetting, tool_names: Iterable[str]) -> bool:
+    """Return whether a device with these tools reports the setting's value."""
+    names = set(tool_names)
+    return STATUS_TOOL in names or (
+        setting.getter is not None and setting.getter in names
+    )
 
 
 class DeviceNumbers[E: SettingEntity]:
@@ -241,13 +282,26 @@ class DeviceNumbers[E: SettingEntity]:
             )
         self._async_sync_entities(names)
         link = self.runtime.link
-        if (
-            self.entities
-            and STATUS_TOOL in names
-            and link is not None
-            and self.available
-        ):
+        if not self.entities or link is None or not self.available:
+            return
+        if STATUS_TOOL in names:
             link.create_task(self._async_read_status(link), "read status")
+            return
+        for key in self.entities:
+            setting = self._settings[key]
+            if setting.getter is not None and setting.getter in names:
+                link.create_task(
+                    self._async_read_getter(link, setting), f"read {setting.key}"
+                )
+
+    def reports_value(self, setting: DeviceSetting) -> bool:
+        """Return whether the device can tell the setting's value (else assumed)."""
+        names = (
+            {tool.name for tool in self.runtime.tools}
+            if self.runtime.tools
+            else stored_tool_names(self.entry.data)
+        )
+        return can_read(setting, names)
 
     @callback
     def _async_sync_entities(self, tool_names: Iterable[str]) -> None:
@@ -293,6 +347,28 @@ class DeviceNumbers[E: SettingEntity]:
         for key, value in parse_device_status(result.text).items():
             if (entity := self.entities.get(key)) is not None:
                 entity.async_show_value(value)
+
+    async def _async_read_getter(
+        self, link: DeviceLink, setting: DeviceSetting
+    ) -> None:
+        assert setting.getter is not None
+        try:
+            result = await link.tool_client().call_tool(
+                setting.getter, reply_timeout=TOOL_TIMEOUT_S
+            )
+        except McpError as err:
+            LOGGER.debug(
+                "Could not read the %s of %s: %s", setting.key, self._name, err
+            )
+            return
+        value = None if result.is_error else parse_getter_reply(result.text, setting)
+        if value is None:
+            LOGGER.debug(
+                "%s reported no %s: %s", self._name, setting.key, result.text[:200]
+            )
+            return
+        if (entity := self.entities.get(setting.key)) is not None:
+            entity.async_show_value(value)
 
     async def async_set(self, setting: DeviceSetting, value: int) -> None:
         """Set one setting on the device.

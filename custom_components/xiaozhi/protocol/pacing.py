@@ -13,6 +13,12 @@ due at ``start + max(0, n - prebuffer + 1) * frame``. When the producer falls so
 far behind that the device must have played everything (an underrun), a new run
 starts with a new prebuffer. Queued frames are bounded: :meth:`PacedSender.put`
 waits for room, so a slow device or a fast producer cannot grow memory.
+
+Markers travel in the same queue (:class:`Marker`): what must reach the device in
+step with the audio, such as the subtitle of the sentence the next frame begins.
+The sender sends a marker when it reaches it, that is right after the last frame
+queued before it went out and before the first frame queued after it: at most
+one frame duration before that frame is due.
 """
 
 import asyncio
@@ -50,6 +56,17 @@ class DownlinkStats:
     max_lateness: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """Something to send in step with the audio (see the module docstring).
+
+    Attributes:
+        send: Sends it; it may raise :class:`ConnectionError`, like a frame.
+    """
+
+    send: Callable[[], Awaitable[None]]
+
+
 type SendFrame = Callable[[bytes], Awaitable[None]]
 type StartTask = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
@@ -57,6 +74,7 @@ type StartTask = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 class PacedSender:
     """Sends Opus packets at real time after a prebuffer, from a bounded queue.
 
+    Markers queued between packets are sent in their place in the stream.
     ``send`` delivers one packet; it may raise :class:`ConnectionError`, which closes
     the sender. ``start_task`` runs the sending coroutine as a task the owner
     tracks; the task exists only while frames are queued or being sent.
@@ -87,7 +105,7 @@ class PacedSender:
         self._max_queued = max_queued_frames
         self._clock = clock
         self._sleep = sleep
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes | Marker] = deque()
         self._room = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -102,7 +120,7 @@ class PacedSender:
 
     @property
     def queued(self) -> int:
-        """Return how many frames wait to be sent."""
+        """Return how many frames (and markers) wait to be sent."""
         return len(self._queue)
 
     @property
@@ -123,8 +141,8 @@ class PacedSender:
         play_end = self._run_start + self._run_frames * self._frame
         return max(0.0, play_end - self._clock())
 
-    async def put(self, packet: bytes) -> bool:
-        """Queue one packet, waiting while the queue is full.
+    async def put(self, packet: bytes | Marker) -> bool:
+        """Queue one packet (or marker), waiting while the queue is full.
 
         Returns False, dropping the packet, when :meth:`stop` or :meth:`close` was
         called before it could be queued.
@@ -174,10 +192,14 @@ class PacedSender:
     async def _run(self) -> None:
         try:
             while self._queue:
-                await self._wait_until_due()
-                packet = self._queue.popleft()
+                if not isinstance(self._queue[0], Marker):
+                    await self._wait_until_due()
+                item = self._queue.popleft()
                 self._room.set()
-                await self._send(packet)
+                if isinstance(item, Marker):
+                    await item.send()  # the frames before it went out
+                    continue
+                await self._send(item)
                 self._run_frames += 1
                 self._stream_frames += 1
                 self.stats.frames_sent += 1

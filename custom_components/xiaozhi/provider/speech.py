@@ -45,6 +45,7 @@ from homeassistant.exceptions import HomeAssistantError
 from ..const import DOMAIN, RECOMMENDED_SPEED
 from ..protocol.codec import CodecError, PcmResampler, WavStreamDecoder, wav_header
 from ..sentences.lookahead import DEFAULT_LOOKAHEAD, synthesize_in_order
+from ..sentences.marks import SpeechMarks
 from ..sentences.splitter import split_stream
 from .answers import AnswerError
 
@@ -52,6 +53,7 @@ type ProviderFormat = Literal["wav", "mp3", "opus", "aac"]
 
 # The rate every answer is brought to; what services send for response_format="pcm".
 PROVIDER_SAMPLE_RATE: Final = 24000
+PROVIDER_BYTES_PER_SECOND: Final = PROVIDER_SAMPLE_RATE * 2
 DEFAULT_FORMAT: Final = "wav"
 RAW_FORMATS: Final = frozenset({"pcm", "raw", "s16le"})
 PASSTHROUGH_FORMATS: Final[Mapping[str, ProviderFormat]] = {
@@ -360,6 +362,7 @@ def speak(
     output: AudioOutput,
     *,
     lookahead: int = DEFAULT_LOOKAHEAD,
+    marks: SpeechMarks | None = None,
 ) -> AsyncGenerator[bytes]:
     """Return the audio of a streamed text, sentence by sentence, formatted.
 
@@ -369,6 +372,8 @@ def speak(
         deltas: The text as it is written (LLM deltas, or one whole message).
         output: The format to produce.
         lookahead: Sentences synthesized ahead of the one streaming out.
+        marks: Told where each sentence's audio starts (PCM output only: a
+            compressed format passed on has no positions to tell).
     """
     sentences = (segment.text async for segment in split_stream(deltas))
 
@@ -376,5 +381,14 @@ def speak(
         answer = stream_speech(client, settings, text, output.provider_format)
         return answer if output.passthrough else decode_speech(answer)
 
-    audio = synthesize_in_order(sentences, synthesize, lookahead=lookahead)
+    on_sentence = None
+    if marks is not None and not output.passthrough:
+        tell = marks
+
+        def on_sentence(text: str, pcm_before: int) -> None:
+            tell.sentence_starts(text, pcm_before / PROVIDER_BYTES_PER_SECOND)
+
+    audio = synthesize_in_order(
+        sentences, synthesize, lookahead=lookahead, on_sentence=on_sentence
+    )
     return format_audio(audio, output)

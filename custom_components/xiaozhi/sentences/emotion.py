@@ -14,8 +14,10 @@ from typing import Final
 
 NEUTRAL: Final = "neutral"
 
-# Each of the firmware's emotions -> the emoji its font draws for it (also what
-# the reference server sends as "text"), in the order of protocol EMOTIONS.
+# Each of the firmware's emotions -> the emoji its font draws for it, in the
+# order of protocol EMOTIONS: 78/xiaozhi-fonts include/noto_emoji.h, which the
+# displays' noto_emoji_get_utf8(emotion) reads (NOTO_EMOJI_SURPRISED is U+1F62F
+# 😯, not 😲).
 EMOTION_EMOJIS: Final[Mapping[str, str]] = {
     "neutral": "😶",
     "happy": "🙂",
@@ -26,7 +28,7 @@ EMOTION_EMOJIS: Final[Mapping[str, str]] = {
     "crying": "😭",
     "loving": "😍",
     "embarrassed": "😳",
-    "surprised": "😲",
+    "surprised": "😯",
     "shocked": "😱",
     "thinking": "🤔",
     "winking": "😉",
@@ -49,7 +51,7 @@ _SIMILAR_EMOJIS: Final[Mapping[str, str]] = {
     "angry": "😡🤬💢👿😤",
     "loving": "🥰❤💕💖💗💓💞💘💝😻🩷",
     "embarrassed": "😅🙈😬",
-    "surprised": "😮😯😦😧",
+    "surprised": "😮😲😦😧",
     "shocked": "😨😰🤯🙀",
     "thinking": "🧐💭",
     "cool": "🆒",

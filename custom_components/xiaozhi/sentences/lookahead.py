@@ -155,6 +155,7 @@ async def synthesize_in_order(
     synthesize: Synthesizer[str],
     *,
     lookahead: int = DEFAULT_LOOKAHEAD,
+    on_sentence: Callable[[str, int], None] | None = None,
 ) -> AsyncGenerator[bytes]:
     """Yield the audio of each sentence in order, synthesizing ahead.
 
@@ -163,6 +164,8 @@ async def synthesize_in_order(
         synthesize: Produces the audio of one sentence.
         lookahead: How many sentences after the one being handed out may be
             synthesized at the same time; 0 synthesizes strictly one by one.
+        on_sentence: Called with each sentence and the audio bytes yielded
+            before it, right before its audio is (where its audio starts).
 
     Yields:
         Audio chunks, in sentence order, as soon as each arrives.
@@ -176,8 +179,12 @@ async def synthesize_in_order(
     closes their generators (and so their provider requests).
     """
     syntheses = syntheses_in_order(sentences, synthesize, lookahead=lookahead)
+    yielded = 0
     async with contextlib.aclosing(syntheses):
         async for synthesis in syntheses:
+            if on_sentence is not None:
+                on_sentence(synthesis.item, yielded)
             async with contextlib.aclosing(synthesis.audio()) as audio:
                 async for chunk in audio:
+                    yielded += len(chunk)
                     yield chunk

@@ -25,11 +25,18 @@ from .registry import XiaozhiServer
 class AdmissionError(Exception):
     """A connection is refused; ``reason`` and ``detail`` go to the device."""
 
-    def __init__(self, reason: EndReason, detail: str) -> None:
-        """Keep the reason and its text."""
+    def __init__(
+        self, reason: EndReason, detail: str, *, credentials: bool = False
+    ) -> None:
+        """Keep the reason and its text.
+
+        ``credentials``: the claims themselves are wrong (unknown device, missing
+        or wrong token), rather than the device not being allowed in right now.
+        """
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.credentials = credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +82,15 @@ def authenticate(server: XiaozhiServer, mac: str, token: str) -> AuthenticatedDe
     entry = server.device_entry(mac)
     if entry is None:
         raise AdmissionError(
-            EndReason.UNAUTHORIZED, "device not paired: check in through OTA first"
+            EndReason.UNAUTHORIZED,
+            "device not paired: check in through OTA first",
+            credentials=True,
         )
     if not token:
-        raise AdmissionError(EndReason.UNAUTHORIZED, "missing token")
+        raise AdmissionError(EndReason.UNAUTHORIZED, "missing token", credentials=True)
     expected = str(entry.data.get(CONF_TOKEN, ""))
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise AdmissionError(EndReason.UNAUTHORIZED, "invalid token")
+        raise AdmissionError(EndReason.UNAUTHORIZED, "invalid token", credentials=True)
     return loaded_device(entry, mac)
 
 
@@ -116,3 +125,16 @@ def admit(hass: HomeAssistant, server: XiaozhiServer, mac: str) -> None:
         raise AdmissionError(
             EndReason.SERVER_BUSY, f"too many devices connected (limit {limit})"
         )
+
+
+def admit_pairing(hass: HomeAssistant) -> None:
+    """Check that an unpaired device with its check-in token may connect now.
+
+    Pairing sessions are bounded by the pairings waiting (one each), not by
+    ``max_sessions``.
+
+    Raises:
+        AdmissionError: Home Assistant is stopping (SERVER_SHUTDOWN).
+    """
+    if hass.is_stopping:
+        raise AdmissionError(EndReason.SERVER_SHUTDOWN, "Home Assistant is stopping")

@@ -3,7 +3,12 @@
 The OTA check tells a paired device where and how to connect: each transport
 adds its own section (``websocket``: URL, token, framing version; see
 ``XiaozhiServer.ota_sections``). The firmware picks MQTT+UDP whenever an
-``mqtt`` section is present. An unknown device gets an activation code to speak.
+``mqtt`` section is present. An unknown device gets an activation code to speak
+and, from the transports that serve pairing sessions
+(``XiaozhiServer.pairing_ota_sections``: WebSocket only), a token issued with
+the code that opens nothing but a pairing session (``pairing_session.py``); the
+firmware activates before it reads the rest, as ``Application::CheckNewVersion``
+polls ``/activate`` until the code is typed, then checks in again.
 """
 
 from http import HTTPStatus
@@ -30,7 +35,7 @@ from ..const import (
 from ..device.messages import device_message
 from ..protocol.identity import normalize_mac
 from .auth import request_value
-from .pairing import DeviceIdentity, PairingFullError
+from .pairing import DeviceIdentity, PairingFullError, PendingPairing
 from .registry import XiaozhiServer, async_get_server
 
 MAX_OTA_BODY_BYTES = 16 * 1024
@@ -168,17 +173,23 @@ class OtaView(HomeAssistantView):
                 if (value := section(request, entry)) is not None:
                     answer[key] = value
             return self.json(answer)
-        activation = _activation(server, device)
-        if activation is None:
+        claim = _activation(server, device)
+        if claim is None:
             return self.json_message(
                 device_message("pairing_busy", device.language),
                 HTTPStatus.SERVICE_UNAVAILABLE,
             )
-        answer["activation"] = activation
+        pending, answer["activation"] = claim
+        # Clients that connect with their first answer's settings (xiaozhi-sdk,
+        # py-xiaozhi) get a token that opens only a pairing session.
+        for key, pairing_section in server.pairing_ota_sections.items():
+            answer[key] = pairing_section(request, pending)
         return self.json(answer)
 
 
-def _activation(server: XiaozhiServer, device: DeviceIdentity) -> dict[str, Any] | None:
+def _activation(
+    server: XiaozhiServer, device: DeviceIdentity
+) -> tuple[PendingPairing, dict[str, Any]] | None:
     try:
         pending = server.pairings.announce(device)
     except PairingFullError:
@@ -190,7 +201,7 @@ def _activation(server: XiaozhiServer, device: DeviceIdentity) -> dict[str, Any]
     LOGGER.info(
         "Device %s (%s) asks to be paired", device.mac, device.board or "unknown board"
     )
-    return {
+    return pending, {
         "code": pending.code,
         "message": device_message("activation", device.language),
         # The firmware only polls /activate when a challenge is present.

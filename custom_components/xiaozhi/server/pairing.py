@@ -38,6 +38,9 @@ class PendingPairing:
     challenge: str
     expires_at: float
     attempts: int = field(default=0)
+    # Opens only a pairing session (server/pairing_session.py) until the code is
+    # typed, then becomes the device's token.
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
 
 class PairingError(Exception):

@@ -31,7 +31,8 @@ from ..device.link import DeviceLink
 from ..device.runtime import is_device_entry
 from ..transport.base import EndReason
 from .limits import HTTP_BURST, HTTP_REQUESTS_PER_SECOND, ConnectionLimits
-from .pairing import DeviceIdentity, PairingRegistry
+from .pairing import DeviceIdentity, PairingRegistry, PendingPairing
+from .pairing_session import PairingSessions
 from .ratelimit import RateLimiter
 
 type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any] | None]
@@ -39,6 +40,9 @@ type OtaSection = Callable[[web.Request, ConfigEntry], dict[str, Any] | None]
 
 None leaves the section out (the device is not to use that transport).
 """
+
+type PairingOtaSection = Callable[[web.Request, PendingPairing], dict[str, Any]]
+"""Builds a transport's section of the OTA answer for a device waiting to be paired."""
 
 
 class XiaozhiServer:
@@ -51,6 +55,9 @@ class XiaozhiServer:
         limits: Bounds on device connections of every transport.
         ota_sections: What each transport adds to a paired device's OTA answer,
             by the answer's key (``websocket``, ``mqtt``).
+        pairing_ota_sections: What a transport that serves pairing sessions adds
+            to an unpaired device's OTA answer (``websocket``).
+        pairing_sessions: Connections of unpaired devices, which hear their code.
     """
 
     def __init__(self, hass: HomeAssistant) -> None:
@@ -61,6 +68,8 @@ class XiaozhiServer:
         self.links: dict[str, DeviceLink] = {}
         self.limits = ConnectionLimits()
         self.ota_sections: dict[str, OtaSection] = {}
+        self.pairing_ota_sections: dict[str, PairingOtaSection] = {}
+        self.pairing_sessions = PairingSessions()
 
     @callback
     def device_entry(self, mac: str) -> ConfigEntry | None:
@@ -117,7 +126,13 @@ class XiaozhiServer:
         links = list(self.links.values())
         for link in links:
             link.end(EndReason.SERVER_SHUTDOWN, "Home Assistant is stopping")
-        await asyncio.gather(*(link.async_wait_closed() for link in links))
+        pairing = self.pairing_sessions.end_all(
+            EndReason.SERVER_SHUTDOWN, "Home Assistant is stopping"
+        )
+        await asyncio.gather(
+            *(link.async_wait_closed() for link in links),
+            *(session.async_wait_closed() for session in pairing),
+        )
 
 
 DATA_SERVER: HassKey[XiaozhiServer] = HassKey(DOMAIN)

@@ -6,7 +6,11 @@ A paired device connects to ``/xiaozhi/v1/`` (the URL its OTA answer gave it) wi
 ``authorization``, ``device-id``, ``client-id`` and ``protocol-version`` as query
 parameters instead. The ``Bearer`` prefix is optional (the firmware omits it when
 the token contains a space). Nothing from a socket is read before it is
-authenticated. The token is never logged.
+authenticated; wrong claims are answered HTTP 401 without an upgrade. The token
+is never logged. A device waiting to be paired may connect with the token its
+OTA answer gave it with its code (``Client-Id`` must match its check-in): that
+opens only its pairing session (``server/pairing_session.py``), where it is told
+its code and nothing else runs.
 
 The connection is the device's link (``device/link.py``) and carries one voice
 session: the link ends with it (the firmware has no other way back to idle), and
@@ -26,8 +30,9 @@ Code  Name             Meaning
 1011  INTERNAL_ERROR   A bug of ours while handling a message (logged with
                        its traceback).
 4000  PROTOCOL_ERROR   Unusable hello (uplink audio is not Opus).
-4001  UNAUTHORIZED     Unknown device, missing or wrong token, or the
-                       device's entry is not loaded (disabled, unloading).
+4001  UNAUTHORIZED     The device's entry is not loaded (disabled,
+                       unloading). An unknown device or a missing or wrong
+                       token gets HTTP 401 before the upgrade instead.
 4002  BAD_HANDSHAKE    Missing or invalid Device-Id or Protocol-Version.
 4003  HELLO_TIMEOUT    No hello within 10 s of connecting.
 4004  REPLACED         A newer connection of the same device took over.
@@ -68,7 +73,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import WebSocketError, WSCloseCode, WSMessage, WSMsgType, web
@@ -94,17 +99,20 @@ from ..protocol.framing import (
     parse_protocol_version,
 )
 from ..protocol.identity import bearer_token
-from ..protocol.messages import Hello, parse_message
+from ..protocol.messages import Hello, IncomingMessage, parse_message
 from ..server.auth import (
     AdmissionError,
     AuthenticatedDevice,
     admit,
+    admit_pairing,
     authenticate,
     device_mac,
     request_value,
 )
 from ..server.limits import ConnectionLimits
 from ..server.ota import public_base_url
+from ..server.pairing import PendingPairing
+from ..server.pairing_session import pairing_for_token
 from ..server.ratelimit import RateLimiter
 from ..server.registry import XiaozhiServer, async_get_server
 from .base import EndReason, SendTimeoutError, TransportError
@@ -390,6 +398,21 @@ def ota_section(request: web.Request, entry: ConfigEntry) -> dict[str, Any]:
     }
 
 
+def pairing_ota_section(
+    request: web.Request, pending: PendingPairing
+) -> dict[str, Any]:
+    """Return the ``websocket`` section for a device waiting to be paired.
+
+    Its token opens only a pairing session until the code is typed, then it is
+    the device's token.
+    """
+    return {
+        "url": websocket_url(request.app[KEY_HASS], request),
+        "token": pending.token,
+        "version": OTA_PROTOCOL_VERSION,
+    }
+
+
 def _dropper(request: web.Request) -> Callable[[], None] | None:
     """Return what drops the request's connection unless it is closing cleanly.
 
@@ -430,31 +453,96 @@ class DeviceWebSocketView(HomeAssistantView):
             return self.json_message(
                 "expected a WebSocket upgrade", HTTPStatus.BAD_REQUEST
             )
-        await ws.prepare(request)
-        connection = WebSocketConnection(
-            ws,
-            send_timeout=limits.send_timeout,
-            close_timeout=limits.close_timeout,
-            abort=_dropper(request),
-        )
         handshake = read_handshake(request)
+        pending: PendingPairing | None = None
         try:
-            device, version = authenticate_handshake(server, handshake)
-            admit(hass, server, device.mac)
+            try:
+                device, version = authenticate_handshake(server, handshake)
+            except AdmissionError as err:
+                if not err.credentials:
+                    raise
+                pending = pairing_for_token(
+                    server.pairings,
+                    device_mac(handshake.device_id),
+                    handshake.client_id,
+                    handshake.token,
+                )
+                if pending is None:
+                    # Wrong claims are refused before the upgrade: clients
+                    # (xiaozhi-sdk) give up on a 401 instead of waiting for a hello.
+                    _log_refusal(request, handshake, err)
+                    return self.json_message(err.detail, HTTPStatus.UNAUTHORIZED)
+                version = parse_protocol_version(handshake.protocol_version)
+                admit_pairing(hass)
+            else:
+                admit(hass, server, device.mac)
         except AdmissionError as err:
-            LOGGER.warning(
-                "Refused device connection from %s (Device-Id %r): %s",
-                request.remote,
-                handshake.device_id[:64],
-                err.detail,
-            )
+            _log_refusal(request, handshake, err)
+            connection = await _async_accept(request, ws, limits)
             await connection.close(CLOSE_CODES[err.reason], err.detail)
+            return ws
+        connection = await _async_accept(request, ws, limits)
+        if pending is not None:
+            await _async_serve_pairing(
+                hass, server, ws, connection, pending, protocol_version=version
+            )
             return ws
         transport = WebSocketTransport(
             connection, protocol_version=version, name=device.name
         )
         await _async_serve(hass, server, ws, transport, device)
         return ws
+
+
+def _log_refusal(
+    request: web.Request, handshake: Handshake, err: AdmissionError
+) -> None:
+    LOGGER.warning(
+        "Refused device connection from %s (Device-Id %r): %s",
+        request.remote,
+        handshake.device_id[:64],
+        err.detail,
+    )
+
+
+async def _async_accept(
+    request: web.Request, ws: web.WebSocketResponse, limits: WebSocketLimits
+) -> WebSocketConnection:
+    await ws.prepare(request)
+    return WebSocketConnection(
+        ws,
+        send_timeout=limits.send_timeout,
+        close_timeout=limits.close_timeout,
+        abort=_dropper(request),
+    )
+
+
+async def _async_serve_pairing(
+    hass: HomeAssistant,
+    server: XiaozhiServer,
+    ws: web.WebSocketResponse,
+    connection: WebSocketConnection,
+    pending: PendingPairing,
+    *,
+    protocol_version: int,
+) -> None:
+    name = f"unpaired device {pending.device.mac}"
+    transport = WebSocketTransport(
+        connection, protocol_version=protocol_version, name=name
+    )
+    session = server.pairing_sessions.async_open(
+        hass, transport, pending, server.pairings.remaining_seconds(pending)
+    )
+    try:
+        await _async_receive(
+            ws, session, server.limits, protocol_version=protocol_version
+        )
+    finally:
+        session.end(
+            EndReason.NORMAL,
+            f"the device closed the connection (code {ws.close_code})",
+        )
+        await session.async_wait_closed()
 
 
 async def _async_serve(
@@ -483,9 +571,44 @@ async def _async_serve(
         await link.async_wait_closed()
 
 
+class Receiver(Protocol):
+    """What the receive loop hands a connection's messages to.
+
+    A paired device's :class:`DeviceLink`, or an unpaired device's
+    :class:`PairingSession`.
+    """
+
+    @property
+    def mac(self) -> str:
+        """Return the device's MAC."""
+
+    @property
+    def name(self) -> str:
+        """Return how log lines name the device."""
+
+    @property
+    def closed(self) -> bool:
+        """Return whether it has ended."""
+
+    def note_incoming(self) -> None:
+        """Take note that something arrived."""
+
+    def end(self, reason: EndReason, detail: str) -> None:
+        """End now."""
+
+    def report_bad_input(self, kind: str, detail: object) -> None:
+        """Log bad input."""
+
+    async def async_handle_message(self, message: IncomingMessage) -> None:
+        """Act on one parsed JSON message."""
+
+    def handle_audio(self, packet: bytes) -> None:
+        """Take one uplink Opus packet."""
+
+
 async def _async_receive(
     ws: web.WebSocketResponse,
-    link: DeviceLink,
+    link: Receiver,
     limits: ConnectionLimits | None = None,
     *,
     protocol_version: int = DEFAULT_PROTOCOL_VERSION,
@@ -515,7 +638,7 @@ async def _async_receive(
 
 
 async def _async_handle_message(
-    link: DeviceLink, message: WSMessage, protocol_version: int
+    link: Receiver, message: WSMessage, protocol_version: int
 ) -> None:
     if message.type is WSMsgType.TEXT:
         await _async_handle_json(link, message.data, protocol_version)
@@ -537,7 +660,7 @@ def _error_end(error: object) -> tuple[EndReason, str]:
 
 
 async def _async_handle_json(
-    link: DeviceLink, data: str | bytes, protocol_version: int
+    link: Receiver, data: str | bytes, protocol_version: int
 ) -> None:
     try:
         message = parse_message(data)
@@ -546,6 +669,7 @@ async def _async_handle_json(
         return
     if (
         isinstance(message, Hello)
+        and isinstance(link, DeviceLink)
         and link.session is None
         and message.version != protocol_version
     ):
@@ -560,7 +684,7 @@ async def _async_handle_json(
 
 
 async def _async_handle_binary(
-    link: DeviceLink, data: bytes, protocol_version: int
+    link: Receiver, data: bytes, protocol_version: int
 ) -> None:
     try:
         frame = decode_frame(data, protocol_version)
@@ -578,4 +702,6 @@ def async_setup_websocket(hass: HomeAssistant) -> None:
     """Serve devices over WebSocket: the endpoint and its part of the OTA answer."""
     hass.data[DATA_WEBSOCKET_LIMITS] = WebSocketLimits()
     hass.http.register_view(DeviceWebSocketView())
-    async_get_server(hass).ota_sections["websocket"] = ota_section
+    server = async_get_server(hass)
+    server.ota_sections["websocket"] = ota_section
+    server.pairing_ota_sections["websocket"] = pairing_ota_section

@@ -10,6 +10,12 @@ TTS audio is read through HA's tts API from the stream itself, so it starts as
 soon as the engine produces it. URLs are fetched and decoded by Home Assistant's
 ffmpeg (its configured binary), which reads any container and codec. The
 preannounce sound :data:`chime.CHIME_MEDIA_ID` is our own chime (timers).
+
+A Xiaozhi device connects only for a conversation, so an announcement to a
+device that is not connected waits for it (`async_wait_for_voice_session`,
+:data:`CONNECT_WAIT_S`, shorter than the 30 s of HA's satellite wizard, whose
+connection test is an announcement made right after pairing). It waits on the
+device's runtime, which every transport's link attaches to.
 """
 
 import asyncio
@@ -20,19 +26,57 @@ from typing import Final
 from homeassistant.components import tts
 from homeassistant.components.assist_satellite import AssistSatelliteAnnouncement
 from homeassistant.components.ffmpeg import get_ffmpeg_manager
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 
+from ..device.runtime import DeviceRuntime
 from .chime import CHIME_MEDIA_ID, timer_chime
+from .session import VoiceSession
 from .tts_audio import SPEECH_SAMPLE_RATE, WAV_FORMAT, pcm_from_stream
 
 # 100 ms of 24 kHz 16-bit mono per read.
 READ_BYTES: Final = SPEECH_SAMPLE_RATE * 2 // 10
 # What is kept of ffmpeg's complaints for the error message.
 MAX_ERROR_CHARS: Final = 500
+# How long an announcement waits for the device to connect.
+CONNECT_WAIT_S: Final = 25.0
 
 
 class AnnouncementError(Exception):
     """The announcement's audio could not be read or decoded."""
+
+
+@callback
+def ready_voice_session(runtime: DeviceRuntime) -> VoiceSession | None:
+    """Return the device's voice session if it is connected and served by voice."""
+    session = runtime.session
+    if session is None or not session.ready or session.closed:
+        return None
+    handler = session.handler
+    return handler if isinstance(handler, VoiceSession) else None
+
+
+async def async_wait_for_voice_session(
+    runtime: DeviceRuntime, seconds: float = CONNECT_WAIT_S
+) -> VoiceSession | None:
+    """Return the device's voice session, waiting up to ``seconds`` for it.
+
+    Returns None when the device did not connect (or its session is served by
+    another handler) within ``seconds``.
+    """
+    if (voice := ready_voice_session(runtime)) is not None:
+        return voice
+    changed = asyncio.Event()
+    unsubscribe = runtime.async_add_listener(changed.set)
+    try:
+        async with asyncio.timeout(seconds):
+            while (voice := ready_voice_session(runtime)) is None:
+                await changed.wait()
+                changed.clear()
+    except TimeoutError:
+        return None
+    finally:
+        unsubscribe()
+    return voice
 
 
 async def announcement_audio(

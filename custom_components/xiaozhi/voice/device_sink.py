@@ -2,21 +2,25 @@
 
 ``tts start`` goes out as soon as the reply has its first segment, then the PCM
 the speaker hands over is encoded to 60 ms Opus frames and paced out by the
-session's downlink, all in one play. Sentence starts travel in band with the
-audio: ``sentence_start`` is sent when the audio before it has been sent, so the
-subtitle changes when the sentence's first frame goes out (a few hundred
-milliseconds before the device plays it, its prebuffer) rather than when the
-audio was synthesized, which may be seconds ahead.
+session's downlink, all in one play. Sentence starts and the reply's face
+travel in band with the audio, as markers of the paced downlink
+(`protocol.pacing.Marker`): ``sentence_start`` goes out right after the last
+frame before it and before the sentence's first frame, so the subtitle changes
+as the sentence starts playing (the device's prebuffer, a few hundred
+milliseconds, ahead of its speaker) rather than when the audio was synthesized,
+which may be seconds ahead; the downlink meanwhile stays full.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 import time
 from typing import Final
 
 from ..device.messages import device_message
 from ..device.session import DeviceSession
+from ..protocol.messages import llm_message, tts_sentence_start_message
+from ..protocol.pacing import Marker
 from .tts_audio import SPEECH_SAMPLE_RATE
 
 # About half a second of 60 ms chunks waiting for the encoder: the downlink keeps
@@ -30,7 +34,13 @@ class _Sentence:
     text: str
 
 
-type _Item = bytes | _Sentence | None
+@dataclass(frozen=True, slots=True)
+class _Emotion:
+    emotion: str
+    emoji: str
+
+
+type _Item = bytes | _Sentence | _Emotion | None
 
 
 class DeviceSpeech:
@@ -48,11 +58,20 @@ class DeviceSpeech:
         session: DeviceSession,
         device_language: str | None,
         on_start: Callable[[], None] | None = None,
+        on_first_audio: Callable[[float], None] | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Speak on ``session``; ``on_start`` is called when speaking starts."""
+        """Speak on ``session``; ``on_start`` is called when speaking starts.
+
+        ``on_first_audio`` gets the time the first PCM reached the encoder.
+        ``before_start`` is awaited first (what the device must hear of before
+        ``tts start``).
+        """
         self._session = session
         self._device_language = device_language
         self._on_start = on_start
+        self._on_first_audio = on_first_audio
+        self._before_start = before_start
         self._items: asyncio.Queue[_Item] = asyncio.Queue(MAX_QUEUED_CHUNKS)
         self._playback: asyncio.Task[bool] | None = None
         self.started_at: float | None = None
@@ -66,6 +85,8 @@ class DeviceSpeech:
 
     async def start_speaking(self) -> None:
         """Send ``tts start`` and start the playback."""
+        if self._before_start is not None:
+            await self._before_start()
         self.started_at = time.monotonic()
         if self._on_start is not None:
             self._on_start()
@@ -80,8 +101,8 @@ class DeviceSpeech:
         await self._put(_Sentence(text))
 
     async def emotion(self, emotion: str, emoji: str) -> None:
-        """Show the reply's emotion now."""
-        await self._session.send_emotion(emotion, emoji)
+        """Show the reply's emotion with the audio that follows."""
+        await self._put(_Emotion(emotion, emoji))
 
     async def audio(self, pcm_24k_mono: bytes) -> None:
         """Queue PCM for the encoder; waits while enough is queued."""
@@ -115,13 +136,21 @@ class DeviceSpeech:
         while not self._items.empty():
             self._items.get_nowait()
 
-    async def _pcm(self) -> AsyncGenerator[bytes]:
+    async def _pcm(self) -> AsyncGenerator[bytes | Marker]:
+        session = self._session
         while (item := await self._items.get()) is not None:
-            if isinstance(item, _Sentence):
-                if not await self._session.playback.downlink.drain():
-                    return
-                await self._session.send_sentence(item.text)
-                continue
-            if self.first_audio_at is None:
-                self.first_audio_at = time.monotonic()
-            yield item
+            match item:
+                case _Sentence(text):
+                    yield session.playback.marker(
+                        tts_sentence_start_message(text, session_id=session.session_id)
+                    )
+                case _Emotion(emotion, emoji):
+                    yield session.playback.marker(
+                        llm_message(emotion, emoji, session_id=session.session_id)
+                    )
+                case bytes():
+                    if self.first_audio_at is None:
+                        self.first_audio_at = time.monotonic()
+                        if self._on_first_audio is not None:
+                            self._on_first_audio(self.first_audio_at)
+                    yield item

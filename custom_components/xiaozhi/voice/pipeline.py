@@ -7,10 +7,15 @@ message for a pipeline error, and the chat history of an interrupted answer.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
-from homeassistant.components import conversation, tts
-from homeassistant.components.assist_pipeline import PipelineEvent
+from homeassistant.components import conversation, stt, tts
+from homeassistant.components.assist_pipeline import (
+    Pipeline,
+    PipelineEvent,
+    PipelineNotFound,
+)
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import chat_session
 
@@ -49,6 +54,46 @@ def pipeline_voice(hass: HomeAssistant, pipeline_id: str | None) -> PipelineVoic
     if pipeline.tts_voice is not None:
         options = {tts.ATTR_VOICE: pipeline.tts_voice}
     return PipelineVoice(engine or "", pipeline.tts_language, options)
+
+
+class PipelineProblem(StrEnum):
+    """Why a device's pipeline cannot hold a spoken conversation."""
+
+    NOT_FOUND = "not_found"
+    NO_STT = "no_stt"
+    STT_MISSING = "stt_missing"
+    NO_TTS = "no_tts"
+    TTS_MISSING = "tts_missing"
+
+
+@callback
+def pipeline_problem(hass: HomeAssistant, pipeline: Pipeline) -> PipelineProblem | None:
+    """Return why ``pipeline`` cannot hear and answer aloud; None: it can.
+
+    It needs a speech-to-text and a text-to-speech engine, both loaded (an
+    engine whose integration was removed or failed to load is only a name).
+    """
+    if pipeline.stt_engine is None:
+        return PipelineProblem.NO_STT
+    if stt.async_get_speech_to_text_engine(hass, pipeline.stt_engine) is None:
+        return PipelineProblem.STT_MISSING
+    if pipeline.tts_engine is None:
+        return PipelineProblem.NO_TTS
+    if tts.async_resolve_engine(hass, pipeline.tts_engine) is None:
+        return PipelineProblem.TTS_MISSING
+    return None
+
+
+@callback
+def pipeline_problem_by_id(
+    hass: HomeAssistant, pipeline_id: str | None
+) -> tuple[str, PipelineProblem | None]:
+    """Return a pipeline's name and why it cannot talk (None: the preferred one)."""
+    try:
+        pipeline = ha_internals.pipeline_by_id(hass, pipeline_id)
+    except PipelineNotFound:
+        return pipeline_id or "?", PipelineProblem.NOT_FOUND
+    return pipeline.name, pipeline_problem(hass, pipeline)
 
 
 def error_message_key(code: str) -> str:

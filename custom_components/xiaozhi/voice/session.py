@@ -11,13 +11,29 @@ device's audio. What follows a turn depends on how the device listens:
   here.
 * ``manual`` (push to talk): the device goes idle after the answer.
 
+A ``listen detect`` is the device's wake word, or a typed request from a
+client with a keyboard (`wake_words` tells which): a typed request is a turn
+of its own, run from the pipeline's intent stage on its text; a wake word is
+reported to HA with the next turn.
+
 Follow-ups continue the same conversation (the satellite keeps its conversation
 id, so HA's chat session, and its ``continue_conversation`` routing to the agent
 that asked, carry over). When a follow-up turn hears nothing, the conversation
 is over and the session is closed, which is how the firmware returns to idle.
 
 Barge-in: ``abort``, a wake word or a new ``listen start`` cancel the running
-turn (pipeline run, agent request, TTS) and stop its audio at once.
+turn (pipeline run, agent request, TTS) and stop its audio at once. A device in
+``realtime`` mode is still listening after an interruption, and says nothing
+more: the firmware's abort (its button while speaking) is followed by no
+``listen start`` (application.cc: ``tts stop`` takes it from Speaking back to
+Listening with its audio processor running, so ``StartListeningAudio`` is not
+called), nor is py-xiaozhi's wake word while speaking. So after an abort or a
+wake word in realtime mode the next turn starts here; a ``listen start`` that
+does follow (the firmware's wake word while speaking) simply replaces it.
+
+In auto mode our endpointer ends the utterance (`listening`); when a turn's
+early guess is taken back, the session starts the next turn on the whole
+utterance at once, so no audio is lost in between.
 """
 
 import asyncio
@@ -28,8 +44,10 @@ from ..const import LOGGER
 from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
 from ..transport.base import EndReason
+from .listening import SessionEndpointing, finished_speaking_settings
 from .tts_audio import SPEECH_SAMPLE_RATE
 from .turn import SatelliteHost, TurnEnd, VoiceTurn
+from .wake_words import is_wake_word
 
 
 class DeviceDisconnectedError(ConnectionError):
@@ -51,7 +69,10 @@ class VoiceSession:
         self._turn: VoiceTurn | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._wake_word_phrase: str | None = None
+        # Audio outside any listening, since the last listen message: a wake word's.
+        self._unheard_audio_bytes = 0
         self.last_turn: VoiceTurn | None = None
+        self.endpointing = SessionEndpointing()
 
     # SessionHandler --------------------------------------------------------------
 
@@ -71,27 +92,67 @@ class VoiceSession:
 
     async def on_listen_start(self, mode: ListenMode) -> None:
         """Begin a turn, interrupting the one running."""
+        self._unheard_audio_bytes = 0
         await self._async_stop_turn()
+        if mode is ListenMode.AUTO:
+            await self.endpointing.async_load(self._host.hass)
         self._start_turn(mode)
 
     async def on_listen_stop(self) -> None:
         """End the utterance (push to talk released, or the device went idle)."""
+        self._unheard_audio_bytes = 0
         if self._turn is not None:
-            self._turn.end_of_speech()
+            self._turn.stop_listening()
 
     async def on_wake_word(self, text: str) -> None:
-        """Interrupt any answer; the next turn reports the wake word to HA."""
+        """Interrupt any answer; answer a typed request, or note the wake word.
+
+        The next turn reports a wake word to HA.
+        """
+        wake_word = is_wake_word(text, audio_bytes=self._unheard_audio_bytes)
+        self._unheard_audio_bytes = 0
+        if not wake_word:
+            LOGGER.debug("%s typed a request: %r", self._session.name, text)
+            await self._async_stop_turn()
+            self._start_turn(self._typed_turn_mode(), text=text)
+            return
         self._wake_word_phrase = text or None
         await self._async_stop_turn()
+        self._listen_on_in_realtime()
+
+    def _typed_turn_mode(self) -> ListenMode:
+        """Return how the device listens after a typed request's answer.
+
+        As it listened before; a client that never listened stays as it is
+        (the manual mode's end: no listening turn is started, the session stays).
+        """
+        mode = self._session.listen_mode
+        if mode is None or not self._session.listening:
+            return ListenMode.MANUAL
+        return mode
 
     async def on_abort(self, reason: str | None) -> None:
         """Cancel the turn (the session already stopped the audio)."""
         await self._async_stop_turn()
+        self._listen_on_in_realtime()
+
+    def _listen_on_in_realtime(self) -> None:
+        """Hear the next utterance of a realtime device, which never says it listens."""
+        session = self._session
+        if (
+            session.listen_mode is ListenMode.REALTIME
+            and session.listening
+            and not session.closed
+            and self._turn_task is None
+        ):
+            self._start_turn(ListenMode.REALTIME)
 
     def on_audio(self, pcm: bytes) -> None:
         """Feed the utterance being listened to; other audio is dropped."""
+        if not self._session.listening:
+            self._unheard_audio_bytes += len(pcm)
         if self._turn is not None:
-            self._turn.audio.put(pcm)
+            self._turn.hear(pcm)
 
     # Announcements ---------------------------------------------------------------
 
@@ -130,13 +191,51 @@ class VoiceSession:
 
     # Turns -----------------------------------------------------------------------
 
-    def _start_turn(self, mode: ListenMode) -> None:
-        turn = VoiceTurn(self._host, self._session, mode, self._wake_word_phrase)
+    def _start_turn(self, mode: ListenMode, *, text: str | None = None) -> None:
+        listening = None
+        if mode is ListenMode.AUTO and text is None:
+            listening = self.endpointing.listening(
+                finished_speaking_settings(
+                    self._host.hass, self._host.vad_sensitivity_entity_id
+                )
+            )
+        turn = VoiceTurn(
+            self._host,
+            self._session,
+            mode,
+            self._wake_word_phrase,
+            text=text,
+            listening=listening,
+            on_take_back=self._take_back,
+        )
         self._wake_word_phrase = None
         self._turn = self.last_turn = turn
         self._turn_task = self._session.create_task(self._async_run_turn(turn), "turn")
 
-    async def _async_run_turn(self, turn: VoiceTurn) -> None:
+    def _take_back(self, turn: VoiceTurn) -> None:
+        """Start over on the whole utterance: ``turn`` guessed its end too early."""
+        previous = self._turn_task
+        if self._turn is not turn or previous is None:
+            return
+        previous.cancel()
+        # No wake word: it was reported, and again would be a duplicate wake-up.
+        retake = VoiceTurn(
+            self._host,
+            self._session,
+            turn.mode,
+            listening=turn.listening,
+            on_take_back=self._take_back,
+        )
+        self._turn = self.last_turn = retake
+        self._turn_task = self._session.create_task(
+            self._async_run_turn(retake, after=previous), "turn"
+        )
+
+    async def _async_run_turn(
+        self, turn: VoiceTurn, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await asyncio.wait({after})
         end = await turn.run()
         if self._turn is turn:
             self._turn = self._turn_task = None

@@ -18,16 +18,22 @@ Two ways to synthesize, chosen by the engine:
 
 ``sentence_start`` timing. With one request per segment it is exact: the sink
 hears of a segment right before its first PCM. One continuous stream does not say
-where a sentence's audio begins, so the start of each later segment is estimated
-from the audio already handed out and the text's length (`SentenceClock`:
-about 0.22 s per wide (CJK) character, 0.065 s per other one, and never before the
-segment's text reached the engine); segments still unannounced when the audio
-ends are announced then, so the device always ends on the last sentence.
+where a sentence's audio begins; an engine that knows tells it through
+`sentences.marks` (this integration's own does: it speaks one sentence after the
+other), and each segment is announced right before the PCM piece its audio
+starts in. For any other streaming engine the start of each later segment is
+estimated from the audio already handed out and the text's length
+(`SentenceClock`: about 0.22 s per wide (CJK) character, 0.065 s per other one,
+and never before the segment's text reached the engine). Either way, segments
+still unannounced when the audio ends are announced then, so the device always
+ends on the last sentence.
 
-The reply's emotion (the first emoji that maps to one, see `text.emotion`) is sent once,
-as soon as it is known and before the next sentence or audio chunk, so the face
-matches the reply while it is spoken; emojis are never spoken (the splitter
-removes them).
+The reply's face. Every reply shows one with its first words: the emotion of
+the first emoji that maps to one (see `sentences.emotion`) when the first segment
+has it, else neutral (the device otherwise keeps whatever face it showed last).
+An emoji found later changes the face once, before the next sentence or audio
+chunk, so the face matches the reply while it is spoken; emojis are never spoken
+(the splitter removes them).
 
 Tool calls: a ``None`` delta means the agent paused (for example to call a
 tool); the text written so far is then spoken at once instead of waiting for the
@@ -57,8 +63,9 @@ from homeassistant.core import HomeAssistant
 
 from ..const import LOGGER
 from ..device.messages import device_message
-from ..sentences.emotion import emotion_for_emojis
+from ..sentences.emotion import NEUTRAL, emoji_for_emotion, emotion_for_emojis
 from ..sentences.lookahead import DEFAULT_LOOKAHEAD, Synthesis, syntheses_in_order
+from ..sentences.marks import SpeechMarks, attach_marks, text_length
 from ..sentences.splitter import Segment, SentenceSplitter, SplitterOptions
 from .tts_audio import (
     SPEECH_SAMPLE_RATE,
@@ -147,21 +154,33 @@ def estimated_speech_seconds(text: str) -> float:
     return wide * _WIDE_CHAR_SECONDS + (len(text) - wide) * _NARROW_CHAR_SECONDS
 
 
+def _pcm_bytes(seconds: float) -> int:
+    return round(seconds * SPEECH_SAMPLE_RATE) * BYTES_PER_SECOND // SPEECH_SAMPLE_RATE
+
+
 def _estimated_speech_bytes(text: str) -> int:
     samples = round(estimated_speech_seconds(text) * SPEECH_SAMPLE_RATE)
     return samples * BYTES_PER_SECOND // SPEECH_SAMPLE_RATE
 
 
 class SentenceClock:
-    """Estimates where each segment's audio starts in one continuous TTS stream.
+    """Where each segment's audio starts in one continuous TTS stream.
 
-    Positions are bytes of 24 kHz mono s16le PCM from the start of the stream.
+    From the engine's marks once it reports them (`sentences.marks`), else
+    estimated. Positions are bytes of 24 kHz mono s16le PCM from the start of
+    the stream.
+
+    Attributes:
+        marks: What the engine reports, if the stream asked it to.
     """
 
     def __init__(self) -> None:
         """Start with no segments, at the start of the stream."""
-        self._starts: deque[tuple[int, Segment]] = deque()
+        # (estimated start, position in the text, segment)
+        self._starts: deque[tuple[int, int, Segment]] = deque()
         self._end = 0
+        self._text_position = 0
+        self.marks: SpeechMarks | None = None
 
     def add(self, segment: Segment, played: int) -> None:
         """Note a segment handed to the engine when ``played`` bytes had played.
@@ -169,19 +188,36 @@ class SentenceClock:
         Its audio cannot start before its text reached the engine.
         """
         start = max(self._end, played)
-        self._starts.append((start, segment))
+        self._starts.append((start, self._text_position, segment))
         self._end = start + _estimated_speech_bytes(segment.text)
+        self._text_position += text_length(segment.text)
 
-    def due(self, until: int) -> list[Segment]:
-        """Remove and return the segments starting before position ``until``."""
-        due: list[Segment] = []
-        while self._starts and self._starts[0][0] < until:
-            due.append(self._starts.popleft()[1])
+    def due(self, until: int) -> list[tuple[Segment, int]]:
+        """Remove and return the segments starting before position ``until``.
+
+        Each comes with where it starts (estimated, or as marked).
+        """
+        marks = self.marks
+        due: list[tuple[Segment, int]] = []
+        while self._starts:
+            start, position, segment = self._starts[0]
+            if marks is not None and marks.told:
+                # Its audio has begun once a sentence at or after it has.
+                begun = [
+                    _pcm_bytes(mark.seconds)
+                    for mark in marks.marks
+                    if mark.position >= position
+                ]
+                start = min(begun, default=until)
+            if start >= until:
+                break
+            self._starts.popleft()
+            due.append((segment, start))
         return due
 
     def rest(self) -> list[Segment]:
         """Remove and return every segment not yet due."""
-        rest = [segment for _, segment in self._starts]
+        rest = [segment for _, _, segment in self._starts]
         self._starts.clear()
         return rest
 
@@ -239,6 +275,7 @@ class _ReplySpeaker:
         self._lookahead = lookahead
         self._splitter_options = splitter_options
         self._emotion_found = False
+        self._face_shown = False
         self._pending_emotion: tuple[str, str] | None = None
         self._tts_failed = False
 
@@ -250,7 +287,7 @@ class _ReplySpeaker:
                 return
             await self._sink.start_speaking()
             await self._speak(first, segments)
-        await self._send_emotion()
+        await self._send_emotion(first_words=False)
         await self._sink.stop_speaking()
 
     async def _speak(self, first: Segment, segments: AsyncIterator[Segment]) -> None:
@@ -317,11 +354,19 @@ class _ReplySpeaker:
 
     # Sink --------------------------------------------------------------------
 
-    async def _send_emotion(self) -> None:
-        if self._pending_emotion is not None:
-            emotion, emoji = self._pending_emotion
-            self._pending_emotion = None
-            await self._sink.emotion(emotion, emoji)
+    async def _send_emotion(self, *, first_words: bool = True) -> None:
+        """Show the pending emotion; the first words get neutral if none is known.
+
+        After the last audio (``first_words=False``) only a pending emotion is
+        shown: a reply that never played keeps its alert's face.
+        """
+        pending = self._pending_emotion
+        if pending is None and (self._face_shown or not first_words):
+            return
+        emotion, emoji = pending or (NEUTRAL, emoji_for_emotion(NEUTRAL))
+        self._pending_emotion = None
+        self._face_shown = True
+        await self._sink.emotion(emotion, emoji)
 
     async def _announce(self, segment: Segment) -> None:
         await self._send_emotion()
@@ -330,14 +375,23 @@ class _ReplySpeaker:
 
     async def _play(self, pcm: bytes, clock: SentenceClock | None = None) -> None:
         for piece in _pieces(pcm):
+            rest = piece
             if clock is not None:
-                for segment in clock.due(self.result.audio_bytes + len(piece)):
+                for segment, start in clock.due(self.result.audio_bytes + len(rest)):
+                    # The audio before the segment's start goes out before it.
+                    head = (start - self.result.audio_bytes) & ~1
+                    if 0 < head < len(rest):
+                        await self._hand(rest[:head])
+                        rest = rest[head:]
                     await self._announce(segment)
-            await self._send_emotion()
-            if self.result.first_audio_at is None:
-                self.result.first_audio_at = time.monotonic()
-            self.result.audio_bytes += len(piece)
-            await self._sink.audio(piece)
+            await self._hand(rest)
+
+    async def _hand(self, piece: bytes) -> None:
+        await self._send_emotion()
+        if self.result.first_audio_at is None:
+            self.result.first_audio_at = time.monotonic()
+        self.result.audio_bytes += len(piece)
+        await self._sink.audio(piece)
 
     async def _fail_tts(self, err: TtsError) -> None:
         if self._tts_failed:
@@ -430,7 +484,9 @@ class _ReplySpeaker:
         clock: SentenceClock,
     ) -> None:
         try:
-            start_message_stream(stream, _queued_texts(texts))
+            message_stream = _queued_texts(texts)
+            clock.marks = attach_marks(message_stream)
+            start_message_stream(stream, message_stream)
             async with contextlib.aclosing(pcm_from_stream(stream)) as audio:
                 async for pcm in audio:
                     await self._play(pcm, clock)

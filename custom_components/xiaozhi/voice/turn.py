@@ -1,7 +1,8 @@
 """One voice turn of a device: an utterance, the Assist pipeline run, the answer.
 
 The device's selected Assist pipeline runs through the satellite entity up to the
-intent stage (HA's VAD, the pipeline's STT engine, sentence triggers and local
+intent stage (HA's VAD, or in auto mode our endpointer, `listening`, which may
+start the run early and take it back; the pipeline's STT engine, sentence triggers and local
 intents, the conversation agent with its chat session; the run shows in HA's
 pipeline debug view). The speaking stage is ours: the agent's text is taken from
 the pipeline's ``intent-progress`` events as it is written and spoken from the
@@ -9,10 +10,16 @@ first clause with the pipeline's own TTS engine, language and voice
 (`speaking.speak_reply`), instead of HA's TTS stage, which starts only after 60
 characters, or the whole answer for engines without streaming input.
 
+A typed request (``listen detect`` with a text that is not a wake word, see
+`voice.wake_words`) is a turn without audio: the pipeline runs from its intent
+stage on the text, and the device gets the same as for a spoken turn.
+
 On the device: ``stt`` with the transcript, then ``tts start``,
 ``sentence_start`` per segment, the Opus audio, ``llm`` with the reply's
 emotion, ``tts stop``. Errors become a short spoken message (or an alert when
-the voice itself fails) in the device's language.
+the voice itself fails) in the device's language. A pipeline that cannot talk
+(no STT or TTS engine) is not run: the device shows an alert and HA a repair
+issue (`pipeline_check`).
 
 Cancelling the task running `VoiceTurn.run` (barge-in, disconnect) cancels the
 pipeline run, the agent's request and the speech at once; an answer cut short
@@ -20,7 +27,7 @@ this way is kept in the conversation's chat history as far as it was written.
 """
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 import time
@@ -34,6 +41,14 @@ from ..device.messages import device_message
 from ..device.session import DeviceSession
 from ..protocol.messages import ListenMode
 from .device_sink import DeviceSpeech
+from .endpointing import End, Event, PossibleEnd, SpeechResumed, SpeechStarted
+from .listening import (
+    HeldActions,
+    Listening,
+    forget_held_actions,
+    hold_actions,
+    run_may_act,
+)
 from .pipeline import (
     PipelineListener,
     PipelineVoice,
@@ -41,6 +56,7 @@ from .pipeline import (
     keep_partial_answer,
     pipeline_voice,
 )
+from .pipeline_check import MESSAGE_PIPELINE
 from .reply_text import ReplyText
 from .speaking import ERROR_AGENT, SpeakResult, speak_reply
 from .utterance import UtteranceAudio
@@ -58,14 +74,18 @@ class PipelineRun:
     Attributes:
         audio: The utterance, as it arrives.
         wake_word_phrase: The wake word the device heard, if this turn follows one.
-        manual: The device ends the utterance (push to talk), not HA's VAD.
+        manual: The turn ends the utterance, not HA's VAD: the device's
+            ``listen stop`` (push to talk) or, in auto mode, our endpointer.
         listener: Receives the run's events, in order.
+        text: A typed request: the run starts at the intent stage with it, and
+            ``audio`` is not read.
     """
 
     audio: AsyncIterable[bytes]
     wake_word_phrase: str | None
     manual: bool
     listener: PipelineListener
+    text: str | None = None
 
 
 class SatelliteHost(Protocol):
@@ -78,6 +98,13 @@ class SatelliteHost(Protocol):
     @property
     def device_language(self) -> str | None:
         """The language the device speaks (its firmware's)."""
+
+    def async_check_pipeline(self) -> bool:
+        """Return whether the device's pipeline can talk (else say why in HA)."""
+
+    @property
+    def vad_sensitivity_entity_id(self) -> str | None:
+        """The device's "finished speaking" select."""
 
     async def async_run_pipeline(self, run: PipelineRun) -> None:
         """Run the device's pipeline up to the intent stage."""
@@ -132,8 +159,11 @@ class VoiceTurn:
         reply: The answer's text, from the pipeline's intent events.
         speech: The answer's playback on the device.
         transcript: What the user said, once recognised.
-        speech_ended_at: When the utterance ended (HA's VAD or listen stop).
+        speech_ended_at: When the utterance's audio ended (HA's VAD, listen
+            stop, or our endpointer, maybe speculatively).
         result: What the speaking stage did, once it finished.
+        taken_back: Speech resumed after this turn speculated: it was cancelled
+            without a trace on the device and another turn took over.
     """
 
     def __init__(
@@ -142,13 +172,26 @@ class VoiceTurn:
         session: DeviceSession,
         mode: ListenMode,
         wake_word_phrase: str | None = None,
+        *,
+        text: str | None = None,
+        listening: Listening | None = None,
+        on_take_back: Callable[[VoiceTurn], None] | None = None,
     ) -> None:
-        """Prepare a turn; nothing runs before `run`."""
+        """Prepare a turn (``text``: a typed request); nothing runs before `run`.
+
+        With ``listening`` (auto mode) the endpointer ends the utterance, and
+        the turn starts with the audio it heard so far; ``on_take_back`` is
+        called when the turn's speculation must be taken back.
+        """
         self.mode = mode
         self.audio = UtteranceAudio()
         self.reply = ReplyText()
         self.speech = DeviceSpeech(
-            session, host.device_language, on_start=self._set_responding
+            session,
+            host.device_language,
+            on_start=self._set_responding,
+            on_first_audio=self._on_first_audio,
+            before_start=self._async_before_speaking,
         )
         self.transcript: str | None = None
         self.speech_ended_at: float | None = None
@@ -164,6 +207,22 @@ class VoiceTurn:
         self._responding = False
         self._interrupted = False
         self._answer_task: asyncio.Task[None] | None = None
+        self._listening = listening
+        self._on_take_back = on_take_back
+        # Until committed, nothing of the turn reaches the device or the user.
+        self._committed = listening is None
+        self._may_speculate = False
+        self._speculating = False
+        self._at_possible_end = False
+        self._stt_message: asyncio.Task[None] | None = None
+        self._held: tuple[str, HeldActions] | None = None
+        self.taken_back = False
+        if listening is not None:
+            for frame in listening.frames:
+                self.audio.put(frame)
+        self._text = text
+        if text is not None:
+            self.end_of_speech()  # nothing to listen to
 
     @property
     def spoke(self) -> bool:
@@ -176,6 +235,92 @@ class VoiceTurn:
             self.speech_ended_at = time.monotonic()
             self.audio.end()
 
+    @property
+    def listening(self) -> Listening | None:
+        """The utterance as our endpointer hears it (auto mode), across take-backs."""
+        return self._listening
+
+    def stop_listening(self) -> None:
+        """The device stopped listening (``listen stop``): the utterance is over."""
+        self.end_of_speech()
+        self._commit()
+
+    def hear(self, pcm: bytes) -> None:
+        """Take device audio: the utterance's, and in auto mode the endpointer's."""
+        self.audio.put(pcm)
+        listening = self._listening
+        if listening is None or self._committed or self.taken_back:
+            return
+        listening.record(pcm)
+        for event in listening.endpointer.feed(pcm):
+            if not self._on_endpoint(listening, event):
+                return
+
+    def _on_endpoint(self, listening: Listening, event: Event) -> bool:
+        """Follow the endpointer; return whether this turn goes on listening."""
+        match event:
+            case SpeechStarted():
+                listening.speech_heard = True
+            case PossibleEnd():
+                self._at_possible_end = True
+                self._maybe_speculate()
+            case SpeechResumed():
+                self._at_possible_end = False
+                if self._speculating:
+                    LOGGER.debug(
+                        "%s speaks on: taking the guess back", self._session.name
+                    )
+                    listening.count.taken_back += 1
+                    self.taken_back = True
+                    if self._on_take_back is not None:
+                        self._on_take_back(self)
+                    return False
+            case End():
+                self.end_of_speech()
+                self._commit()
+        return True
+
+    def _maybe_speculate(self) -> None:
+        """At a possible end, end the run's audio early if nothing in it can act."""
+        listening = self._listening
+        if (
+            listening is None
+            or not self._may_speculate
+            or not self._at_possible_end
+            or self._committed
+            or self.audio.ended
+        ):
+            return
+        LOGGER.debug("%s may have finished: speculating", self._session.name)
+        listening.count.started += 1
+        self._speculating = True
+        self.end_of_speech()
+
+    def _commit(self) -> None:
+        """The utterance is over: what the turn holds back may reach the device."""
+        if self._committed:
+            return
+        self._committed = True
+        if self._held is not None:
+            self._held[1].release()
+        if self.transcript is not None:
+            self._send_stt()
+        self._note_text()
+
+    def _send_stt(self) -> asyncio.Task[None]:
+        """Tell the device the transcript, once."""
+        if self._stt_message is None:
+            self._stt_message = self._session.create_task(
+                self._session.send_stt(self.transcript or ""), "stt"
+            )
+        return self._stt_message
+
+    async def _async_before_speaking(self) -> None:
+        """The reply starts playing: the utterance can no longer be taken back."""
+        self._commit()
+        if self._stt_message is not None:
+            await self._stt_message
+
     async def run(self) -> TurnEnd:
         """Run the pipeline, answer, and say how the conversation goes on."""
         try:
@@ -187,13 +332,21 @@ class VoiceTurn:
             await self._async_cleanup()
 
     async def _async_run(self) -> TurnEnd:
+        if not self._host.async_check_pipeline():
+            # Without STT and TTS the run would fail validation or stay silent.
+            await self.speech.alert(
+                device_message(MESSAGE_PIPELINE, self._host.device_language)
+            )
+            return TurnEnd.END_CONVERSATION
         try:
             await self._host.async_run_pipeline(
                 PipelineRun(
                     audio=self.audio.stream(),
                     wake_word_phrase=self._wake_word_phrase,
-                    manual=self.mode is ListenMode.MANUAL,
+                    manual=self.mode is ListenMode.MANUAL
+                    or self._listening is not None,
                     listener=self.on_pipeline_event,
+                    text=self._text,
                 )
             )
         except asyncio.CancelledError:
@@ -229,6 +382,10 @@ class VoiceTurn:
         match event.type:
             case PipelineEventType.RUN_START:
                 self._voice = pipeline_voice(self._host.hass, data.get("pipeline"))
+                self._may_speculate = self._listening is not None and not run_may_act(
+                    self._host.hass, data.get("pipeline"), data.get("conversation_id")
+                )
+                self._maybe_speculate()  # the possible end may have come first
             case PipelineEventType.STT_START:
                 processing = data.get("audio_processing") or {}
                 self._vad_used = bool(processing.get("requires_external_vad"))
@@ -239,11 +396,15 @@ class VoiceTurn:
             case PipelineEventType.STT_END:
                 self._on_transcript(data.get("stt_output", {}).get("text", ""))
             case PipelineEventType.INTENT_START:
+                if not self._committed and (device_id := data.get("device_id")):
+                    self._held = (device_id, hold_actions(self._host.hass, device_id))
                 self._intent = _Intent(
                     data.get("engine", ""),
                     data.get("conversation_id", ""),
                     data.get("intent_input", ""),
                 )
+                if self._text is not None and self._answer_task is None:
+                    self._on_transcript(self._text)  # shown like a spoken one
             case PipelineEventType.INTENT_PROGRESS:
                 if delta := data.get("chat_log_delta"):
                     self.reply.add_delta(delta)
@@ -273,14 +434,22 @@ class VoiceTurn:
             self._error = code
         self.reply.fail(code)
 
+    def _on_first_audio(self, at: float) -> None:
+        """Tell the device's runtime how long the reply took (its diagnostic sensor)."""
+        if self.speech_ended_at is not None:
+            self._session.link.runtime.async_set_reply_delay(
+                max(0.0, at - self.speech_ended_at)
+            )
+
     def _note_text(self) -> None:
-        if self.reply.text.strip():
+        if self._committed and self.reply.text.strip():
             self._set_responding()
 
     # Speaking --------------------------------------------------------------------
 
     async def _async_answer(self, transcript: str) -> None:
-        await self._session.send_stt(transcript)
+        if self._committed:
+            await self._send_stt()
         await self._async_speak(self.reply.deltas())
 
     async def _async_speak(self, deltas: AsyncIterable[str | None]) -> None:
@@ -312,7 +481,9 @@ class VoiceTurn:
         return TurnEnd.END_CONVERSATION
 
     def _nothing_was_said(self) -> bool:
-        """Return whether HA's VAD heard no speech (a follow-up nobody made)."""
+        """Return whether no speech was heard (a follow-up nobody made)."""
+        if self._listening is not None:
+            return not self._listening.speech_heard
         return self.mode is not ListenMode.MANUAL and (
             self._vad_used and not self._speech_heard
         )
@@ -330,6 +501,11 @@ class VoiceTurn:
         self.audio.end()
         self.reply.end()
         self.speech.close()
+        if self._held is not None:
+            device_id, held = self._held
+            if not self._committed:
+                held.take_back()
+            forget_held_actions(self._host.hass, device_id, held)
         answer = self._answer_task
         if answer is not None:
             answer.cancel()
@@ -342,7 +518,9 @@ class VoiceTurn:
     def _keep_interrupted_answer(self) -> None:
         intent = self._intent
         answer = self.reply.text.strip()
-        if not self._interrupted or intent is None or intent.ended or not answer:
+        if self.taken_back or not self._interrupted:
+            return  # a guess nobody heard is no part of the conversation
+        if intent is None or intent.ended or not answer:
             return
         keep_partial_answer(
             self._host.hass,
