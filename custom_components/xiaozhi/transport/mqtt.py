@@ -808,6 +808,11 @@ def ota_section(request: web.Request, entry: ConfigEntry) -> dict[str, Any] | No
     if device_transport(entry) != TRANSPORT_MQTT:
         return None
     host = urlsplit(f"//{request.host}").hostname or request.host
+    if ":" in host:
+        # An IPv6 literal: the firmware splits host:port at the first colon and
+        # resolves IPv4 only. It keeps WebSocket.
+        LOGGER.debug("Not offering MQTT to %s, which came over IPv6", entry.title)
+        return None
     mac: str = entry.data[CONF_MAC]
     return {
         "endpoint": f"{host}:{endpoint.mqtt_port}",
