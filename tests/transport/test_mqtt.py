@@ -373,6 +373,12 @@ async def test_bad_datagrams_are_dropped_and_the_session_goes_on(
         "foreign_address": 1,
     }
     assert mqtt_endpoint.udp.dropped == {"too_short": 1, "no_session": 1}
+    # A downlink packet the device could not take is not sent.
+    sent_before = transport.diagnostics()
+    await transport.send_audio(bytes(1600))
+    assert transport.diagnostics() == sent_before
+    assert device.udp is not None
+    assert device.udp.datagrams.empty()
     assert runtime.session is not None
     assert not runtime.session.closed
 
