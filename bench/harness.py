@@ -96,6 +96,7 @@ async def home_assistant(
     from custom_components.xiaozhi.provider.presets import PRESET_CUSTOM
     from custom_components.xiaozhi.transport.mqtt import (
         DATA_MQTT_SETTINGS,
+        MAX_CONNECTIONS,
         MqttSettings,
     )
     from tests.helpers.devices import device_entry_data
@@ -112,7 +113,10 @@ async def home_assistant(
             await hass.http.start()  # HA would when it starts; this one runs already
             # The MQTT+UDP endpoint on free loopback ports (not the real 18830/18831).
             hass.data[DATA_MQTT_SETTINGS] = MqttSettings(
-                host="127.0.0.1", mqtt_port=0, udp_port=0
+                host="127.0.0.1",
+                mqtt_port=0,
+                udp_port=0,
+                max_connections=max(MAX_CONNECTIONS, 2 * len(devices)),
             )
             provider_entry = MockConfigEntry(
                 domain=DOMAIN,

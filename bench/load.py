@@ -100,7 +100,8 @@ from harness import (
 )
 
 from custom_components.xiaozhi.protocol.codec import OpusEncoder, parse_wav
-from simulator.device import SimulatedDevice
+from simulator.device import DEFAULT_CLIENT_ID, SimulatedDevice
+from simulator.mqtt_device import MqttSimulatedDevice
 
 if TYPE_CHECKING:
     from homeassistant.core import HomeAssistant
@@ -353,8 +354,14 @@ class Uplink:
         return self.speech + [self.silence] * trailing
 
 
-class LoadDevice(SimulatedDevice):
-    """A simulated device that converses in a loop and times what it hears."""
+if TYPE_CHECKING:
+    _DeviceBase = SimulatedDevice
+else:
+    _DeviceBase = object
+
+
+class Conversing(_DeviceBase):
+    """Converses in a loop and times what it hears, on either transport."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Create the device; see `SimulatedDevice`."""
@@ -444,36 +451,78 @@ class LoadDevice(SimulatedDevice):
             self._tts_stopped.set()
         await super()._on_json(message)
 
-    async def _on_binary(self, data: bytes) -> None:
-        now = time.monotonic()
-        played = len(self.received_audio)
-        await super()._on_binary(data)
+    def _heard(self, now: float, played: int) -> None:
         if len(self.received_audio) > played:
             self.playback.arrived(now)
             self.received_audio.clear()  # counted, not kept
 
 
-def devices_process(conn: Connection, url: str, devices: list[PairedDevice]) -> None:
+class LoadDevice(Conversing, SimulatedDevice):
+    """A device on WebSocket."""
+
+    async def _on_binary(self, data: bytes) -> None:
+        now = time.monotonic()
+        played = len(self.received_audio)
+        await super()._on_binary(data)
+        self._heard(now, played)
+
+
+class MqttLoadDevice(Conversing, MqttSimulatedDevice):
+    """A device on MQTT+UDP: connected while idle, a hello opens its audio."""
+
+    def datagram_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        played = len(self.received_audio)
+        super().datagram_received(data)
+        self._heard(now, played)
+
+
+def devices_process(
+    conn: Connection, url: str, devices: list[PairedDevice], transport: str
+) -> None:
     """Connect the devices, then converse when told to (a process of its own)."""
     logging.basicConfig(level=logging.ERROR)
-    asyncio.run(_run_devices(conn, url, devices))
+    asyncio.run(_run_devices(conn, url, devices, transport))
 
 
-async def _run_devices(conn: Connection, url: str, paired: list[PairedDevice]) -> None:
+async def _mqtt_devices(
+    http: aiohttp.ClientSession, url: str, paired: list[PairedDevice]
+) -> list[Conversing]:
+    """Check each device in for its MQTT section, as the firmware does at boot."""
+    base = url.split("/xiaozhi/", maxsplit=1)[0]
+    devices: list[Conversing] = []
+    for device in paired:
+        async with http.post(
+            f"{base}/xiaozhi/ota/",
+            headers={"Device-Id": device.mac, "Client-Id": DEFAULT_CLIENT_ID},
+            json={},
+        ) as response:
+            section = (await response.json())["mqtt"]
+        devices.append(MqttLoadDevice(section, mac=device.mac))
+    return devices
+
+
+async def _run_devices(
+    conn: Connection, url: str, paired: list[PairedDevice], transport: str
+) -> None:
     uplink = Uplink.build()
     await asyncio.to_thread(conn.recv)  # connect
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        devices = [
-            LoadDevice(http, url, token=device.token, mac=device.mac)
-            for device in paired
-        ]
+        devices: list[Conversing] = (
+            await _mqtt_devices(http, url, paired)
+            if transport == "mqtt"
+            else [
+                LoadDevice(http, url, token=device.token, mac=device.mac)
+                for device in paired
+            ]
+        )
         refused = await _connect_all(devices)
         conn.send({"connected": len(devices) - len(refused), "refused": refused})
         plan: dict[str, float] = await asyncio.to_thread(conn.recv)
         lag = LoopLag()
         lag_task = asyncio.create_task(lag.run())
-        connected = [device for device in devices if device.server_hello is not None]
+        connected = [device for device in devices if _connected(device)]
         turns = await asyncio.gather(
             *(
                 _converse_until(device, uplink, plan, index / len(connected))
@@ -493,14 +542,27 @@ async def _run_devices(conn: Connection, url: str, paired: list[PairedDevice]) -
         await asyncio.gather(*(device.close() for device in devices))
 
 
-async def _connect_all(devices: list[LoadDevice]) -> list[str]:
-    """Connect every device, a few at a time; return why some could not."""
+def _connected(device: Conversing) -> bool:
+    if isinstance(device, MqttSimulatedDevice):
+        return not device.closed
+    return device.server_hello is not None
+
+
+async def _connect_all(devices: Sequence[Conversing]) -> list[str]:
+    """Connect every device, a few at a time; return why some could not.
+
+    Over WebSocket a device connects with its hello; over MQTT it stays idle
+    (connected, no audio channel) until it converses.
+    """
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def connect(device: LoadDevice) -> str | None:
+    async def connect(device: Conversing) -> str | None:
         async with gate:
             try:
-                await device.open()
+                if isinstance(device, MqttSimulatedDevice):
+                    await device.connect()
+                else:
+                    await device.open()
             except (ConnectionError, TimeoutError, aiohttp.ClientError) as err:
                 return f"{device.mac}: {err!r}"
             return None
@@ -510,13 +572,21 @@ async def _connect_all(devices: list[LoadDevice]) -> list[str]:
 
 
 async def _converse_until(
-    device: LoadDevice, uplink: Uplink, plan: dict[str, float], offset: float
+    device: Conversing, uplink: Uplink, plan: dict[str, float], offset: float
 ) -> list[DeviceTurn]:
     """Converse from a staggered start until the deadline (the last turn ends)."""
     start = plan["start"] + offset * plan["ramp"]
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     turns: list[DeviceTurn] = []
     while time.monotonic() < plan["deadline"] and not device.closed:
+        if isinstance(device, MqttSimulatedDevice) and not device.channel_open:
+            try:
+                await device.hello()  # wake: the audio channel opens
+            except (ConnectionError, TimeoutError) as err:
+                turn = DeviceTurn(device.mac, time.monotonic())
+                turn.error = f"no audio channel: {err!r}"
+                turns.append(turn)
+                break
         turns.append(await device.converse(uplink))
     return turns
 
@@ -655,6 +725,7 @@ class StepResult:
     window: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     idle_cpu: float = 0.0
+    transport: str = "websocket"
     idle_rss: int = 0
     idle_traced: int = 0
     rss_after: int = 0
@@ -747,6 +818,7 @@ async def measure(count: int, args: argparse.Namespace) -> StepResult:
     from custom_components.xiaozhi.const import WEBSOCKET_PATH
 
     result = StepResult(count, args.seconds, args.ramp, args.seconds_per_char)
+    result.transport = args.transport
     context = multiprocessing.get_context("spawn")
     paired = device_plan(count)
     port = free_port()
@@ -759,7 +831,9 @@ async def measure(count: int, args: argparse.Namespace) -> StepResult:
         name="load-provider",
     )
     devices = context.Process(
-        target=devices_process, args=(devices_end, url, paired), name="load-devices"
+        target=devices_process,
+        args=(devices_end, url, paired, args.transport),
+        name="load-devices",
     )
     provider.start()
     devices.start()
@@ -800,6 +874,8 @@ async def _measure_in(
 
     await preferred_pipeline(hass)
     _allow_sessions(hass, result)
+    if args.transport == "mqtt":
+        _allow_check_ins(hass)
     runtimes = [
         entry.runtime_data
         for entry in hass.config_entries.async_entries(DOMAIN)
@@ -872,6 +948,14 @@ def _allow_sessions(hass: HomeAssistant, result: StepResult) -> None:
     if limits is not None and limits.max_sessions < result.devices:
         result.max_sessions_raised_from = limits.max_sessions
         server.limits = dataclasses.replace(limits, max_sessions=result.devices)
+
+
+def _allow_check_ins(hass: HomeAssistant) -> None:
+    """Let every device check in at once: they all come from 127.0.0.1."""
+    from custom_components.xiaozhi.server.ratelimit import RateLimiter
+    from custom_components.xiaozhi.server.registry import async_get_server
+
+    async_get_server(hass).http_limiter = RateLimiter(1e6, 10**6)
 
 
 async def _measure_idle(
@@ -1021,6 +1105,7 @@ def report_step(result: StepResult) -> None:
         )
     if result.connected:
         print(
+            f"Idle connections ({result.transport}): {result.connected}. "
             f"Memory per idle connection: {kib(result.idle_rss / result.connected)} "
             f"RSS, {kib(result.idle_traced / result.connected)} of Python "
             f"allocations; idle CPU "
@@ -1270,6 +1355,13 @@ def main() -> None:
         type=float,
         default=30.0,
         help="devices start over this many seconds (default 30, about a turn)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["websocket", "mqtt"],
+        default="websocket",
+        help="how the devices connect (default websocket; mqtt: MQTT+UDP, idle "
+        "devices stay connected without a session)",
     )
     parser.add_argument(
         "--sweep",

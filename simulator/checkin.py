@@ -88,6 +88,8 @@ class OtaAnswer:
 
     websocket: WebsocketSettings | None
     activation: Activation | None
+    mqtt: dict[str, Any] | None = None
+    """The ``mqtt`` section as sent: the firmware copies every key into NVS."""
 
 
 def _text(section: dict[str, Any], key: str) -> str | None:
@@ -119,7 +121,8 @@ def parse_ota_answer(body: Any) -> OtaAnswer:
                 message=_text(section, "message") or "",
                 challenge=challenge,
             )
-    return OtaAnswer(websocket=websocket, activation=activation)
+    mqtt = body.get("mqtt") if isinstance(body.get("mqtt"), dict) else None
+    return OtaAnswer(websocket=websocket, activation=activation, mqtt=mqtt)
 
 
 class HttpStatusError(SimulatorError):

@@ -37,6 +37,7 @@ from .console import Console, activation_banner
 from .conversation import TurnRecorder, closed_message, speak, wait_for_answer
 from .device import ChannelClosedError, SimCamera, SimTool, SimulatedDevice
 from .errors import SimulatorError
+from .mqtt_device import MqttRefusedError, MqttSimulatedDevice
 from .state import (
     DeviceState,
     StateFileError,
@@ -81,6 +82,7 @@ class Options:
     board: str = "speaker"
     photo: Path | None = None
     stay: float | None = None
+    transport: str = "websocket"
 
     def tools(self) -> list[SimTool]:
         """Return the MCP tools of the chosen board."""
@@ -234,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="give the board a camera whose photos are this JPEG",
     )
     parser.add_argument(
+        "--transport",
+        choices=["websocket", "mqtt"],
+        default="websocket",
+        help="connect over WebSocket (default) or MQTT+UDP, as the OTA answer "
+        "allows (mqtt: the device stays connected and answers MCP while idle)",
+    )
+    parser.add_argument(
         "--stay",
         type=_positive,
         nargs="?",
@@ -273,6 +282,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         poll_interval=args.poll_interval,
         board=args.board,
         photo=args.photo,
+        transport=args.transport,
         stay=args.stay,
     )
 
@@ -307,7 +317,10 @@ class Simulation:
                 await self._speaking_code  # the code is said to its end
             state = replace(state, websocket=websocket)
             await self._save(state)
-            await self._converse(http, state, websocket, utterance)
+            if self.options.transport == "mqtt":
+                await self._converse_mqtt(http, state, utterance)
+            else:
+                await self._converse(http, state, websocket, utterance)
 
     async def _utterance(self) -> bytes:
         options = self.options
@@ -432,6 +445,60 @@ class Simulation:
             self.console.line(f"(not playing the announcement: {err})")
         else:
             self.console.line(f"announcement played with {player}")
+
+    async def _converse_mqtt(
+        self, http: aiohttp.ClientSession, state: DeviceState, utterance: bytes
+    ) -> None:
+        """Check in for the MQTT section, stay connected, open a channel, talk."""
+        options = self.options
+        if options.skip_ota:
+            raise SimulatorError(
+                "--transport mqtt checks in every run (each answer has a new password)"
+            )
+        answer = await OtaClient(
+            http, state.ota_url, state, options.language
+        ).check_in()
+        if answer.mqtt is None:
+            raise SimulatorError(
+                "the OTA answer has no mqtt section: the device's connection is set "
+                "to WebSocket in Home Assistant, or its MQTT endpoint is not running"
+            )
+        self.console.line(f"← mqtt {answer.mqtt.get('endpoint')}")
+        recorder = TurnRecorder(self.console)
+        device = MqttSimulatedDevice(
+            answer.mqtt,
+            mac=state.mac,
+            client_id=state.client_id,
+            tools=options.tools(),
+            camera=options.camera(),
+            observer=recorder,
+        )
+        end_of_speech: float | None = None
+        try:
+            try:
+                await device.connect()
+            except MqttRefusedError as err:
+                raise SimulatorError(f"MQTT refused: {err.reason}") from None
+            except (OSError, TimeoutError) as err:
+                raise SimulatorError(f"cannot connect over MQTT: {err!r}") from None
+            self.console.line("connected over MQTT (idle: answering MCP)")
+            await device.hello()
+            await device.listen_start("manual" if options.manual else "auto")
+            try:
+                end_of_speech = await speak(
+                    device, utterance, recorder, self.console, manual=options.manual
+                )
+            except ConnectionError:
+                end_of_speech = None
+            await self._await_answer(device, recorder)
+            await device.goodbye()  # the link stays: idle, answering MCP
+            await self._report_answer(device, recorder)
+            self.console.lines([recorder.timing(end_of_speech).line()])
+            if options.stay is not None:
+                player = self._play_announcement if options.play else None
+                await stay(device, recorder, self.console, options.stay, play=player)
+        finally:
+            await device.close()
 
     async def _await_answer(
         self, device: SimulatedDevice, recorder: TurnRecorder

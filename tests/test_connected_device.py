@@ -132,6 +132,13 @@ async def test_an_idle_device_is_connected_and_its_entities_available(
     assert state(ha_core, notify) == STATE_UNAVAILABLE
     with pytest.raises(HomeAssistantError, match="not connected"):
         await runtime_entity_press(ha_core, reboot)
+    with pytest.raises(HomeAssistantError, match="not connected"):
+        await entity_object(ha_core, "notify", notify).async_send_message("Hi")
+
+
+def entity_object(hass: HomeAssistant, platform: str, entity_id: str) -> Any:
+    """The entity itself, to call it as HA would while it is unavailable."""
+    return hass.data["entity_components"][platform].get_entity(entity_id)
 
 
 async def runtime_entity_press(hass: HomeAssistant, entity_id: str) -> None:

@@ -1,15 +1,19 @@
 """Diagnostics of provider and device entries never contain secrets."""
 
+from collections.abc import Callable
+from typing import Any
+
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
-from custom_components.xiaozhi.const import CONF_CLIENT_ID
+from custom_components.xiaozhi.const import CONF_CLIENT_ID, CONF_MQTT_PASSWORD_HASHES
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
 from simulator.device import SimTool
 from tests.helpers.devices import TOKEN, DeviceFactory, wait_until
+from tests.helpers.mqtt import MqttDevice, check_in
 
 
 async def test_provider_diagnostics_redact_the_key(
@@ -52,3 +56,27 @@ async def test_device_diagnostics_show_the_session_not_the_token(
     assert session["hello"]["features"]["mcp"] is True
     assert session["downlink"]["frames_sent"] == 0
     assert session["listening"] is False
+
+
+async def test_mqtt_device_diagnostics_redact_the_password_digests(
+    ha_core: HomeAssistant,
+    mqtt_entry: MockConfigEntry,
+    hass_client_no_auth: Callable[[], Any],
+    mqtt_devices: list[MqttDevice],
+) -> None:
+    device = MqttDevice((await check_in(await hass_client_no_auth()))["mqtt"])
+    mqtt_devices.append(device)
+    assert str(await device.connect()) == "Success"
+    runtime = mqtt_entry.runtime_data
+    await wait_until(runtime, lambda: runtime.connected)
+    await device.hello()
+    await wait_until(runtime, lambda: runtime.session is not None)
+    diagnostics = await async_get_config_entry_diagnostics(ha_core, mqtt_entry)
+    assert diagnostics["data"][CONF_MQTT_PASSWORD_HASHES] == "**REDACTED**"
+    digest = mqtt_entry.data[CONF_MQTT_PASSWORD_HASHES][0]
+    assert digest not in str(diagnostics)
+    assert device.section["password"] not in str(diagnostics)
+    session = diagnostics["device"]["session"]
+    assert session["transport"] == "mqtt"
+    assert session["audio_channel"] is True
+    assert "127.0.0.1" not in str(diagnostics)

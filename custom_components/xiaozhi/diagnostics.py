@@ -8,12 +8,13 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, CONF_TOKEN
 from homeassistant.core import HomeAssistant
 
-from .const import CONF_CLIENT_ID
+from .const import CONF_CLIENT_ID, CONF_MQTT_PASSWORD_HASHES
 from .device.runtime import DeviceRuntime, is_device_entry
 
 # The device token is its password; the Client-Id is half of what the token is handed
-# out for, so neither leaves Home Assistant in a diagnostics file.
-TO_REDACT = {CONF_API_KEY, CONF_TOKEN, CONF_CLIENT_ID}
+# out for, so neither leaves Home Assistant in a diagnostics file; nor do the digests
+# of its MQTT passwords.
+TO_REDACT = {CONF_API_KEY, CONF_TOKEN, CONF_CLIENT_ID, CONF_MQTT_PASSWORD_HASHES}
 
 
 async def async_get_config_entry_diagnostics(

@@ -424,6 +424,15 @@ async def test_the_device_s_goodbye_ends_its_session_without_one_back(
     assert transport.sessions_ended == 1
 
 
+async def test_a_goodbye_over_websocket_is_ignored(make_link: LinkFactory) -> None:
+    link = make_link()
+    session = await say_hello(link)
+    await link.async_handle_message(Goodbye(session.session_id))
+    assert link.session is session
+    assert link.bad_input == {}
+    assert not link.closed
+
+
 async def test_a_hello_on_a_live_lasting_session_opens_a_new_one(
     lasting_link: DeviceLink,
 ) -> None:

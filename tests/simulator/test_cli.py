@@ -489,6 +489,45 @@ async def test_a_paired_device_connects_at_once_and_later_without_checking_in(
     assert len(fake_provider.transcriptions) == 2
 
 
+async def test_the_simulator_talks_over_mqtt_and_udp(
+    ha_core: HomeAssistant,
+    ha_url: str,
+    mqtt_entry: MockConfigEntry,
+    fake_provider: FakeProvider,
+    pipeline: Pipeline,
+    programs: FakePrograms,
+    tmp_path: Path,
+) -> None:
+    fake_provider.add_transcript(TRANSCRIPT)
+    fake_provider.add_reply(ChatReply.text("".join(ANSWER)))
+    state = tmp_path / "state.json"
+    await sim_state.save_state(
+        state,
+        DeviceState(
+            mac=MAC, client_id=DEFAULT_CLIENT_ID, ota_url=checkin.ota_url(ha_url)
+        ),
+    )
+    common = ("--state-file", str(state), "--no-save", "--say", TRANSCRIPT)
+    sim = await run("--ha", ha_url, "--transport", "mqtt", *common)
+    assert await sim.result() == 0, sim.err.getvalue()
+    out = sim.out.getvalue()
+    assert "← mqtt 127.0.0.1:" in out
+    assert "connected over MQTT" in out
+    # MCP over the idle link, then the conversation's messages, then goodbye.
+    messages = received(sim)
+    assert any(m["type"] == "mcp" for m in messages)
+    assert any(m["type"] == "hello" and m["transport"] == "udp" for m in messages)
+    assert {"type": "stt", "text": TRANSCRIPT} in [
+        {k: v for k, v in m.items() if k != "session_id"} for m in messages
+    ]
+    assert sent(sim)[-1]["type"] == "goodbye"
+    complete_timing(sim)
+    # --skip-ota cannot work: each check-in hands out a new password.
+    skipped = await run("--ha", ha_url, "--transport", "mqtt", "--skip-ota", *common)
+    assert await skipped.result() != 0
+    assert "checks in every run" in skipped.err.getvalue()
+
+
 # ---------------------------------------------------------------- failures
 
 

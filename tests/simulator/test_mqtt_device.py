@@ -12,6 +12,7 @@ from homeassistant.core import HomeAssistant
 from custom_components.xiaozhi.device.runtime import DeviceRuntime
 from custom_components.xiaozhi.device.session import DeviceSession
 from custom_components.xiaozhi.protocol.messages import ListenMode
+from custom_components.xiaozhi.protocol.udp import HEADER
 from custom_components.xiaozhi.transport.mqtt import MqttTransport
 from simulator.device import SimTool
 from simulator.mqtt_device import MqttRefusedError, MqttSimulatedDevice
@@ -99,3 +100,57 @@ async def test_the_simulator_is_told_its_password_is_wrong(
     with pytest.raises(MqttRefusedError, match="Bad user name or password"):
         await device.connect()
     assert device.closed
+
+
+async def test_the_simulator_refuses_datagrams_as_the_firmware_does(
+    socket_enabled: None,
+) -> None:
+    section = {
+        "endpoint": "127.0.0.1:1",
+        "client_id": "xiaozhi-aabbccddeeff",
+        "username": "aa:bb:cc:dd:ee:ff",
+        "password": "x",
+        "publish_topic": "up",
+    }
+    device = MqttSimulatedDevice(section)
+    await device._on_server_hello(
+        {"type": "hello", "transport": "websocket", "session_id": "s"}
+    )
+    await device._on_server_hello({"type": "hello", "transport": "udp", "udp": "x"})
+    await device._on_server_hello(
+        {"type": "hello", "transport": "udp", "udp": {"key": "zz", "nonce": "00"}}
+    )
+    await device._on_server_hello(
+        {
+            "type": "hello",
+            "transport": "udp",
+            "udp": {"server": "127.0.0.1", "port": 9, "key": "00", "nonce": "00"},
+        }
+    )
+    assert device.server_hello is None
+    refused_all = not device.channel_open
+    await device._on_server_hello(
+        {
+            "type": "hello",
+            "transport": "udp",
+            "session_id": "s",
+            "udp": {
+                "server": "127.0.0.1",
+                "port": 9,
+                "key": "00" * 16,
+                "nonce": "01" + "00" * 15,
+            },
+        }
+    )
+    assert refused_all
+    assert device.channel_open
+    header = HEADER.pack(0x01, 0, 3, 7, 0, 5)
+    device.datagram_received(b"short")
+    device.datagram_received(b"\x02" + header[1:] + b"abc")  # not audio
+    device.datagram_received(header + b"abcd")  # the length lies
+    device.speaking = True
+    device.datagram_received(header + b"abc")  # accepted
+    device.datagram_received(header + b"abc")  # the same sequence again
+    assert device.bad_datagrams == 4
+    assert len(device.received_audio) == 1
+    await device.close()

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Callable
 import json
 import logging
+from pathlib import Path
 import socket
 from typing import Any
 
@@ -13,11 +14,16 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
 from homeassistant.core import HomeAssistant
 
+from custom_components.xiaozhi.device.supervisor import SessionClosedError
+from custom_components.xiaozhi.protocol.mqtt import encode_remaining_length
 from custom_components.xiaozhi.server.limits import ConnectionLimits
 from custom_components.xiaozhi.transport.base import EndReason
 from custom_components.xiaozhi.transport.mqtt import (
     DATA_MQTT_SETTINGS,
+    UDP_RECEIVE_BUFFER,
     MqttSettings,
+    MqttTransport,
+    _ipv4,
     async_get_mqtt,
 )
 from tests.helpers.devices import (
@@ -77,15 +83,20 @@ async def test_the_last_unload_stops_the_endpoint_leaving_nothing(
     socket_enabled: None,
     hass_client_no_auth: Callable[[], Any],
     mqtt_devices: list[MqttDevice],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     entry = await start(ha_core)
     endpoint = async_get_mqtt(ha_core)
     port, udp_port = endpoint.mqtt_port, endpoint.udp.port
     device = await online(hass_client_no_auth, mqtt_devices)
     await wait_until(runtime_of(entry), lambda: runtime_of(entry).connected)
+    await device.hello()  # in a conversation: its UDP channel is open
+    await wait_until(runtime_of(entry), lambda: runtime_of(entry).session is not None)
     ended = link_end(entry)
     assert await ha_core.config_entries.async_unload(entry.entry_id)
     assert await ended == EndReason.SERVER_CLOSED
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
     await device.disconnected.wait()
     assert not endpoint.running
     assert endpoint.connections == 0
@@ -283,3 +294,134 @@ async def until_bad_input(link: Any, kind: str, count: int) -> None:
     async with asyncio.timeout(10):
         while link.bad_input.get(kind, 0) < count:
             await asyncio.sleep(0.005)
+
+
+def test_settings_that_would_refuse_every_device_are_refused() -> None:
+    for bad in ({"max_connections": 0}, {"send_timeout": 0}, {"mqtt_port": 70000}):
+        with pytest.raises(ValueError, match="MQTT"):
+            MqttSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_an_ipv4_mapped_address_is_advertised_as_ipv4() -> None:
+    assert _ipv4("::ffff:192.168.1.5") == "192.168.1.5"
+    assert _ipv4("192.168.1.5") == "192.168.1.5"
+    assert _ipv4("fe80::1") == "fe80::1"
+    assert _ipv4("not an address") == "not an address"
+
+
+async def test_a_device_that_stops_reading_is_dropped(
+    ha_core: HomeAssistant,
+    socket_enabled: None,
+    hass_client_no_auth: Callable[[], Any],
+) -> None:
+    entry = await start(ha_core, send_timeout=0.2)
+    endpoint = async_get_mqtt(ha_core)
+    section = (await check_in(await hass_client_no_auth()))["mqtt"]
+    # A client that connects and then never reads.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((LOCALHOST, endpoint.mqtt_port))
+    sock.sendall(connect_bytes(section))
+    runtime = runtime_of(entry)
+    await wait_until(runtime, lambda: runtime.connected)
+    link = runtime.link
+    assert link is not None
+    ended = link_end(entry)
+    with pytest.raises(SessionClosedError):
+        await flood(link)
+    assert await ended == EndReason.SEND_TIMEOUT
+    sock.close()
+
+
+async def flood(link: Any) -> None:
+    """Send big alerts until a send fails (the device reads nothing)."""
+    for _ in range(10_000):
+        await link.send_alert("x", "y" * 60_000, "neutral")
+
+
+def connect_bytes(section: dict[str, Any]) -> bytes:
+    """A CONNECT as the firmware sends it (clean session, user and password)."""
+
+    def text(value: str) -> bytes:
+        raw = value.encode()
+        return len(raw).to_bytes(2) + raw
+
+    body = text("MQTT") + bytes([4, 0xC2]) + (240).to_bytes(2)
+    body += text(section["client_id"]) + text(section["username"])
+    body += text(section["password"])
+    return bytes([0x10]) + encode_remaining_length(len(body)) + body
+
+
+async def test_audio_before_the_device_s_first_datagram_has_nowhere_to_go(
+    ha_core: HomeAssistant,
+    socket_enabled: None,
+    hass_client_no_auth: Callable[[], Any],
+    mqtt_devices: list[MqttDevice],
+) -> None:
+    entry = await start(ha_core)
+    device = await online(hass_client_no_auth, mqtt_devices)
+    runtime = runtime_of(entry)
+    await device.hello()
+    await wait_until(runtime, lambda: runtime.session is not None)
+    session = runtime.session
+    assert session is not None
+    link = session.link
+    transport = link.transport
+    assert isinstance(transport, MqttTransport)
+    await session.playback.start_speaking()
+    assert await session.playback.play_pcm([bytes(16000)], 16000)
+    await session.playback.stop_speaking()
+    # The device connect()ed its socket but has said nothing on it yet.
+    assert transport.no_address > 0
+    assert transport.diagnostics()["device_address_known"] is False
+    assert device.udp is not None
+    assert device.udp.datagrams.empty()
+    # After the session, audio has no channel at all.
+    session.end(EndReason.NORMAL, "over")
+    await device.next_message("goodbye")
+    await transport.send_audio(b"\x01\x02")
+    assert transport.diagnostics()["audio_channel"] is False
+
+
+async def test_a_datagram_flood_is_dropped_not_heard(
+    ha_core: HomeAssistant,
+    socket_enabled: None,
+    hass_client_no_auth: Callable[[], Any],
+    mqtt_devices: list[MqttDevice],
+) -> None:
+    entry = await start(
+        ha_core, limits=ConnectionLimits(messages_per_second=1, message_burst=200)
+    )
+    device = await online(hass_client_no_auth, mqtt_devices)
+    runtime = runtime_of(entry)
+    await device.hello()
+    await wait_until(runtime, lambda: runtime.session is not None)
+    link = runtime.link
+    assert link is not None
+    transport = link.transport
+    assert isinstance(transport, MqttTransport)
+    for _ in range(30):
+        device.send_audio(b"\xf8\xff\xfe")
+    async with asyncio.timeout(10):
+        while transport.last_uplink_sequence < 20 and not transport.dropped:
+            await asyncio.sleep(0.005)
+    # The burst of 200 takes these; past it, drops (the session stays).
+    for _ in range(250):
+        device.send_audio(b"\xf8\xff\xfe")
+    async with asyncio.timeout(10):
+        while not transport.dropped["rate_limited"]:
+            await asyncio.sleep(0.005)
+    assert not link.closed
+
+
+async def test_the_udp_socket_queues_a_busy_moment_s_datagrams(
+    ha_core: HomeAssistant, socket_enabled: None
+) -> None:
+    await start(ha_core)
+    udp = async_get_mqtt(ha_core).udp
+    assert udp._transport is not None
+    sock = udp._transport.get_extra_info("socket")
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    # Linux doubles what it grants (for its bookkeeping), up to rmem_max.
+    assert granted == 2 * min(UDP_RECEIVE_BUFFER, rmem_max)

@@ -5,6 +5,7 @@ pipeline's local intents, the Assist API's tool, ``intent.async_handle``): a
 timer decreased to zero finishes at once, so nothing waits for a clock.
 """
 
+from collections.abc import Callable
 from datetime import timedelta
 import time
 from typing import Any
@@ -42,8 +43,10 @@ from tests.helpers.devices import (
     make_device_entry,
     registry_device_id,
     runtime_of,
+    wait_until,
 )
 from tests.helpers.links import LastingTransport, say_hello
+from tests.helpers.mqtt import MqttDevice, check_in
 from tests.helpers.translations import message
 from tests.helpers.voice import (
     ANSWER,
@@ -286,6 +289,32 @@ async def test_an_idle_always_connected_device_is_alerted_until_it_wakes(
     await say_hello(link)
     await until(lambda: not timers.ringing)
     assert len(alerts(transport)) == 1
+
+
+async def test_a_timer_rings_on_an_idle_device_connected_over_mqtt(
+    ha_core: HomeAssistant,
+    mqtt_entry: MockConfigEntry,
+    hass_client_no_auth: Callable[[], Any],
+    mqtt_devices: list[MqttDevice],
+    notifications: Notifications,
+) -> None:
+    """A real MQTT connection, no conversation: the timer shows, then alerts."""
+    device = MqttDevice((await check_in(await hass_client_no_auth()))["mqtt"])
+    mqtt_devices.append(device)
+    assert str(await device.connect()) == "Success"
+    runtime = runtime_of(mqtt_entry)
+    await wait_until(runtime, lambda: runtime.connected)
+    timers = timers_of(ha_core)
+    timers.alert_interval = 0.01
+
+    await start_timer(ha_core, minutes=5, name="泡茶")
+    shown = await device.next_message("tts")
+    assert shown["text"].startswith("计时器 泡茶 · ")
+    await finish_timer(ha_core, 5)
+    alert = await device.next_message("alert")
+    assert (alert["status"], alert["message"]) == ("计时器", "泡茶计时器时间到了。")
+    assert runtime.session is None
+    assert notifications == {}
 
 
 async def test_a_session_whose_pipeline_cannot_speak_shows_an_alert(

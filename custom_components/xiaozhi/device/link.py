@@ -295,6 +295,9 @@ class DeviceLink:
                 self._mcp.handle_message(message.payload)
             case Goodbye() if self.lasting:
                 self._end_session_quietly(message.session_id)
+            case Goodbye() if self.ready:
+                # WebSocket: the firmware closes the socket instead; nothing to do.
+                LOGGER.debug("Ignoring a goodbye from %s", self.name)
             case Unknown() if self.ready:
                 LOGGER.debug(
                     "Ignoring %s message from %s",

@@ -65,6 +65,7 @@ import contextlib
 from dataclasses import dataclass, field
 import ipaddress
 import logging
+import socket
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -128,6 +129,11 @@ CLOSE_TIMEOUT_S: Final = 2.0
 # TCP connections at once, authenticated or not.
 MAX_CONNECTIONS: Final = 64
 READ_SIZE: Final = 16 * 1024
+# The UDP socket's receive buffer: every device's uplink (17 datagrams a second
+# each) queues here while the event loop is busy; the kernel's default (208 KiB,
+# about 250 small datagrams with their overhead) overflows within a 300 ms stall
+# at 50 talking devices. The kernel caps it at net.core.rmem_max.
+UDP_RECEIVE_BUFFER: Final = 4 * 1024 * 1024
 # The hello's transport and version as the firmware's own hello says them.
 TRANSPORT_UDP: Final = "udp"
 UDP_HELLO_VERSION: Final = 3
@@ -322,6 +328,8 @@ class MqttTransport:
         self.dropped: Counter[str] = Counter()
         self.no_address = 0
         self._endpoint = endpoint
+        # Its own reference: the endpoint forgets the socket as it stops.
+        self._udp = endpoint.udp
         self._connection = connection
         self._writer = writer
         self._mac = mac
@@ -353,7 +361,7 @@ class MqttTransport:
     def server_hello_fields(self) -> Mapping[str, Any]:
         """Open the session's UDP channel: a new key, nonce and ssrc per hello."""
         self._drop_channel()
-        udp = self._endpoint.udp
+        udp = self._udp
         channel = udp.open_channel(self)
         self._channel = channel
         try:
@@ -368,11 +376,11 @@ class MqttTransport:
         self._drop_channel()
 
     def diagnostics(self) -> dict[str, Any]:
-        """Return the connection's addresses and what its sessions dropped."""
+        """Return the state of the audio channel and what its sessions dropped."""
         return {
             "transport": "mqtt",
-            "udp_address": list(self._udp_address) if self._udp_address else None,
             "audio_channel": self._channel is not None,
+            "device_address_known": self._udp_address is not None,
             "dropped_datagrams": dict(self.dropped),
             "downlink_without_address": self.no_address,
         }
@@ -428,7 +436,7 @@ class MqttTransport:
         except UdpError as err:
             LOGGER.warning("Not sending an Opus packet to %s: %s", self._name, err)
             return
-        self._endpoint.udp.sendto(datagram, address)
+        self._udp.sendto(datagram, address)
 
     async def close(self, reason: EndReason, detail: str) -> None:
         """Close the socket (MQTT 3.1.1 cannot tell the device why)."""
@@ -479,7 +487,7 @@ class MqttTransport:
 
     def _drop_channel(self) -> None:
         if self._channel is not None:
-            self._endpoint.udp.close_channel(self._channel, self)
+            self._udp.close_channel(self._channel, self)
             self._channel = None
             self._udp_address = None
 
@@ -544,9 +552,10 @@ class MqttEndpoint:
                     settings.mqtt_port,
                     reuse_address=True,
                 )
-                _, self._udp = await loop.create_datagram_endpoint(
+                udp_transport, self._udp = await loop.create_datagram_endpoint(
                     UdpAudio, local_addr=(settings.host, settings.udp_port)
                 )
+                _enlarge_receive_buffer(udp_transport)
             except OSError as err:
                 LOGGER.error(
                     "Cannot serve devices over MQTT on %s ports %d (MQTT) and %d "
@@ -761,6 +770,17 @@ class MqttEndpoint:
             link.note_incoming()
 
 
+def _enlarge_receive_buffer(transport: asyncio.BaseTransport) -> None:
+    """Let the UDP socket queue a busy moment's datagrams (as the kernel allows)."""
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    LOGGER.debug(
+        "UDP audio receive buffer: %d bytes",
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+    )
+
+
 async def _async_handle_publish(link: DeviceLink, packet: Publish) -> None:
     try:
         message = parse_message(packet.payload)
@@ -804,6 +824,11 @@ def ota_section(request: web.Request, entry: ConfigEntry) -> dict[str, Any] | No
     if device_transport(entry) != TRANSPORT_MQTT:
         return None
     host = urlsplit(f"//{request.host}").hostname or request.host
+    if ":" in host:
+        # An IPv6 literal: the firmware splits host:port at the first colon and
+        # resolves IPv4 only. It keeps WebSocket.
+        LOGGER.debug("Not offering MQTT to %s, which came over IPv6", entry.title)
+        return None
     mac: str = entry.data[CONF_MAC]
     return {
         "endpoint": f"{host}:{endpoint.mqtt_port}",
