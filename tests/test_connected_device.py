@@ -1,12 +1,14 @@
 """What a device on MQTT+UDP gives while idle: connectivity, settings, notify,
 reboot, announcements shown on its screen."""
 
+import asyncio
 from collections.abc import Callable
 import logging
 from typing import Any
 
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from homeassistant.components.assist_pipeline import Pipeline
 from homeassistant.components.assist_satellite import DOMAIN as SATELLITE_DOMAIN
@@ -14,6 +16,7 @@ from homeassistant.const import ATTR_ENTITY_ID, STATE_OFF, STATE_ON, STATE_UNAVA
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
 
 from custom_components.xiaozhi.const import DOMAIN
 from tests.helpers.devices import MAC, runtime_of, wait_until
@@ -175,5 +178,45 @@ async def test_an_announcement_to_an_idle_device_is_shown_with_its_chime(
     assert alert["status"] == "通知"
     assert "shown on the screen of Kitchen speaker with its chime" in caplog.text
     # Nothing was to be spoken: no audio channel was opened.
+    assert runtime.session is None
+    assert not any(m["type"] in {"hello", "tts"} for m in device.received)
+
+
+@pytest.fixture
+async def websocket_api(ha_core: HomeAssistant) -> None:
+    """HA's websocket API, registered before a test client freezes the router."""
+    assert await async_setup_component(ha_core, "websocket_api", {})
+
+
+async def test_the_wizards_connection_test_passes_on_an_idle_device(
+    websocket_api: None,
+    ha_core: HomeAssistant,
+    pipeline: Pipeline,
+    mqtt_entry: MockConfigEntry,
+    hass_client_no_auth: Callable[[], Any],
+    mqtt_devices: list[MqttDevice],
+    hass_ws_client: WebSocketGenerator,
+) -> None:
+    """HA's satellite wizard, right after pairing: the idle link is the connection."""
+    client = await hass_client_no_auth()
+    ha_core.config.internal_url = str(client.make_url("/")).rstrip("/")
+    device = await online(hass_client_no_auth, mqtt_devices)
+    runtime = runtime_of(mqtt_entry)
+    await wait_until(runtime, lambda: runtime.connected)
+    ws = await hass_ws_client(ha_core)
+    await ws.send_json_auto_id(
+        {
+            "type": "assist_satellite/test_connection",
+            "entity_id": entity(ha_core, SATELLITE_DOMAIN, "assist_satellite"),
+        }
+    )
+    async with asyncio.timeout(30):
+        response = await ws.receive_json()
+    assert response["success"], response
+    # HA's own check: its test sound was fetched from Home Assistant.
+    assert response["result"] == {"status": "success"}
+    alert = await device.next_message("alert")
+    assert alert["message"] == "已连接到 Home Assistant"
+    # No audio channel was opened for it.
     assert runtime.session is None
     assert not any(m["type"] in {"hello", "tts"} for m in device.received)

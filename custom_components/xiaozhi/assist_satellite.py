@@ -18,6 +18,7 @@ handler of its device, for as long as the entity exists.
 """
 
 import asyncio
+import contextlib
 from typing import Final, override
 
 from homeassistant.components.assist_pipeline import (
@@ -274,8 +275,11 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             )
             return
         async with self._connection_tests:
-            voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
-            if voice is None:
+            # An idle device on MQTT+UDP is connected already: it passes on its link.
+            if self._idle_lasting_link() is None and (
+                await async_wait_for_voice_session(self.runtime, self.connect_wait)
+                is None
+            ):
                 LOGGER.warning(
                     "Connection test: %s did not connect within %g s; press its "
                     "button or say its wake word, then test again",
@@ -314,17 +318,26 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         """
         await self._async_play(start_announcement)
 
-    async def _async_play(self, announcement: AssistSatelliteAnnouncement) -> None:
+    def _idle_lasting_link(self) -> DeviceLink | None:
+        """Return the device's link if it is connected for good but not talking."""
         link = self.runtime.link
         if (
             self.runtime.session is None
             and link is not None
             and link.ready
             and link.lasting
-            and announcement.message
         ):
-            await self._async_show(link, announcement.message)
-            return
+            return link
+        return None
+
+    async def _async_play(self, announcement: AssistSatelliteAnnouncement) -> None:
+        if (link := self._idle_lasting_link()) is not None:
+            if ha_internals.is_connection_test(announcement.original_media_id):
+                await self._async_pass_connection_test(link, announcement)
+                return
+            if announcement.message:
+                await self._async_show(link, announcement.message)
+                return
         voice = await async_wait_for_voice_session(self.runtime, self.connect_wait)
         if voice is None:
             raise HomeAssistantError(
@@ -350,6 +363,33 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             ) from err
         finally:
             self._announcing = False
+
+    async def _async_pass_connection_test(
+        self, link: DeviceLink, announcement: AssistSatelliteAnnouncement
+    ) -> None:
+        """Pass HA's connection test on an idle, always-connected device.
+
+        The test passes when its sound is fetched from Home Assistant; the
+        device never fetches audio itself (Home Assistant streams it), and an
+        idle device has no audio channel to play it on. Its live link is the
+        connection being tested: the sound is fetched as for playing, and the
+        device shows that it is connected.
+        """
+        try:
+            async with contextlib.aclosing(
+                announcement_audio(self.hass, announcement)
+            ) as audio:
+                async for _pcm in audio:
+                    pass
+        except (AnnouncementError, TtsError) as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key=ERROR_ANNOUNCEMENT,
+                translation_placeholders={"error": str(err)},
+            ) from err
+        await self._async_show(
+            link, device_message("connection_test", self.device_language)
+        )
 
     async def _async_show(self, link: DeviceLink, message: str) -> None:
         """Show an announcement on an idle device's screen, with its chime.

@@ -44,6 +44,12 @@ MESSAGES: Final[dict[str, dict[str, str]]] = {
         "zh": "错误",
         "ja": "エラー",
     },
+    # Shown when HA's satellite wizard tests an idle, always-connected device.
+    "connection_test": {
+        "en": "Connected to Home Assistant",
+        "zh": "已连接到 Home Assistant",
+        "ja": "Home Assistant に接続しました",
+    },
     # The title of an alert that shows an announcement or a notification.
     "announcement_title": {
         "en": "Announcement",
