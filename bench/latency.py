@@ -55,7 +55,7 @@ Run from the repository root: ``python bench/latency.py [--runs N]
 import argparse
 import asyncio
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import importlib
 import json
 import logging
@@ -104,6 +104,7 @@ from custom_components.xiaozhi.protocol.codec import (
     WavStreamDecoder,
     parse_wav,
 )
+from custom_components.xiaozhi.server.registry import async_get_server
 from custom_components.xiaozhi.voice.endpointing import SpeechModel
 from custom_components.xiaozhi.voice.listening import SessionEndpointing
 from custom_components.xiaozhi.voice.session import VoiceSession
@@ -640,6 +641,12 @@ async def run(args: argparse.Namespace) -> None:
             for _ in range(args.bridge_runs):
                 await run_ours(device, provider, results, entry.runtime_data)
             await device.close()
+            # One device reconnects back to back below, far faster than anyone
+            # wakes a device: lift its connection budget (issue 17's limit).
+            server = async_get_server(hass)
+            server.limits = replace(
+                server.limits, connections_per_second=1e9, connection_burst=10**9
+            )
             await measure_mqtt(
                 http, port, device_args(), provider, results, entry, args
             )
