@@ -449,6 +449,26 @@ async def test_a_conversation_right_after_the_wake_word_waits_for_the_tools(
     assert ACTION in {tool.name for tool in instance.tools}
 
 
+async def test_a_device_that_lists_no_tools_is_not_waited_for(
+    ha_core: HomeAssistant,
+    runtime: DeviceRuntime,
+    devices: DeviceFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An empty listing is a listing: the conversation does not wait for another."""
+    monkeypatch.setattr(
+        "custom_components.xiaozhi.device.tools_api.TOOL_DISCOVERY_WAIT_S", 3600.0
+    )
+    device = devices(tools=[])
+    await device.open()
+    await wait_until(runtime, lambda: runtime.tools_listed)
+
+    async with asyncio.timeout(30):
+        instance = await merged_api(ha_core, registry_device_id(ha_core))
+
+    assert not [tool for tool in instance.tools if tool.name.startswith(NAMESPACE)]
+
+
 async def test_a_tool_whose_arguments_cannot_be_checked_is_left_out(
     ha_core: HomeAssistant,
     runtime: DeviceRuntime,

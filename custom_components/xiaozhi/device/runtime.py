@@ -59,6 +59,9 @@ class DeviceRuntime:
         self.mac = mac
         self.link: DeviceLink | None = None
         self.tools: tuple[McpTool, ...] = ()
+        # Whether the device listed its tools since HA started: a listing may be
+        # empty (a client without tools), which is not "not listed yet".
+        self.tools_listed = False
         self.handler_factory: SessionHandlerFactory | None = None
         self.camera = DeviceCamera(self.async_update_listeners)
         self.tool_lock = asyncio.Lock()
@@ -145,6 +148,7 @@ class DeviceRuntime:
     def async_set_tools(self, tools: Iterable[McpTool]) -> None:
         """Keep the device's MCP tools."""
         self.tools = tuple(tools)
+        self.tools_listed = True
         self.async_update_listeners()
 
     @callback

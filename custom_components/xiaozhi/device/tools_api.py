@@ -285,13 +285,13 @@ async def _async_wait_for_tools(runtime: DeviceRuntime) -> None:
     Later conversations use the tools of the device's last listing at once.
     """
     link = runtime.link
-    if runtime.tools or link is None or link.closed or not link.mcp_supported:
+    if runtime.tools_listed or link is None or link.closed or not link.mcp_supported:
         return
     listed = asyncio.Event()
 
     @callback
     def check() -> None:
-        if runtime.tools or runtime.link is not link or link.closed:
+        if runtime.tools_listed or runtime.link is not link or link.closed:
             listed.set()
 
     unsubscribe = runtime.async_add_listener(check)
