@@ -356,11 +356,7 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
         except (DeviceDisconnectedError, SessionClosedError) as err:
             raise self._not_connected() from err
         except (AnnouncementError, TtsError) as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key=ERROR_ANNOUNCEMENT,
-                translation_placeholders={"error": str(err)},
-            ) from err
+            raise _announcement_failed(err) from err
         finally:
             self._announcing = False
 
@@ -382,11 +378,7 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
                 async for _pcm in audio:
                     pass
         except (AnnouncementError, TtsError) as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key=ERROR_ANNOUNCEMENT,
-                translation_placeholders={"error": str(err)},
-            ) from err
+            raise _announcement_failed(err) from err
         await self._async_show(
             link, device_message("connection_test", self.device_language)
         )
@@ -414,6 +406,14 @@ class XiaozhiAssistSatellite(XiaozhiDeviceEntity, ha_internals.SatelliteWithRunS
             translation_key=ERROR_NOT_CONNECTED,
             translation_placeholders={"device": self.entry.title},
         )
+
+
+def _announcement_failed(err: Exception) -> HomeAssistantError:
+    return HomeAssistantError(
+        translation_domain=DOMAIN,
+        translation_key=ERROR_ANNOUNCEMENT,
+        translation_placeholders={"error": str(err)},
+    )
 
 
 # The device's assist satellite.

@@ -79,6 +79,26 @@ def log_excerpt(detail: object) -> str:
     return printable(detail, MAX_LOGGED_DETAIL)
 
 
+async def async_transmit[P: (str, bytes)](
+    send: Callable[[P], Awaitable[None]],
+    payload: P,
+    end: Callable[[EndReason, str], None],
+) -> None:
+    """Send ``payload``; a failed send ends the connection with its reason.
+
+    Raises:
+        SessionClosedError: The send failed (the connection is ending).
+    """
+    try:
+        await send(payload)
+    except SendTimeoutError as err:
+        end(EndReason.SEND_TIMEOUT, "the device stopped reading")
+        raise SessionClosedError(str(err)) from err
+    except TransportError as err:
+        end(EndReason.NORMAL, f"connection lost: {err}")
+        raise SessionClosedError(str(err)) from err
+
+
 class DeviceLink:
     """The control connection of one paired device.
 
@@ -391,14 +411,7 @@ class DeviceLink:
     ) -> None:
         if self._ending:
             raise SessionClosedError(f"session of {self.name} has ended")
-        try:
-            await send(payload)
-        except SendTimeoutError as err:
-            self.end(EndReason.SEND_TIMEOUT, "the device stopped reading")
-            raise SessionClosedError(str(err)) from err
-        except TransportError as err:
-            self.end(EndReason.NORMAL, f"connection lost: {err}")
-            raise SessionClosedError(str(err)) from err
+        await async_transmit(send, payload, self.end)
 
     async def send_json(self, message: Mapping[str, Any]) -> None:
         """Send one JSON message to the device.

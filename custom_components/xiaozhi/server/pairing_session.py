@@ -27,7 +27,7 @@ from typing import Any, Final
 from homeassistant.core import HomeAssistant, callback
 
 from ..const import LOGGER
-from ..device.link import HELLO_TIMEOUT_S, log_excerpt
+from ..device.link import HELLO_TIMEOUT_S, async_transmit, log_excerpt
 from ..device.messages import device_message
 from ..device.playback import Playback
 from ..device.supervisor import SessionClosedError, Supervisor
@@ -45,7 +45,7 @@ from ..protocol.messages import (
     hello_message,
     tts_sentence_start_message,
 )
-from ..transport.base import EndReason, SendTimeoutError, Transport, TransportError
+from ..transport.base import EndReason, Transport
 from .pairing import PairingRegistry, PendingPairing
 
 type CodeSpeaker = Callable[[str, str], AsyncIterable[bytes]]
@@ -260,14 +260,7 @@ class PairingSession:
     ) -> None:
         if self._ending:
             raise SessionClosedError(f"session of {self.name} has ended")
-        try:
-            await send(payload)
-        except SendTimeoutError as err:
-            self.end(EndReason.SEND_TIMEOUT, "the device stopped reading")
-            raise SessionClosedError(str(err)) from err
-        except TransportError as err:
-            self.end(EndReason.NORMAL, f"connection lost: {err}")
-            raise SessionClosedError(str(err)) from err
+        await async_transmit(send, payload, self.end)
 
     # ------------------------------------------------------------ ending
 
