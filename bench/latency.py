@@ -63,7 +63,7 @@ from pathlib import Path
 import statistics
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -135,8 +135,14 @@ def utterance_pcm() -> bytes:
     return silence + wav.pcm + silence + silence[: wav.rate]
 
 
-class TimedDevice(SimulatedDevice):
-    """A simulated device noting when the first audio frame of a reply arrives."""
+if TYPE_CHECKING:
+    _Device = SimulatedDevice
+else:
+    _Device = object
+
+
+class _FirstAudio(_Device):
+    """Notes when the first audio of a reply reaches a device, on either transport."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,30 +154,25 @@ class TimedDevice(SimulatedDevice):
         self.first_audio.clear()
         self.pending_messages()
 
-    async def _on_binary(self, data: bytes) -> None:
+    def _note_audio(self) -> None:
         if self.speaking and self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
             self.first_audio.set()
+
+
+class TimedDevice(_FirstAudio, SimulatedDevice):
+    """A simulated device noting when the first audio frame of a reply arrives."""
+
+    async def _on_binary(self, data: bytes) -> None:
+        self._note_audio()
         await super()._on_binary(data)
 
 
-class TimedMqttDevice(MqttSimulatedDevice):
+class TimedMqttDevice(_FirstAudio, MqttSimulatedDevice):
     """The same over MQTT+UDP: the first reply datagram is noted."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.first_audio_at: float | None = None
-        self.first_audio = asyncio.Event()
-
-    def expect_reply(self) -> None:
-        self.first_audio_at = None
-        self.first_audio.clear()
-        self.pending_messages()
-
     def datagram_received(self, data: bytes) -> None:
-        if self.speaking and self.first_audio_at is None:
-            self.first_audio_at = time.monotonic()
-            self.first_audio.set()
+        self._note_audio()
         super().datagram_received(data)
 
 
